@@ -1,0 +1,3 @@
+"""FaultMaven sessions: server-side session lifecycle with batched background cleanup."""
+
+__version__ = "0.1.0"

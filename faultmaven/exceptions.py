@@ -1,0 +1,26 @@
+"""Errors the session service raises; each says what failed without naming a session id."""
+
+
+class SessionStoreException(Exception):
+    """The session store could not do what was asked (unreachable, corrupt, refused)."""
+
+
+class SessionCleanupException(SessionStoreException):
+    """A cleanup run as a whole could not proceed; per-session failures are counted instead."""
+
+
+class SessionNotFoundError(LookupError):
+    """No live session has this id (unknown, malformed, deleted or expired)."""
+
+
+class SessionDataTooLargeError(ValueError):
+    """Session data is over SESSION_MAX_DATA_BYTES once encoded as compact UTF-8 JSON."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"session data is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line naming the variable and value."""

@@ -1,0 +1,91 @@
+"""The FastAPI app: one SessionManager per app, built in the lifespan, shared by routes and /health.
+
+Importing this module never reads the environment strictly: settings are read when the app starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faultmaven import __version__
+from faultmaven.api import router
+from faultmaven.config.config import Settings
+from faultmaven.observability import prometheus
+from faultmaven.observability.health import health_report
+from faultmaven.session_management import SessionManager
+
+access_log = logging.getLogger("faultmaven.access")
+
+
+class AccessLogMiddleware:
+    """Logs method, route template, status and duration; never the raw path, which holds session ids."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": getattr(route, "path", "<unmatched>"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                },
+            )
+
+
+def create_app(settings: Settings | None = None, manager: SessionManager | None = None) -> FastAPI:
+    """Build the app. Without arguments the lifespan reads Settings.from_env() and builds the manager."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
+        app.state.session_manager = mgr
+        if mgr.settings.cleanup_enabled:
+            await mgr.start_cleanup_scheduler(mgr.settings.cleanup_interval_minutes)
+        try:
+            yield
+        finally:
+            await mgr.close()
+
+    app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan)
+    app.add_middleware(AccessLogMiddleware)
+    app.include_router(router)
+    registry = prometheus.make_registry(lambda: app.state.session_manager)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        return health_report(request.app.state.session_manager)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(prometheus.render(registry), media_type=prometheus.CONTENT_TYPE)
+
+    return app
+
+
+app = create_app()

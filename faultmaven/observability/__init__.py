@@ -1,0 +1,1 @@
+"""Logging, metrics export and health evaluation."""

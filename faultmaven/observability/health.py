@@ -1,0 +1,41 @@
+"""The /health verdict from the session metrics and the configured limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faultmaven.config.config import Settings
+from faultmaven.session_management import SessionManager
+
+MAX_CLEANUP_ERROR_RATE = 0.05
+
+
+def degradation_reasons(metrics: dict[str, Any], settings: Settings) -> list[str]:
+    """Why the session service is degraded; an empty list means healthy."""
+    reasons = []
+    if metrics["active_sessions"] > settings.health_max_active:
+        reasons.append("active_sessions above SESSION_HEALTH_MAX_ACTIVE")
+    if metrics["memory_usage_mb"] > settings.max_memory_mb:
+        reasons.append("memory_usage_mb above SESSION_MAX_MEMORY_MB")
+    if settings.cleanup_enabled and not metrics["scheduler_running"]:
+        reasons.append("cleanup scheduler enabled but not running")
+    errors = metrics["cleanup_errors_total"]
+    attempts = metrics["sessions_cleaned_total"] + errors
+    if attempts and errors / attempts > MAX_CLEANUP_ERROR_RATE:
+        reasons.append("cleanup error rate above 5%")
+    return reasons
+
+
+def health_report(manager: SessionManager) -> dict[str, Any]:
+    """The /health body, always from the manager that serves the routes."""
+    try:
+        metrics = manager.get_session_metrics()
+    except Exception as exc:  # the store is down: report it, keep answering
+        service: dict[str, Any] = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+        return {"status": "degraded", "services": {"session_manager": service}}
+    reasons = degradation_reasons(metrics, manager.settings)
+    status = "degraded" if reasons else "healthy"
+    service = {"status": status, "metrics": metrics}
+    if reasons:
+        service["reasons"] = reasons
+    return {"status": status, "services": {"session_manager": service}}

@@ -1,0 +1,51 @@
+"""Prometheus exposition of the session metrics, read from the manager at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from faultmaven.session_management import SessionManager
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_GAUGES = {
+    "active_sessions": ("faultmaven_sessions_active", "Live sessions stored."),
+    "expired_sessions": ("faultmaven_sessions_expired", "Expired sessions awaiting cleanup."),
+    "memory_usage_mb": ("faultmaven_session_store_memory_mb", "Estimated session store memory in MiB."),
+    "scheduler_running": ("faultmaven_session_cleanup_scheduler_up", "1 while the cleanup scheduler runs."),
+    "last_cleanup_duration_ms": ("faultmaven_session_cleanup_last_duration_ms", "Duration of the last run."),
+}
+_COUNTERS = {
+    "cleanup_runs": ("faultmaven_session_cleanup_runs", "Finished cleanup runs."),
+    "sessions_cleaned_total": ("faultmaven_sessions_cleaned", "Sessions removed by cleanup."),
+    "cleanup_errors_total": ("faultmaven_session_cleanup_errors", "Per-session cleanup failures and failed runs."),
+}
+
+
+class SessionCollector:
+    """A custom collector: no state of its own, so the numbers are the manager's, never a copy."""
+
+    def __init__(self, manager: Callable[[], SessionManager]) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._manager().get_session_metrics()
+        for key, (name, doc) in _GAUGES.items():
+            value = metrics.get(key)
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=float(value))
+        for key, (name, doc) in _COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
+
+
+def make_registry(manager: Callable[[], SessionManager]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SessionCollector(manager))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

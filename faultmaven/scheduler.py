@@ -1,0 +1,88 @@
+"""The background cleanup scheduler: one asyncio task that runs a job every interval.
+
+A failed run is logged and retried sooner, with exponential backoff capped at the interval; no failure
+ends the task. Every delay carries a little jitter so that replicas started together spread out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("faultmaven.scheduler")
+
+
+class CleanupScheduler:
+    """Start/stop are idempotent; stop is graceful (the job sees `stopping` and ends after its batch)."""
+
+    def __init__(
+        self,
+        job: Callable[[], Awaitable[object]],
+        *,
+        backoff_base_s: float = 1.0,
+        jitter: float = 0.1,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._job = job
+        self._backoff_base_s = backoff_base_s
+        self._jitter = jitter
+        self._rng = rng
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.consecutive_failures = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self, interval_s: float) -> None:
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self.consecutive_failures = 0
+        self._task = asyncio.create_task(self._loop(interval_s), name="faultmaven-session-cleanup")
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Ask the loop to end, let the current batch finish, then await the task (cancel after grace_s)."""
+        task = self._task
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self._task = None
+
+    def _delay(self, interval_s: float) -> float:
+        base = interval_s
+        if self.consecutive_failures:
+            base = min(interval_s, self._backoff_base_s * 2 ** (self.consecutive_failures - 1))
+        return base * (1 + self._jitter * (2 * self._rng() - 1))
+
+    async def _loop(self, interval_s: float) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._delay(interval_s))
+            if self._stop.is_set():
+                return
+            try:
+                await self._job()
+            except Exception as exc:  # never let one run end the scheduler
+                self.consecutive_failures += 1
+                log.error(
+                    "Scheduled session cleanup failed; retrying with backoff",
+                    extra={"error_type": type(exc).__name__, "consecutive_failures": self.consecutive_failures},
+                )
+            else:
+                self.consecutive_failures = 0

@@ -1,0 +1,244 @@
+"""SessionManager: the public API over a store, the cleanup run and the scheduler.
+
+The manager owns the rules that do not depend on the storage engine: id and data validation, the clock,
+one cleanup at a time, batching with a yield between batches, counters for the metrics and the cleanup
+log record. The store owns atomicity: every expiry check happens inside the store call that acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from faultmaven.config.config import Settings
+from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError
+from faultmaven.scheduler import CleanupScheduler
+from faultmaven.session import (
+    Session,
+    SessionRecord,
+    encode_data,
+    fingerprint,
+    is_valid_id,
+    new_session_id,
+)
+from faultmaven.stores import SessionStore, store_from_url
+
+__all__ = ["Session", "SessionManager"]
+
+log = logging.getLogger("faultmaven.sessions")
+
+MAX_USER_ID_LENGTH = 256
+_MIB = 1024 * 1024
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _minutes(name: str, value: float, *, allow_zero: bool) -> float:
+    """Validate a minutes argument and return it in seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of minutes, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value) * 60.0
+
+
+class SessionManager:
+    """Server-side sessions with an inactivity timeout and batched background cleanup."""
+
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.store: SessionStore = store if store is not None else store_from_url(self.settings.store_url)
+        self._clock = clock if clock is not None else time.time
+        self._last_now = -math.inf
+        self._timeout_s = self.settings.timeout_seconds
+        self._cleanup_lock = asyncio.Lock()
+        self._scheduler = CleanupScheduler(self._scheduled_cleanup)
+        # Counters behind get_session_metrics(); each is updated where the event happens.
+        self._cleanup_runs = 0
+        self._sessions_cleaned = 0
+        self._cleanup_errors = 0
+        self._last_cleanup_time: float | None = None
+        self._last_cleanup_duration_ms: float | None = None
+        self._ended = 0
+        self._ended_lifetime_s = 0.0
+
+    def _now(self) -> float:
+        """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
+        now = self._clock()
+        if now < self._last_now:
+            return self._last_now
+        self._last_now = now
+        return now
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def create_session(
+        self, user_id: str | None = None, data: Mapping[str, Any] | None = None
+    ) -> Session:
+        if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_LENGTH):
+            raise ValueError(f"user_id must be a string of at most {MAX_USER_ID_LENGTH} characters")
+        blob = encode_data(data, self.settings.max_data_bytes)
+        now = self._now()
+        record = SessionRecord(new_session_id(), user_id, now, now, blob)
+        await self.store.insert(record)
+        log.debug("Session created", extra={"session": fingerprint(record.session_id)})
+        return record.to_session(self._timeout_s)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The live session (recording activity), or None if unknown, malformed or expired."""
+        return await self.touch_session(session_id)
+
+    async def touch_session(self, session_id: str) -> Session | None:
+        """Heartbeat: record activity only. Never revives an expired session."""
+        if not is_valid_id(session_id):
+            return None
+        record = await self.store.touch(session_id, self._now(), self._timeout_s)
+        return record.to_session(self._timeout_s) if record else None
+
+    async def update_session(self, session_id: str, data: Mapping[str, Any]) -> Session:
+        """Replace the data (and record activity); SessionNotFoundError if there is no live session."""
+        if not is_valid_id(session_id):
+            raise SessionNotFoundError("no live session with this id")
+        blob = encode_data(data, self.settings.max_data_bytes)
+        record = await self.store.replace_data(session_id, blob, self._now(), self._timeout_s)
+        if record is None:
+            raise SessionNotFoundError("no live session with this id")
+        return record.to_session(self._timeout_s)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove the session; True only if it was live (an expired one is removed but returns False)."""
+        if not is_valid_id(session_id):
+            return False
+        ended = await self.store.delete(session_id, self._now(), self._timeout_s)
+        if ended is None:
+            return False
+        self._ended += 1
+        self._ended_lifetime_s += ended.lifetime_s
+        log.debug("Session deleted", extra={"session": fingerprint(session_id), "was_live": ended.was_live})
+        return ended.was_live
+
+    # -- cleanup -----------------------------------------------------------------------------------
+
+    async def cleanup_inactive_sessions(self, max_age_minutes: float | None = None) -> int:
+        """Remove every session idle for >= max_age_minutes (default: the timeout); return how many."""
+        return await self.run_cleanup(max_age_minutes, trigger="manual")
+
+    async def run_cleanup(self, max_age_minutes: float | None = None, *, trigger: str = "manual") -> int:
+        """A cleanup run, labelled with what triggered it for the audit record."""
+        if max_age_minutes is None:
+            max_idle_s = self._timeout_s
+        else:
+            max_idle_s = _minutes("max_age_minutes", max_age_minutes, allow_zero=True)
+        async with self._cleanup_lock:
+            return await self._cleanup_locked(max_idle_s, trigger)
+
+    async def _cleanup_locked(self, max_idle_s: float, trigger: str) -> int:
+        run_id = secrets.token_hex(6)
+        started_at = self._now()
+        t0 = time.perf_counter()
+        removed = freed = 0
+        failed: set[str] = set()
+        batch_size = self.settings.cleanup_batch_size
+        try:
+            while True:
+                batch = await self.store.remove_idle(self._now(), max_idle_s, batch_size, failed)
+                removed += batch.removed
+                freed += batch.freed_bytes
+                self._sessions_cleaned += batch.removed
+                self._ended += batch.removed
+                self._ended_lifetime_s += batch.lifetime_s
+                if batch.failed:
+                    self._cleanup_errors += len(batch.failed)
+                    failed.update(batch.failed)
+                if batch.exhausted or not (batch.removed or batch.failed):
+                    break
+                if trigger == "scheduled" and self._scheduler.stopping:
+                    break  # graceful stop: this batch is done, the rest waits for the next run
+                await asyncio.sleep(0)  # let live requests run between batches
+        except Exception as exc:
+            self._cleanup_errors += 1
+            log.error(
+                "Session cleanup failed",
+                extra={
+                    "error_type": type(exc).__name__,
+                    "cleanup_count": removed,
+                    "errors_encountered": len(failed) + 1,
+                    "audit": self._audit(run_id, trigger, started_at, outcome="failed"),
+                },
+            )
+            raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
+        duration_ms = (time.perf_counter() - t0) * 1000.0
+        self._cleanup_runs += 1
+        self._last_cleanup_time = self._now()
+        self._last_cleanup_duration_ms = duration_ms
+        log.info(
+            "Session cleanup completed",
+            extra={
+                "cleanup_count": removed,
+                "duration_ms": round(duration_ms, 3),
+                "memory_freed_mb": round(freed / _MIB, 6),
+                "errors_encountered": len(failed),
+                "audit": self._audit(run_id, trigger, started_at, outcome="completed"),
+            },
+        )
+        return removed
+
+    def _audit(self, run_id: str, trigger: str, started_at: float, *, outcome: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "trigger": trigger,
+            "node": NODE,
+            "outcome": outcome,
+            "started_at": datetime.fromtimestamp(started_at, timezone.utc).isoformat(),
+            "finished_at": datetime.fromtimestamp(self._now(), timezone.utc).isoformat(),
+        }
+
+    async def _scheduled_cleanup(self) -> int:
+        return await self.run_cleanup(trigger="scheduled")
+
+    # -- scheduler ---------------------------------------------------------------------------------
+
+    async def start_cleanup_scheduler(self, interval_minutes: float = 15) -> None:
+        """Start the background cleanup task; a second call while it runs does nothing."""
+        interval_s = _minutes("interval_minutes", interval_minutes, allow_zero=False)
+        self._scheduler.start(interval_s)
+
+    async def stop_cleanup_scheduler(self) -> None:
+        """Stop gracefully: the running batch finishes, then the task is awaited. Idempotent."""
+        await self._scheduler.stop()
+
+    async def close(self) -> None:
+        await self.stop_cleanup_scheduler()
+        await self.store.close()
+
+    # -- metrics -----------------------------------------------------------------------------------
+
+    def get_session_metrics(self) -> dict[str, int | float | None]:
+        """Counters and store counts; O(1) amortised, safe to call on every request."""
+        stats = self.store.stats(self._now(), self._timeout_s)
+        return {
+            "active_sessions": stats.active,
+            "expired_sessions": stats.expired,
+            "cleanup_runs": self._cleanup_runs,
+            "last_cleanup_time": self._last_cleanup_time,
+            "average_session_duration": (self._ended_lifetime_s / self._ended) if self._ended else None,
+            "memory_usage_mb": stats.memory_bytes / _MIB,
+            "sessions_cleaned_total": self._sessions_cleaned,
+            "cleanup_errors_total": self._cleanup_errors,
+            "last_cleanup_duration_ms": self._last_cleanup_duration_ms,
+            "scheduler_running": self._scheduler.running,
+        }

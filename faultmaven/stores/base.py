@@ -1,0 +1,77 @@
+"""The one small protocol every session store implements.
+
+Every method that reads or writes a session takes `now` and the idle limit, so the expiry rule
+(`now - last_activity >= limit` means expired) is applied by the store atomically with the operation:
+no read shows an expired session and no activity revives one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from faultmaven.session import SessionRecord
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one cleanup batch did."""
+
+    removed: int = 0
+    lifetime_s: float = 0.0  # sum of last_activity - created_at over the removed sessions
+    freed_bytes: int = 0
+    failed: list[str] = field(default_factory=list)  # ids whose removal failed; the run skips them
+    exhausted: bool = True  # no more idle sessions past this batch
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts a store keeps up to date, so reading them costs O(1) (amortised)."""
+
+    stored: int
+    expired: int
+    memory_bytes: int
+
+    @property
+    def active(self) -> int:
+        return self.stored - self.expired
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A session removed by delete: whether it was still live, and how long it lasted."""
+
+    was_live: bool
+    lifetime_s: float
+
+
+class SessionStore(Protocol):
+    """Storage for sessions ordered by last activity."""
+
+    async def insert(self, record: SessionRecord) -> None: ...
+
+    async def touch(self, session_id: str, now: float, timeout_s: float) -> SessionRecord | None:
+        """Record activity at `now` and return the session, or None if unknown or expired."""
+
+    async def replace_data(
+        self, session_id: str, blob: bytes, now: float, timeout_s: float
+    ) -> SessionRecord | None:
+        """Replace the data and record activity, or return None if unknown or expired."""
+
+    async def delete(self, session_id: str, now: float, timeout_s: float) -> Ended | None:
+        """Remove the session whatever its state; None if it was not stored."""
+
+    async def remove_idle(
+        self, now: float, max_idle_s: float, limit: int, exclude: Set[str]
+    ) -> BatchResult:
+        """Remove up to `limit` of the longest-idle sessions whose idle time is still >= max_idle_s.
+
+        The idle check and the removal are one atomic step per session. Ids in `exclude` (failures
+        earlier in the same run) are passed over.
+        """
+
+    def stats(self, now: float, timeout_s: float) -> StoreStats:
+        """Session counts and memory estimate; cheap enough for every /health call."""
+
+    async def close(self) -> None: ...

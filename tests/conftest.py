@@ -1,0 +1,46 @@
+"""Fixtures shared by every suite: a fake clock, settings, a manager and an HTTP client over the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.main import create_app
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import MemoryStore
+from tests.support import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(timeout_minutes=30, cleanup_batch_size=10, cleanup_enabled=False)
+
+
+@pytest.fixture
+async def manager(settings: Settings, clock: FakeClock) -> AsyncIterator[SessionManager]:
+    mgr = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    yield mgr
+    await mgr.close()
+
+
+async def open_client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the real app's lifespan around an httpx client on the ASGI transport."""
+    app = create_app(manager=manager)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in open_client(manager):
+        yield c
