@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.exceptions import SessionDataTooLargeError
@@ -57,7 +57,7 @@ def encode_data(data: Mapping[str, Any] | None, limit: int) -> bytes:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)

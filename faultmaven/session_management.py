@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.config.config import Settings
@@ -86,9 +86,7 @@ class SessionManager:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    async def create_session(
-        self, user_id: str | None = None, data: Mapping[str, Any] | None = None
-    ) -> Session:
+    async def create_session(self, user_id: str | None = None, data: Mapping[str, Any] | None = None) -> Session:
         if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_LENGTH):
             raise ValueError(f"user_id must be a string of at most {MAX_USER_ID_LENGTH} characters")
         blob = encode_data(data, self.settings.max_data_bytes)
@@ -203,8 +201,8 @@ class SessionManager:
             "trigger": trigger,
             "node": NODE,
             "outcome": outcome,
-            "started_at": datetime.fromtimestamp(started_at, timezone.utc).isoformat(),
-            "finished_at": datetime.fromtimestamp(self._now(), timezone.utc).isoformat(),
+            "started_at": datetime.fromtimestamp(started_at, UTC).isoformat(),
+            "finished_at": datetime.fromtimestamp(self._now(), UTC).isoformat(),
         }
 
     async def _scheduled_cleanup(self) -> int:

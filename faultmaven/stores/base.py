@@ -54,17 +54,13 @@ class SessionStore(Protocol):
     async def touch(self, session_id: str, now: float, timeout_s: float) -> SessionRecord | None:
         """Record activity at `now` and return the session, or None if unknown or expired."""
 
-    async def replace_data(
-        self, session_id: str, blob: bytes, now: float, timeout_s: float
-    ) -> SessionRecord | None:
+    async def replace_data(self, session_id: str, blob: bytes, now: float, timeout_s: float) -> SessionRecord | None:
         """Replace the data and record activity, or return None if unknown or expired."""
 
     async def delete(self, session_id: str, now: float, timeout_s: float) -> Ended | None:
         """Remove the session whatever its state; None if it was not stored."""
 
-    async def remove_idle(
-        self, now: float, max_idle_s: float, limit: int, exclude: Set[str]
-    ) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         """Remove up to `limit` of the longest-idle sessions whose idle time is still >= max_idle_s.
 
         The idle check and the removal are one atomic step per session. Ids in `exclude` (failures

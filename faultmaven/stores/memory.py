@@ -20,7 +20,7 @@ from faultmaven.stores.base import BatchResult, Ended, StoreStats
 
 
 class _Node:
-    __slots__ = ("sid", "user_id", "created_at", "last_activity", "blob", "cost", "prev", "next", "counted")
+    __slots__ = ("blob", "cost", "counted", "created_at", "last_activity", "next", "prev", "sid", "user_id")
 
     def __init__(self, sid: str, user_id: str | None, created_at: float, last_activity: float, blob: bytes) -> None:
         self.sid = sid
@@ -119,9 +119,7 @@ class MemoryStore:
         self._mark_active(node, now)
         return node.record()
 
-    async def replace_data(
-        self, session_id: str, blob: bytes, now: float, timeout_s: float
-    ) -> SessionRecord | None:
+    async def replace_data(self, session_id: str, blob: bytes, now: float, timeout_s: float) -> SessionRecord | None:
         node = self._live(session_id, now, timeout_s)
         if node is None:
             return None
@@ -138,9 +136,7 @@ class MemoryStore:
         self._remove(node)
         return Ended(now - node.last_activity < timeout_s, node.last_activity - node.created_at)
 
-    async def remove_idle(
-        self, now: float, max_idle_s: float, limit: int, exclude: Set[str]
-    ) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         result = BatchResult()
         head = self._head
         node = head.next

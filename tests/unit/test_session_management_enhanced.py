@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import pytest
 
@@ -95,7 +95,7 @@ async def test_metrics_accuracy(manager: SessionManager, clock: FakeClock) -> No
     assert empty["average_session_duration"] is None
     assert empty["last_cleanup_time"] is None
 
-    a, b, c, d = await make_sessions(manager, 4)
+    a, b, _c, _d = await make_sessions(manager, 4)
     clock.advance(100)
     await manager.touch_session(a)  # a lasts 100 s so far
     clock.advance(50)
@@ -149,7 +149,7 @@ async def test_activity_never_revives_an_expired_session(manager: SessionManager
 
 async def test_get_returns_snapshot_after_activity(manager: SessionManager, clock: FakeClock) -> None:
     created = await manager.create_session("u1", {"x": [1, 2]})
-    assert created.created_at.tzinfo is timezone.utc
+    assert created.created_at.tzinfo is UTC
     assert created.expires_at - created.last_activity == timedelta(minutes=30)
     clock.advance(42)
     got = await manager.get_session(created.session_id)

@@ -1,0 +1,121 @@
+"""Settings validation, the spec's module constants and the serve command's start-up errors."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import ConfigError
+
+
+def test_defaults_match_the_contract() -> None:
+    s = Settings.from_env({})
+    assert (s.timeout_minutes, s.cleanup_interval_minutes, s.max_memory_mb) == (30, 15, 100)
+    assert (s.cleanup_batch_size, s.cleanup_enabled, s.store_url) == (50, True, "memory://")
+    assert (s.max_data_bytes, s.health_max_active, s.admin_token) == (65536, 1000, None)
+
+
+def test_every_variable_is_read() -> None:
+    s = Settings.from_env(
+        {
+            "SESSION_TIMEOUT_MINUTES": "0.05",
+            "SESSION_CLEANUP_INTERVAL_MINUTES": "0.5",
+            "SESSION_MAX_MEMORY_MB": "12.5",
+            "SESSION_CLEANUP_BATCH_SIZE": "7",
+            "SESSION_CLEANUP_ENABLED": "off",
+            "SESSION_STORE_URL": "redis://127.0.0.1:6390/2",
+            "SESSION_MAX_DATA_BYTES": "1024",
+            "SESSION_HEALTH_MAX_ACTIVE": "0",
+            "SESSION_ADMIN_TOKEN": "s3cret",
+        }
+    )
+    assert s.timeout_seconds == pytest.approx(3.0)
+    assert (s.cleanup_interval_minutes, s.max_memory_mb, s.cleanup_batch_size) == (0.5, 12.5, 7)
+    assert (s.cleanup_enabled, s.store_url, s.max_data_bytes) == (False, "redis://127.0.0.1:6390/2", 1024)
+    assert (s.health_max_active, s.admin_token) == (0, "s3cret")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SESSION_TIMEOUT_MINUTES", "abc"),
+        ("SESSION_TIMEOUT_MINUTES", "nan"),
+        ("SESSION_TIMEOUT_MINUTES", "0"),
+        ("SESSION_TIMEOUT_MINUTES", "-5"),
+        ("SESSION_TIMEOUT_MINUTES", "inf"),
+        ("SESSION_CLEANUP_INTERVAL_MINUTES", "0"),
+        ("SESSION_MAX_MEMORY_MB", "-1"),
+        ("SESSION_CLEANUP_BATCH_SIZE", "0"),
+        ("SESSION_CLEANUP_BATCH_SIZE", "2.5"),
+        ("SESSION_CLEANUP_ENABLED", "maybe"),
+        ("SESSION_STORE_URL", "postgres://x"),
+        ("SESSION_STORE_URL", "redis://host:notaport/0"),
+        ("SESSION_MAX_DATA_BYTES", "-1"),
+        ("SESSION_HEALTH_MAX_ACTIVE", "-1"),
+    ],
+)
+def test_bad_values_raise_one_line_naming_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert name in message and repr(value) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("raw", ["true", "1", "YES", "On"])
+def test_booleans(raw: str) -> None:
+    assert Settings.from_env({"SESSION_CLEANUP_ENABLED": raw}).cleanup_enabled is True
+
+
+def test_settings_built_in_code_are_validated_too() -> None:
+    with pytest.raises(ConfigError):
+        Settings(cleanup_batch_size=0)
+    with pytest.raises(ConfigError):
+        Settings(timeout_minutes=float("nan"))
+
+
+def test_module_constants_read_at_import_and_never_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faultmaven.config.config as config
+
+    monkeypatch.setenv("SESSION_TIMEOUT_MINUTES", "45")
+    monkeypatch.setenv("SESSION_CLEANUP_BATCH_SIZE", "not-a-number")
+    try:
+        reloaded = importlib.reload(config)
+        assert reloaded.SESSION_TIMEOUT_MINUTES == 45
+        assert reloaded.SESSION_CLEANUP_BATCH_SIZE == 50  # bad value: import falls back, start-up reports it
+    finally:
+        monkeypatch.undo()
+        importlib.reload(config)
+
+
+def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "faultmaven", *args], env=full_env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_serve_refuses_a_bad_value_with_one_line_and_status_2() -> None:
+    result = _serve({"SESSION_TIMEOUT_MINUTES": "soon"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SESSION_TIMEOUT_MINUTES" in lines[0] and "'soon'" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_several_workers_on_the_memory_store() -> None:
+    result = _serve({}, "--workers", "2")
+    assert result.returncode == 2
+    assert "in-memory store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_importing_the_app_never_fails_on_the_environment() -> None:
+    code = "import faultmaven.main; print('ok')"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
+    env["SESSION_TIMEOUT_MINUTES"] = "garbage"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok"
