@@ -166,7 +166,7 @@ class SessionManager:
                     break
                 if trigger == "scheduled" and self._scheduler.stopping:
                     break  # graceful stop: this batch is done, the rest waits for the next run
-                await asyncio.sleep(0)  # let live requests run between batches
+                await self._between_batches()
         except Exception as exc:
             self._cleanup_errors += 1
             log.error(
@@ -194,6 +194,10 @@ class SessionManager:
             },
         )
         return removed
+
+    async def _between_batches(self) -> None:
+        """Let live requests run between batches (tests override it to act at exactly this point)."""
+        await asyncio.sleep(0)
 
     def _audit(self, run_id: str, trigger: str, started_at: float, *, outcome: str) -> dict[str, Any]:
         return {

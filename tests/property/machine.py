@@ -1,0 +1,317 @@
+"""A hypothesis state machine that drives a SessionManager beside a small reference model of DESIGN.md.
+
+The model is a dict of session id -> (last_activity, data) and the rule "expired iff now - last_activity
+>= timeout". The machine is built by `build_machine(make_store)` so the same rules run against every
+store, and against the deliberately broken stores of the power check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import SessionNotFoundError
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import MemoryStore
+from tests.support import FakeClock
+
+TIMEOUT_MINUTES = 1.0
+T = TIMEOUT_MINUTES * 60.0
+BATCH = 3
+
+# Exactly representable steps, so that "lands on the expiry instant" is exact arithmetic.
+SMALL_STEPS = st.sampled_from([0.25, 0.5, 1.0, 5.0, 10.0, 20.0])
+LARGE_STEPS = st.sampled_from([15.0, 30.0, 45.0, 59.75, 60.0, 60.25, 90.0, 1000.0])
+MAX_AGES = st.sampled_from([0.0, 0.25, 0.5, 0.99, 1.0, 1.01, 1.5, 2.0])  # minutes: below, at, above T
+DATA = st.dictionaries(st.text(string.ascii_letters, max_size=4), st.integers(-5, 5) | st.text(max_size=4), max_size=3)
+UNKNOWN_IDS = st.text("ab", min_size=43, max_size=43)  # well formed, never issued
+MALFORMED_IDS = st.sampled_from(["", "x", "a" * 42, "a" * 44, "a" * 42 + "!", "../etc/passwd"])
+OPS = st.lists(
+    # The index counts in activity order, so small ones hit the sessions the cleanup is about to reach.
+    st.tuples(st.sampled_from(["touch", "get", "update", "delete", "create", "advance"]), st.integers(0, 9)),
+    max_size=6,
+)
+
+
+class PeekableStore(MemoryStore):
+    """The real MemoryStore, plus a look at one session that records no activity."""
+
+    def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
+        node = self._index.get(session_id)
+        return None if node is None else (node.last_activity, json.loads(node.blob))
+
+
+class GatedManager(SessionManager):
+    """The real manager, whose cleanup can be held at its yield point between batches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.permits: int | None = None  # between-batch yields allowed before holding; None: never hold
+        self.waiting = False
+        self._changed = asyncio.Event()
+
+    async def _between_batches(self) -> None:
+        while self.permits is not None and self.permits <= 0:
+            self.waiting = True
+            self._changed.clear()
+            await self._changed.wait()
+        self.waiting = False
+        if self.permits is not None:
+            self.permits -= 1
+        await super()._between_batches()
+
+    def release(self) -> None:
+        self.permits = None
+        self._changed.set()
+
+
+@dataclass
+class Model:
+    last_activity: float
+    data: dict[str, Any]
+    seq: int  # creation order: ids are random, so order ties by this to keep examples reproducible
+
+
+STEPS = [0]  # state-machine steps run in this process (rules and initializers), for the CI step count
+
+
+class SessionMachine(RuleBasedStateMachine):
+    make_store: Callable[[], PeekableStore] = PeekableStore
+    sessions = Bundle("sessions")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = FakeClock()
+        self.store = type(self).make_store()
+        settings = Settings(timeout_minutes=TIMEOUT_MINUTES, cleanup_batch_size=BATCH, cleanup_enabled=False)
+        self.manager = GatedManager(self.store, settings=settings, clock=self.clock)
+        self.model: dict[str, Model] = {}
+        self.cleanup_runs = 0
+        self.created = 0
+        self.cleaned = 0
+        self.scheduler_on = False
+
+    def teardown(self) -> None:
+        self.loop.run_until_complete(self.manager.close())
+        self.loop.close()
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    # -- model helpers ---------------------------------------------------------------------------------
+
+    def live(self, sid: str) -> bool:
+        entry = self.model.get(sid)
+        return entry is not None and self.clock.now - entry.last_activity < T
+
+    def pick(self, index: int, *, live_only: bool = False) -> str | None:
+        """A stored session by position in activity order: small indexes are the next cleanup candidates."""
+        ids = sorted(self.model, key=lambda sid: (self.model[sid].last_activity, self.model[sid].seq))
+        if live_only:
+            ids = [sid for sid in ids if self.live(sid)] or ids
+        return ids[index % len(ids)] if ids else None
+
+    def expect_activity(self, sid: str, returned: Any) -> None:
+        """get/touch: a live session is returned with activity recorded; anything else is None."""
+        if self.live(sid):
+            assert returned is not None, "a live session was not returned"
+            self.model[sid].last_activity = self.clock.now
+            assert returned.data == self.model[sid].data
+            assert returned.last_activity.timestamp() == self.clock.now
+        else:
+            assert returned is None, "an expired, deleted or unknown session was returned"
+
+    def do_create(self, data: dict[str, Any]) -> str:
+        session = self.run(self.manager.create_session(data=data))
+        assert session.session_id not in self.model
+        self.created += 1
+        self.model[session.session_id] = Model(self.clock.now, data, self.created)
+        return str(session.session_id)
+
+    def do_update(self, sid: str, data: dict[str, Any]) -> None:
+        if self.live(sid):
+            session = self.run(self.manager.update_session(sid, data))
+            assert session.data == data
+            self.model[sid] = Model(self.clock.now, data, self.model[sid].seq)
+        else:
+            try:
+                self.run(self.manager.update_session(sid, data))
+            except SessionNotFoundError:
+                return
+            raise AssertionError("update of a session that is not live succeeded")
+
+    def do_delete(self, sid: str) -> None:
+        was_live = self.live(sid)
+        assert self.run(self.manager.delete_session(sid)) is was_live
+        self.model.pop(sid, None)
+
+    def check_cleanup(self, max_age_minutes: float, removed: int, before: set[str]) -> None:
+        """Everything removed was idle >= max_age; nothing idle >= max_age remains; the count matches."""
+        limit = max_age_minutes * 60.0
+        gone = {sid for sid in before if sid in self.model and self.store.peek(sid) is None}
+        for sid in gone:
+            assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a session in use"
+            del self.model[sid]
+        assert removed == len(gone), f"cleanup returned {removed} but removed {len(gone)}"
+        for entry in self.model.values():
+            assert self.clock.now - entry.last_activity < limit, "an idle session survived a finished cleanup"
+        self.cleanup_runs += 1
+        self.cleaned += removed
+
+    # -- rules ----------------------------------------------------------------------------------------
+
+    @initialize(target=sessions, data=DATA)
+    def first_session(self, data: dict[str, Any]) -> str:
+        return self.do_create(data)
+
+    @rule(target=sessions, data=DATA)
+    def create(self, data: dict[str, Any]) -> str:
+        return self.do_create(data)
+
+    @rule(count=st.integers(2, 8))
+    def create_many(self, count: int) -> None:
+        for i in range(count):
+            self.do_create({"n": i})
+
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
+    def get(self, sid: str) -> None:
+        self.expect_activity(sid, self.run(self.manager.get_session(sid)))
+
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
+    def touch(self, sid: str) -> None:
+        self.expect_activity(sid, self.run(self.manager.touch_session(sid)))
+
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, data=DATA)
+    def update(self, sid: str, data: dict[str, Any]) -> None:
+        self.do_update(sid, data)
+
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
+    def delete(self, sid: str) -> None:
+        self.do_delete(sid)
+
+    @rule(step=SMALL_STEPS)
+    def advance_small(self, step: float) -> None:
+        self.clock.advance(step)
+
+    @rule(step=LARGE_STEPS)
+    def advance_large(self, step: float) -> None:
+        self.clock.advance(step)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(index=st.integers(0, 1000))
+    def advance_to_an_expiry_instant(self, index: int) -> None:
+        sid = self.pick(index)
+        assert sid is not None
+        expiry = self.model[sid].last_activity + T
+        if expiry > self.clock.now:
+            self.clock.now = expiry
+
+    @rule(max_age=MAX_AGES)
+    def cleanup(self, max_age: float) -> None:
+        before = set(self.model)
+        removed = self.run(self.manager.cleanup_inactive_sessions(max_age))
+        self.check_cleanup(max_age, removed, before)
+
+    @rule(max_age=MAX_AGES, batches=st.integers(0, 4), ops=OPS)
+    def interleaved_cleanup(self, max_age: float, batches: int, ops: list[tuple[str, int]]) -> None:
+        """Start a cleanup, let it run `batches` + 1 batches, act while it is suspended, then let it finish."""
+        before = set(self.model)
+        self.manager.permits = batches
+        task = self.loop.create_task(self.manager.cleanup_inactive_sessions(max_age))
+        for _ in range(10_000):
+            if task.done() or self.manager.waiting:
+                break
+            self.run(asyncio.sleep(0))
+        if task.done():  # the run finished before holding: the operations come after it
+            self.manager.release()
+            self.check_cleanup(max_age, task.result(), before)
+            for kind, index in ops:
+                self.apply_op(kind, index)
+            return
+        # What the first batches removed must have been idle; the model forgets it before acting.
+        limit = max_age * 60.0
+        removed_early = 0
+        for sid in before:
+            if self.store.peek(sid) is None:
+                assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a live session"
+                del self.model[sid]
+                removed_early += 1
+        for kind, index in ops:
+            self.apply_op(kind, index)
+        self.manager.release()
+        removed = self.run(task)
+        self.check_cleanup(max_age, removed - removed_early, set(self.model))
+        self.cleaned += removed_early
+
+    def apply_op(self, kind: str, index: int) -> None:
+        if kind == "create":
+            self.do_create({"op": index})
+            return
+        if kind == "advance":
+            self.clock.advance([0.25, 1.0, 10.0, 30.0][index % 4])
+            return
+        sid = self.pick(index, live_only=kind != "delete")  # live ones: the sessions in use during the run
+        if sid is None:
+            return
+        if kind == "touch":
+            self.expect_activity(sid, self.run(self.manager.touch_session(sid)))
+        elif kind == "get":
+            self.expect_activity(sid, self.run(self.manager.get_session(sid)))
+        elif kind == "update":
+            self.do_update(sid, {"op": index})
+        else:
+            self.do_delete(sid)
+
+    @rule()
+    def start_scheduler(self) -> None:
+        # An hour of real time: it never fires during the test; this checks start/stop bookkeeping.
+        self.run(self.manager.start_cleanup_scheduler(60))
+        self.run(self.manager.start_cleanup_scheduler(60))
+        self.scheduler_on = True
+
+    @rule()
+    def stop_scheduler(self) -> None:
+        self.run(self.manager.stop_cleanup_scheduler())
+        self.scheduler_on = False
+
+    # -- invariants -----------------------------------------------------------------------------------
+
+    @invariant()
+    def live_sessions_are_stored_with_their_data(self) -> None:
+        STEPS[0] += 1  # invariants run once after every step
+        for sid, entry in self.model.items():
+            stored = self.store.peek(sid)
+            assert stored is not None, "a session the model holds is missing from the store"
+            assert stored == (entry.last_activity, entry.data)
+
+    @invariant()
+    def expired_sessions_are_invisible(self) -> None:
+        for sid in list(self.model):
+            if not self.live(sid):
+                assert self.run(self.manager.get_session(sid)) is None, "an expired session is visible"
+
+    @invariant()
+    def metrics_match_the_model(self) -> None:
+        metrics = self.manager.get_session_metrics()
+        live = sum(self.live(sid) for sid in self.model)
+        assert metrics["active_sessions"] == live
+        assert metrics["expired_sessions"] == len(self.model) - live
+        assert metrics["cleanup_runs"] == self.cleanup_runs
+        assert metrics["sessions_cleaned_total"] == self.cleaned
+        assert metrics["scheduler_running"] is self.scheduler_on
+        if not self.model:
+            assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
+
+
+def build_machine(make_store: Callable[[], PeekableStore], name: str) -> type[SessionMachine]:
+    """The machine over another store (a real backend, or a broken variant for the power check)."""
+    return type(name, (SessionMachine,), {"make_store": staticmethod(make_store)})
