@@ -40,16 +40,19 @@ class HookedStore(MemoryStore):
 
 
 class PoisonStore(MemoryStore):
-    """Removal of the ids in `poison` raises, as a corrupt entry in a real backend would."""
+    """Removal of the ids in `poison` fails, as a corrupt entry in a real backend would: the batch
+    reports them as failed and leaves them stored."""
 
     def __init__(self, poison: Set[str] = frozenset()) -> None:
         super().__init__()
         self.poison = set(poison)
 
-    def _remove(self, node: Any) -> None:
-        if node.sid in self.poison:
-            raise RuntimeError("injected removal failure")
-        super()._remove(node)
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+        skip = set(exclude) | self.poison
+        result = await super().remove_idle(now, max_idle_s, limit, skip)
+        reached = [s for s in self.poison - set(exclude) if s in self._index]
+        result.failed = [s for s in reached if now - self._index[s].last_activity >= max_idle_s]
+        return result
 
 
 class DownStore(MemoryStore):

@@ -137,27 +137,36 @@ class MemoryStore:
         return Ended(now - node.last_activity < timeout_s, node.last_activity - node.created_at)
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        result = BatchResult()
-        head = self._head
+        """Pop idle sessions off the head, relinking the list once per run of removed nodes."""
+        head, index = self._head, self._index
+        kept = head  # the last node left in place before the current run of removed ones
         node = head.next
-        done = 0
-        while node is not head and done < limit and now - node.last_activity >= max_idle_s:
-            nxt = node.next
-            if exclude and node.sid in exclude:
-                node = nxt
+        removed = freed = counted = 0
+        lifetime = 0.0
+        while node is not head and removed < limit and now - node.last_activity >= max_idle_s:
+            if exclude and node.sid in exclude:  # failed earlier in this run: leave it where it is
+                kept.next = node
+                node.prev = kept
+                kept = node
+                node = node.next
                 continue
-            done += 1
-            try:
-                self._remove(node)
-            except Exception:  # one bad session must not stop the run: report it and go on
-                result.failed.append(node.sid)
-            else:
-                result.removed += 1
-                result.lifetime_s += node.last_activity - node.created_at
-                result.freed_bytes += node.cost
+            nxt = node.next
+            node.next = _DETACHED  # the removed run keeps only backward links: no reference cycle
+            del index[node.sid]
+            removed += 1
+            freed += node.cost
+            lifetime += node.last_activity - node.created_at
+            if node.counted:
+                counted += 1
+                if node is self._boundary:
+                    self._boundary = kept
             node = nxt
-        result.exhausted = node is head or now - node.last_activity < max_idle_s
-        return result
+        kept.next = node
+        node.prev = kept
+        self._bytes -= freed
+        self._expired -= counted
+        exhausted = node is head or now - node.last_activity < max_idle_s
+        return BatchResult(removed=removed, lifetime_s=lifetime, freed_bytes=freed, exhausted=exhausted)
 
     def stats(self, now: float, timeout_s: float) -> StoreStats:
         counted_for = self._counted_for
