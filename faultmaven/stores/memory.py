@@ -138,12 +138,15 @@ class MemoryStore:
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         """Pop idle sessions off the head, relinking the list once per run of removed nodes."""
-        head, index = self._head, self._index
+        head, index, boundary, detached = self._head, self._index, self._boundary, _DETACHED
         kept = head  # the last node left in place before the current run of removed ones
         node = head.next
         removed = freed = counted = 0
         lifetime = 0.0
-        while node is not head and removed < limit and now - node.last_activity >= max_idle_s:
+        while node is not head and removed < limit:
+            last_activity = node.last_activity
+            if now - last_activity < max_idle_s:
+                break
             if exclude and node.sid in exclude:  # failed earlier in this run: leave it where it is
                 kept.next = node
                 node.prev = kept
@@ -151,14 +154,14 @@ class MemoryStore:
                 node = node.next
                 continue
             nxt = node.next
-            node.next = _DETACHED  # the removed run keeps only backward links: no reference cycle
+            node.next = detached  # the removed run keeps only backward links: no reference cycle
             del index[node.sid]
             removed += 1
             freed += node.cost
-            lifetime += node.last_activity - node.created_at
+            lifetime += last_activity - node.created_at
             if node.counted:
                 counted += 1
-                if node is self._boundary:
+                if node is boundary:
                     self._boundary = kept
             node = nxt
         kept.next = node

@@ -1,0 +1,122 @@
+"""The benchmark gate: reads pytest-benchmark JSON, prints a table, exits 1 if any check fails.
+
+    python ci/perf_gate.py perf/out/benchmark.json                    # gate against perf/baseline.json
+    python ci/perf_gate.py perf/out/benchmark.json --write-baseline   # record a new baseline
+
+The machine is shared and noisy, so most checks are ratios between results of the same run (ours against
+the dict floor, ours among 1M live against ours among 1k live); absolute budgets have wide headroom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BASELINE = Path(__file__).resolve().parent.parent / "perf" / "baseline.json"
+TOLERANCE = 1.5  # a ratio may grow to 1.5x its baseline before it counts as a regression
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    bound: float
+    unit: str
+    ok: Callable[[float, float], bool] = lambda value, bound: value <= bound
+
+    @property
+    def passed(self) -> bool:
+        return self.ok(self.value, self.bound)
+
+
+class Results:
+    """Benchmark stats indexed by the (kind, n, live) tags the suite puts in extra_info."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.by_tag: dict[tuple[str, int, int], dict[str, Any]] = {}
+        for bench in data["benchmarks"]:
+            info = bench["extra_info"]
+            self.by_tag[(info["kind"], info["n"], info["live"])] = {**bench["stats"], **info}
+
+    def get(self, kind: str, n: int, live: int = 0) -> dict[str, Any]:
+        try:
+            return self.by_tag[(kind, n, live)]
+        except KeyError:
+            raise SystemExit(
+                f"perf_gate: no result for kind={kind} n={n} live={live}; run pytest -m performance"
+            ) from None
+
+
+def ratios(results: Results) -> dict[str, float]:
+    """Same-run ratios: what the baseline records and the regression check compares."""
+    out = {}
+    for n in (1_000, 10_000, 100_000, 1_000_000):
+        out[f"ours/floor n={n}"] = results.get("ours", n)["min"] / results.get("floor", n)["min"]
+    out["1M live / 1k live"] = results.get("ours", 1000, 1_000_000)["min"] / results.get("ours", 1000, 1000)["min"]
+    return out
+
+
+def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
+    current = ratios(results)
+    stall = results.get("stall", 1_000_000)
+    found = [
+        Check("1,000-session cleanup (spec: 30 s)", results.get("spec-1000", 1000)["mean"], 0.3, "s"),
+        Check("cost per expired session vs dict floor, 1M", current["ours/floor n=1000000"], 5.0, "x"),
+        Check("1k expired among 1M live / among 1k live", current["1M live / 1k live"], 3.0, "x"),
+        Check("longest event-loop stall, 1M cleanup", stall["max_stall_ms"], 5.0, "ms"),
+        Check(
+            "cleanup rate, 1M expired, batch 50",
+            stall["sessions_per_s"],
+            500_000,
+            "sessions/s",
+            ok=lambda value, bound: value >= bound,
+        ),
+        Check("extra peak memory, 1M cleanup", results.get("memory", 1_000_000)["extra_peak_bytes"], 1 << 20, "B"),
+        Check(
+            "get_session_metrics at 1M sessions", results.get("metrics", 1_000_000, 500_000)["mean"] * 1e3, 1.0, "ms"
+        ),
+    ]
+    if baseline:
+        for name, value in current.items():
+            if name in baseline:
+                found.append(Check(f"regression: {name}", value, baseline[name] * TOLERANCE, "x"))
+    return found
+
+
+def table(found: list[Check]) -> str:
+    rows = [f"{'check':<52} {'value':>14} {'bound':>14}  result"]
+    for c in found:
+        bound = ("<= " if c.ok(0, 1) else ">= ") + f"{c.bound:,.3g} {c.unit}"
+        rows.append(f"{c.name:<52} {c.value:>12,.3g} {c.unit:<2} {bound:>14}  {'ok' if c.passed else 'FAIL'}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--baseline", type=Path, default=BASELINE)
+    parser.add_argument("--write-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    results = Results(json.loads(args.results.read_text()))
+    if args.write_baseline:
+        args.baseline.write_text(json.dumps(ratios(results), indent=2, sort_keys=True) + "\n")
+        print(f"perf_gate: wrote {args.baseline}")
+        return 0
+    baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
+    found = checks(results, baseline)
+    print(table(found))
+    failed = [c.name for c in found if not c.passed]
+    if failed:
+        print(f"\nperf_gate: {len(failed)} check(s) failed: {', '.join(failed)}")
+        return 1
+    print(f"\nperf_gate: all {len(found)} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Write perf/report.md and PNG plots from a pytest-benchmark JSON file.
+
+    python perf/report.py perf/out/benchmark.json
+
+`tox -e perf-report` runs the benchmarks (pytest -v shows each as it goes), then this script.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ci.perf_gate import Results, checks, table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SIZES = [1_000, 10_000, 100_000, 1_000_000]
+LIVE = [1_000, 100_000, 1_000_000]
+LABELS = {
+    "ours": "ours (batches of 50, yield each)",
+    "naive": "naive full scan",
+    "ttlcache": "cachetools TTLCache.expire()",
+    "floor": "floor: dict del loop",
+}
+
+
+def plot_expired(results: Results, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind, label in LABELS.items():
+        ax.plot(SIZES, [results.get(kind, n)["min"] for n in SIZES], marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="expired sessions N", ylabel="cleanup time (s, best of rounds)")
+    ax.set_title("Cleanup of N expired sessions")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_live(results: Results, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind in ("ours", "naive"):
+        ax.plot(LIVE, [results.get(kind, 1000, live)["min"] * 1e3 for live in LIVE], marker="o", label=LABELS[kind])
+    ax.set(xscale="log", yscale="log", xlabel="live sessions beside them", ylabel="cleanup time (ms)")
+    ax.set_title("Cleanup of 1,000 expired sessions among many live ones")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(results: Results, data: dict[str, object]) -> str:
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `tox -e perf-report` on "
+        f"{platform.machine()}, Python {platform.python_version()}, 2 shared cores. Times are the best of "
+        "the rounds (min); the gate compares ratios measured in the same run.",
+        "",
+        "## Cleanup of N expired sessions",
+        "",
+        "![cleanup time against N](plots/cleanup_expired.png)",
+        "",
+        "| N | ours | naive scan | TTLCache.expire() | dict floor | ours / floor | ours, sessions/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in SIZES:
+        t = {kind: results.get(kind, n)["min"] for kind in LABELS}
+        lines.append(
+            f"| {n:,} | {t['ours'] * 1e3:.2f} ms | {t['naive'] * 1e3:.2f} ms | {t['ttlcache'] * 1e3:.2f} ms | "
+            f"{t['floor'] * 1e3:.2f} ms | {t['ours'] / t['floor']:.1f}x | {n / t['ours']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## 1,000 expired among live sessions",
+        "",
+        "![cleanup among live sessions](plots/cleanup_among_live.png)",
+        "",
+        "| live | ours | naive scan |",
+        "|---|---|---|",
+    ]
+    for live in LIVE:
+        ours, naive = results.get("ours", 1000, live)["min"], results.get("naive", 1000, live)["min"]
+        lines.append(f"| {live:,} | {ours * 1e3:.2f} ms | {naive * 1e3:.2f} ms |")
+    stall = results.get("stall", 1_000_000)
+    ops = {op: results.get(f"op-{op}", 100_000, 100_000)["min"] / 1000 for op in ("create", "get", "touch")}
+    lines += [
+        "",
+        "## Responsiveness, memory, operations",
+        "",
+        f"- Longest event-loop stall while 1,000,000 expired sessions are cleaned: {stall['max_stall_ms']:.3f} ms "
+        f"(a probe task on the same loop); rate {stall['sessions_per_s']:,.0f} sessions/s.",
+        f"- Extra peak memory (tracemalloc) during that cleanup: "
+        f"{results.get('memory', 1_000_000)['extra_peak_bytes'] / 1024:.1f} KiB.",
+        f"- get_session_metrics() at 1,000,000 sessions: "
+        f"{results.get('metrics', 1_000_000, 500_000)['mean'] * 1e6:.2f} µs.",
+        f"- Per operation with 100,000 stored: create {ops['create'] * 1e6:.1f} µs, get {ops['get'] * 1e6:.1f} µs, "
+        f"touch {ops['touch'] * 1e6:.1f} µs.",
+        "",
+        "## Gate",
+        "",
+        "```",
+        table(checks(results, None)),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    source = Path(argv[0]) if argv else HERE / "out" / "benchmark.json"
+    print(f"report: reading {source}")
+    data = json.loads(source.read_text())
+    results = Results(data)
+    (HERE / "plots").mkdir(exist_ok=True)
+    print("report: plotting cleanup time against N")
+    plot_expired(results, HERE / "plots" / "cleanup_expired.png")
+    print("report: plotting cleanup among live sessions")
+    plot_live(results, HERE / "plots" / "cleanup_among_live.png")
+    (HERE / "report.md").write_text(markdown(results, data))
+    print(f"report: wrote {HERE / 'report.md'} and {HERE / 'plots'}/*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
