@@ -19,6 +19,9 @@ from typing import Any
 
 BASELINE = Path(__file__).resolve().parent.parent / "perf" / "baseline.json"
 TOLERANCE = 1.5  # a ratio may grow to 1.5x its baseline before it counts as a regression
+# Ratios steady enough to gate on: below 1M the floor takes microseconds and its best-of-rounds wanders
+# by 2x or more between runs here, so those ratios are reported (perf/report.md) but not gated.
+GATED_RATIOS = ("ours/floor n=1000000", "1M live / 1k live")
 
 
 @dataclass
@@ -83,7 +86,7 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
     ]
     if baseline:
         for name, value in current.items():
-            if name in baseline:
+            if name in baseline and name in GATED_RATIOS:
                 found.append(Check(f"regression: {name}", value, baseline[name] * TOLERANCE, "x"))
     return found
 

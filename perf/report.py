@@ -16,10 +16,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ci.perf_gate import Results, checks, table  # noqa: E402
+from ci.perf_gate import Results, checks, table
 
 HERE = Path(__file__).resolve().parent
 SIZES = [1_000, 10_000, 100_000, 1_000_000]
