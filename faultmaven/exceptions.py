@@ -22,5 +22,14 @@ class SessionDataTooLargeError(ValueError):
         self.limit = limit
 
 
+class SessionOverMemoryBudgetError(SessionDataTooLargeError):
+    """One session alone would take the store over SESSION_MAX_MEMORY_MB; nothing is evicted for it."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        ValueError.__init__(self, f"a session of {size} bytes would not fit the store memory budget of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming the variable and value."""

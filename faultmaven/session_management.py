@@ -8,18 +8,19 @@ log record. The store owns atomicity: every expiry check happens inside the stor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.config.config import Settings
-from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError
+from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionOverMemoryBudgetError
 from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
     Session,
@@ -29,7 +30,7 @@ from faultmaven.session import (
     is_valid_id,
     new_session_id,
 )
-from faultmaven.stores import SessionStore, store_from_url
+from faultmaven.stores import BatchResult, SessionStore, store_from_url
 
 __all__ = ["Session", "SessionManager"]
 
@@ -61,7 +62,10 @@ class SessionManager:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
-        self.store: SessionStore = store if store is not None else store_from_url(self.settings.store_url)
+        if store is None:
+            store = store_from_url(self.settings.store_url, self.settings.max_memory_mb)
+        self.store: SessionStore = store
+        self.store.listen_evictions(self._on_evicted)
         self._clock = clock if clock is not None else time.time
         self._last_now = -math.inf
         self._timeout_s = self.settings.timeout_seconds
@@ -75,6 +79,8 @@ class SessionManager:
         self._last_cleanup_duration_ms: float | None = None
         self._ended = 0
         self._ended_lifetime_s = 0.0
+        self._evicted = 0
+        self._rejected = 0
 
     def _now(self) -> float:
         """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
@@ -92,7 +98,8 @@ class SessionManager:
         blob = encode_data(data, self.settings.max_data_bytes)
         now = self._now()
         record = SessionRecord(new_session_id(), user_id, now, now, blob)
-        await self.store.insert(record)
+        with self._count_rejection():
+            await self.store.insert(record)
         log.debug("Session created", extra={"session": fingerprint(record.session_id)})
         return record.to_session(self._timeout_s)
 
@@ -112,7 +119,8 @@ class SessionManager:
         if not is_valid_id(session_id):
             raise SessionNotFoundError("no live session with this id")
         blob = encode_data(data, self.settings.max_data_bytes)
-        record = await self.store.replace_data(session_id, blob, self._now(), self._timeout_s)
+        with self._count_rejection():
+            record = await self.store.replace_data(session_id, blob, self._now(), self._timeout_s)
         if record is None:
             raise SessionNotFoundError("no live session with this id")
         return record.to_session(self._timeout_s)
@@ -183,17 +191,49 @@ class SessionManager:
         self._cleanup_runs += 1
         self._last_cleanup_time = self._now()
         self._last_cleanup_duration_ms = duration_ms
+        reason = f"idle for at least {max_idle_s / 60:g} minutes"
+        self._log_run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed), reason)
+        return removed
+
+    def _log_run(
+        self,
+        run_id: str,
+        trigger: str,
+        started_at: float,
+        removed: int,
+        duration_ms: float,
+        freed: int,
+        errors: int,
+        reason: str,
+    ) -> None:
+        """The "Session cleanup completed" record: one per run, cleanup or eviction, with its audit fields."""
         log.info(
             "Session cleanup completed",
             extra={
                 "cleanup_count": removed,
                 "duration_ms": round(duration_ms, 3),
                 "memory_freed_mb": round(freed / _MIB, 6),
-                "errors_encountered": len(failed),
-                "audit": self._audit(run_id, trigger, started_at, outcome="completed"),
+                "errors_encountered": errors,
+                "audit": self._audit(run_id, trigger, started_at, outcome="completed") | {"reason": reason},
             },
         )
-        return removed
+
+    def _on_evicted(self, evicted: BatchResult) -> None:
+        """The store made room under SESSION_MAX_MEMORY_MB by evicting the least recently active sessions."""
+        self._evicted += evicted.removed
+        self._ended += evicted.removed
+        self._ended_lifetime_s += evicted.lifetime_s
+        now = self._now()
+        reason = "memory budget (SESSION_MAX_MEMORY_MB): least recently active sessions evicted"
+        self._log_run(secrets.token_hex(6), "eviction", now, evicted.removed, 0.0, evicted.freed_bytes, 0, reason)
+
+    @contextlib.contextmanager
+    def _count_rejection(self) -> Iterator[None]:
+        try:
+            yield
+        except SessionOverMemoryBudgetError:
+            self._rejected += 1
+            raise
 
     async def _between_batches(self) -> None:
         """Let live requests run between batches (tests override it to act at exactly this point)."""
@@ -243,4 +283,6 @@ class SessionManager:
             "cleanup_errors_total": self._cleanup_errors,
             "last_cleanup_duration_ms": self._last_cleanup_duration_ms,
             "scheduler_running": self._scheduler.running,
+            "sessions_evicted_total": self._evicted,
+            "sessions_rejected_total": self._rejected,
         }

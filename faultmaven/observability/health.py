@@ -8,6 +8,7 @@ from faultmaven.config.config import Settings
 from faultmaven.session_management import SessionManager
 
 MAX_CLEANUP_ERROR_RATE = 0.05
+MEMORY_BUDGET_FILL = 0.95  # with the budget enforced the store never exceeds it: "at the budget" is >= 95%
 
 
 def degradation_reasons(metrics: dict[str, Any], settings: Settings) -> list[str]:
@@ -15,8 +16,8 @@ def degradation_reasons(metrics: dict[str, Any], settings: Settings) -> list[str
     reasons = []
     if metrics["active_sessions"] > settings.health_max_active:
         reasons.append("active_sessions above SESSION_HEALTH_MAX_ACTIVE")
-    if metrics["memory_usage_mb"] > settings.max_memory_mb:
-        reasons.append("memory_usage_mb above SESSION_MAX_MEMORY_MB")
+    if metrics["memory_usage_mb"] >= settings.max_memory_mb * MEMORY_BUDGET_FILL:
+        reasons.append("memory_usage_mb at SESSION_MAX_MEMORY_MB (writes evict the least recently active)")
     if settings.cleanup_enabled and not metrics["scheduler_running"]:
         reasons.append("cleanup scheduler enabled but not running")
     errors = metrics["cleanup_errors_total"]

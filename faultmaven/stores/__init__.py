@@ -11,9 +11,9 @@ from faultmaven.stores.memory import MemoryStore
 __all__ = ["BatchResult", "Ended", "MemoryStore", "SessionStore", "StoreStats", "store_from_url"]
 
 
-def store_from_url(url: str) -> SessionStore:
-    """Build the store a SESSION_STORE_URL names."""
+def store_from_url(url: str, max_memory_mb: float | None = None) -> SessionStore:
+    """Build the store a SESSION_STORE_URL names, with the memory budget where the store enforces one."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryStore()
+        return MemoryStore(max_bytes=None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024))
     raise ConfigError(f"SESSION_STORE_URL={url!r}: no store is available for the scheme {scheme!r}")

@@ -7,7 +7,7 @@ no read shows an expired session and no activity revives one.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,6 +46,9 @@ class Ended:
     lifetime_s: float
 
 
+EvictionListener = Callable[[BatchResult], None]
+
+
 class SessionStore(Protocol):
     """Storage for sessions ordered by last activity."""
 
@@ -66,6 +69,9 @@ class SessionStore(Protocol):
         The idle check and the removal are one atomic step per session. Ids in `exclude` (failures
         earlier in the same run) are passed over.
         """
+
+    def listen_evictions(self, listener: EvictionListener) -> None:
+        """Call `listener` with what was evicted whenever a write makes room under the memory budget."""
 
     def stats(self, now: float, timeout_s: float) -> StoreStats:
         """Session counts and memory estimate; cheap enough for every /health call."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Set
 
-from faultmaven.exceptions import SessionStoreException
+from faultmaven.exceptions import SessionOverMemoryBudgetError, SessionStoreException
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, Ended, StoreStats
+from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
 
 
 class _Node:
@@ -49,9 +49,16 @@ def _cost(sid: str, user_id: str | None, blob: bytes) -> int:
 
 
 class MemoryStore:
-    """In-process session store; see the module docstring for the data structure."""
+    """In-process session store; see the module docstring for the data structure.
 
-    def __init__(self) -> None:
+    With `max_bytes`, a write that would take the estimate over the budget first evicts the least
+    recently active sessions (expired ones are at the head, so they go first); a single session larger
+    than the whole budget is refused and nothing is evicted for it.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._on_evict: EvictionListener | None = None
         self._head = _Node("", None, 0.0, 0.0, b"")  # sentinel: head.next is the oldest, head.prev the newest
         self._index: dict[str, _Node] = {}
         self._bytes = 0
@@ -89,6 +96,27 @@ class MemoryStore:
         del self._index[node.sid]
         self._bytes -= node.cost
 
+    def _check_budget(self, cost: int) -> None:
+        if self.max_bytes is not None and cost > self.max_bytes:
+            raise SessionOverMemoryBudgetError(cost, self.max_bytes)
+
+    def _evict_for(self, incoming: int, keep: _Node | None = None) -> None:
+        """Evict from the head until `incoming` more bytes fit the budget (never the node `keep`)."""
+        if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
+            return
+        evicted = BatchResult()
+        node = self._head.next
+        while self._bytes + incoming > self.max_bytes and node is not self._head:
+            nxt = node.next
+            if node is not keep:
+                self._remove(node)
+                evicted.removed += 1
+                evicted.freed_bytes += node.cost
+                evicted.lifetime_s += node.last_activity - node.created_at
+            node = nxt
+        if self._on_evict is not None:
+            self._on_evict(evicted)
+
     def _live(self, session_id: str, now: float, timeout_s: float) -> _Node | None:
         node = self._index.get(session_id)
         if node is None or now - node.last_activity >= timeout_s:
@@ -108,6 +136,8 @@ class MemoryStore:
             raise SessionStoreException("session id already stored")
         node = _Node(record.session_id, record.user_id, record.created_at, record.last_activity, record.blob)
         node.cost = _cost(node.sid, node.user_id, node.blob)
+        self._check_budget(node.cost)
+        self._evict_for(node.cost)
         self._index[node.sid] = node
         self._append(node)
         self._bytes += node.cost
@@ -124,9 +154,11 @@ class MemoryStore:
         if node is None:
             return None
         cost = _cost(node.sid, node.user_id, blob)
+        self._check_budget(cost)
+        self._mark_active(node, now)
+        self._evict_for(cost - node.cost, keep=node)
         self._bytes += cost - node.cost
         node.blob, node.cost = blob, cost
-        self._mark_active(node, now)
         return node.record()
 
     async def delete(self, session_id: str, now: float, timeout_s: float) -> Ended | None:
@@ -170,6 +202,9 @@ class MemoryStore:
         self._expired -= counted
         exhausted = node is head or now - node.last_activity < max_idle_s
         return BatchResult(removed=removed, lifetime_s=lifetime, freed_bytes=freed, exhausted=exhausted)
+
+    def listen_evictions(self, listener: EvictionListener) -> None:
+        self._on_evict = listener
 
     def stats(self, now: float, timeout_s: float) -> StoreStats:
         counted_for = self._counted_for
