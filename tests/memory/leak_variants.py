@@ -1,0 +1,63 @@
+"""Deliberately leaking variants of the leak tests' subjects; run only by test_leak_detection.py.
+
+Each test here must FAIL under `pytest --memray`: it proves the matching leak test can see a leak.
+The file name does not match test_*.py, so normal collection never picks it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from typing import Any, ClassVar
+
+import pytest
+
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import BatchResult, MemoryStore
+from tests.memory import scenarios
+from tests.memory.test_memory import LEAK_LIMIT
+
+
+class GraveyardStore(MemoryStore):
+    """Keeps a record of every session it removes: per-session history that grows without bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graveyard: list[Any] = []
+
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+        node = self._head.next
+        while node is not self._head and now - node.last_activity >= max_idle_s:
+            self.graveyard.append(node.record())
+            node = node.next
+        return await super().remove_idle(now, max_idle_s, limit, exclude)
+
+    async def delete(self, session_id: str, now: float, timeout_s: float) -> Any:
+        node = self._index.get(session_id)
+        if node is not None:
+            self.graveyard.append(node.record())
+        return await super().delete(session_id, now, timeout_s)
+
+
+class TaskHoardingManager(SessionManager):
+    """Holds on to every scheduler task it ever started."""
+
+    history: ClassVar[list[Any]] = []
+
+    async def start_cleanup_scheduler(self, interval_minutes: float = 15) -> None:
+        await super().start_cleanup_scheduler(interval_minutes)
+        self.history.append(self._scheduler._task)
+
+
+@pytest.mark.limit_leaks(LEAK_LIMIT)
+def test_leaky_cycles() -> None:
+    scenarios.create_expire_cleanup(GraveyardStore)
+
+
+@pytest.mark.limit_leaks(LEAK_LIMIT)
+def test_leaky_scheduler() -> None:
+    scenarios.scheduler_start_stop(TaskHoardingManager)
+
+
+@pytest.mark.limit_leaks(LEAK_LIMIT)
+def test_leaky_http_path() -> None:
+    scenarios.http_create_heartbeat_delete(GraveyardStore)
