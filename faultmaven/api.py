@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import MAX_USER_ID_LENGTH, SessionManager
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
@@ -58,8 +59,10 @@ async def create_session(body: CreateSession, manager: Manager, response: Respon
 
 
 @router.get("/metrics")
-async def session_metrics(manager: Manager) -> dict[str, Any]:
-    return manager.get_session_metrics()
+async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
+    """The manager's metrics plus the event loop's longest stalls, as the load harness reads them."""
+    monitor: LoopMonitor = request.app.state.loop_monitor
+    return manager.get_session_metrics() | monitor.snapshot()
 
 
 @router.post("/cleanup")

@@ -19,6 +19,7 @@ from faultmaven.api import router
 from faultmaven.config.config import Settings
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
+from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
 access_log = logging.getLogger("faultmaven.access")
@@ -65,17 +66,21 @@ def create_app(settings: Settings | None = None, manager: SessionManager | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
+        monitor.start()
         if mgr.settings.cleanup_enabled:
             await mgr.start_cleanup_scheduler(mgr.settings.cleanup_interval_minutes)
         try:
             yield
         finally:
             await mgr.close()
+            await monitor.stop()
 
+    monitor = LoopMonitor()
     app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan)
+    app.state.loop_monitor = monitor
     app.add_middleware(AccessLogMiddleware)
     app.include_router(router)
-    registry = prometheus.make_registry(lambda: app.state.session_manager)
+    registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

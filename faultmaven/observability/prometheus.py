@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -22,14 +23,17 @@ _COUNTERS = {
     "cleanup_runs": ("faultmaven_session_cleanup_runs", "Finished cleanup runs."),
     "sessions_cleaned_total": ("faultmaven_sessions_cleaned", "Sessions removed by cleanup."),
     "cleanup_errors_total": ("faultmaven_session_cleanup_errors", "Per-session cleanup failures and failed runs."),
+    "sessions_evicted_total": ("faultmaven_sessions_evicted", "Sessions evicted to stay under the memory budget."),
+    "sessions_rejected_total": ("faultmaven_sessions_rejected", "Sessions refused as larger than the budget."),
 }
 
 
 class SessionCollector:
     """A custom collector: no state of its own, so the numbers are the manager's, never a copy."""
 
-    def __init__(self, manager: Callable[[], SessionManager]) -> None:
+    def __init__(self, manager: Callable[[], SessionManager], monitor: LoopMonitor) -> None:
         self._manager = manager
+        self._monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._manager().get_session_metrics()
@@ -39,11 +43,16 @@ class SessionCollector:
                 yield GaugeMetricFamily(name, doc, value=float(value))
         for key, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
+        yield GaugeMetricFamily(
+            "faultmaven_event_loop_recent_max_stall_seconds",
+            "Longest event-loop stall in the last minute.",
+            value=self._monitor.recent_max_stall_s(),
+        )
 
 
-def make_registry(manager: Callable[[], SessionManager]) -> CollectorRegistry:
+def make_registry(manager: Callable[[], SessionManager], monitor: LoopMonitor) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SessionCollector(manager))
+    registry.register(SessionCollector(manager, monitor))
     return registry
 
 
