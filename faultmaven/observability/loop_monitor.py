@@ -13,8 +13,9 @@ from collections import deque
 class LoopMonitor:
     """Sleeps `interval_s` in a loop and records how much later than asked it woke up."""
 
-    def __init__(self, interval_s: float = 0.01, window_s: int = 60) -> None:
+    def __init__(self, interval_s: float = 0.01, window_s: int = 60, warmup_s: float = 2.0) -> None:
         self.interval_s = interval_s
+        self.warmup_s = warmup_s  # start-up work (binding, first imports) is not what requests see
         self.max_stall_s = 0.0
         self._window_s = window_s
         self._buckets: deque[tuple[int, float]] = deque()  # (whole second, longest stall in it)
@@ -54,8 +55,10 @@ class LoopMonitor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        counting_from = loop.time() + self.warmup_s
         while True:
             asked = loop.time() + self.interval_s
             await asyncio.sleep(self.interval_s)
             now = loop.time()
-            self.record(now, max(0.0, now - asked))
+            if now >= counting_from:
+                self.record(now, max(0.0, now - asked))

@@ -9,7 +9,7 @@ from faultmaven.observability.loop_monitor import LoopMonitor
 
 
 async def test_monitor_records_a_blocking_stall() -> None:
-    monitor = LoopMonitor(interval_s=0.005)
+    monitor = LoopMonitor(interval_s=0.005, warmup_s=0)
     monitor.start()
     await asyncio.sleep(0.03)
     assert monitor.max_stall_s < 0.05
@@ -28,3 +28,13 @@ def test_window_forgets_old_stalls() -> None:
     monitor.record(1061.0, 0.02)
     assert monitor.recent_max_stall_s() == 0.02
     assert monitor.max_stall_s == 0.5
+
+
+async def test_stalls_during_warmup_are_not_counted() -> None:
+    monitor = LoopMonitor(interval_s=0.005, warmup_s=10)
+    monitor.start()
+    await asyncio.sleep(0.01)
+    time.sleep(0.05)
+    await asyncio.sleep(0.01)
+    await monitor.stop()
+    assert monitor.max_stall_s == 0

@@ -1,0 +1,242 @@
+"""Load harness runner: a real uvicorn server, real locust traffic, cleanup running all along.
+
+    python ci/load_run.py [--duration 45] [--users 60] [--out loadtest/out]
+
+Starts `python -m faultmaven` on a free 127.0.0.1 port with a short timeout and cleanup interval, waits
+until it is healthy, runs locust headless for a bounded time, stops the server, writes locust's CSV and
+HTML, a latency-over-time PNG with the cleanup runs marked and summary.json, and exits 1 with a readable
+summary unless every check passes. Traffic goes to 127.0.0.1 only and every step has a time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+P99_RATIO_BOUND = 1.25
+STALL_BOUND_MS = 100.0  # see the README: loop saturation under full load stays well below this
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    bound: str
+    passed: bool
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body
+
+
+def wait_healthy(base: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if get_json(f"{base}/health")["status"] in ("healthy", "degraded"):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"load_run: the server at {base} did not become healthy within {deadline_s:.0f} s")
+
+
+def cleanup_runs(server_log: Path, since: float, until: float) -> list[tuple[float, float, int]]:
+    """(start, end, sessions removed) of every cleanup run the server logged in [since, until]."""
+    runs = []
+    for line in server_log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("message") != "Session cleanup completed" or record["audit"]["trigger"] == "eviction":
+            continue
+        start = datetime.fromisoformat(record["audit"]["started_at"]).timestamp()
+        end = datetime.fromisoformat(record["audit"]["finished_at"]).timestamp()
+        if since <= start <= until:
+            runs.append((start, end, int(record["cleanup_count"])))
+    return runs
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def window_p99(requests: list[dict[str, Any]], runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    """p99 latency of requests in 1-second windows that held a cleanup run, against windows that did not."""
+    busy_seconds = set()
+    for start, end, _ in runs:
+        busy_seconds.update(range(int(start), int(end) + 1))
+    busy = [r["ms"] for r in requests if int(r["t"]) in busy_seconds]
+    quiet = [r["ms"] for r in requests if int(r["t"]) not in busy_seconds]
+    return percentile(busy, 0.99), percentile(quiet, 0.99), len(busy)
+
+
+def plot(requests: list[dict[str, Any]], runs: list[tuple[float, float, int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = min(r["t"] for r in requests)
+    by_second: dict[int, list[float]] = {}
+    for r in requests:
+        by_second.setdefault(int(r["t"] - t0), []).append(r["ms"])
+    seconds = sorted(by_second)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(seconds, [percentile(by_second[s], 0.99) for s in seconds], label="p99 per second")
+    ax.plot(seconds, [statistics.median(by_second[s]) for s in seconds], label="median per second")
+    for i, (start, _end, count) in enumerate(runs):
+        ax.axvline(start - t0, color="tab:red", alpha=0.35, lw=1, label="cleanup run" if i == 0 else None)
+        ax.annotate(str(count), (start - t0, 0), fontsize=6, color="tab:red", rotation=90, va="bottom")
+    ax.set(xlabel="seconds into the run", ylabel="latency (ms)", title="Latency under load, cleanup runs marked")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def locust_totals(stats_csv: Path, failures_csv: Path) -> dict[str, float]:
+    rows = list(csv.DictReader(stats_csv.open()))
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    lost = sum(int(r["Occurrences"]) for r in csv.DictReader(failures_csv.open()) if "live session lost" in r["Error"])
+    return {
+        "requests": int(total["Request Count"]),
+        "failures": int(total["Failure Count"]),
+        "rps": float(total["Requests/s"]),
+        "p50_ms": float(total["50%"]),
+        "p95_ms": float(total["95%"]),
+        "p99_ms": float(total["99%"]),
+        "live_sessions_lost": lost,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=45, help="seconds of traffic")
+    parser.add_argument("--users", type=int, default=60)
+    parser.add_argument("--spawn-rate", type=float, default=30)
+    parser.add_argument("--timeout-minutes", default="0.1")
+    parser.add_argument("--interval-minutes", default="0.05")
+    parser.add_argument("--store-url", default="memory://")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "out")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")} | {
+        "SESSION_TIMEOUT_MINUTES": args.timeout_minutes,
+        "SESSION_CLEANUP_INTERVAL_MINUTES": args.interval_minutes,
+        "SESSION_STORE_URL": args.store_url,
+        "SESSION_HEALTH_MAX_ACTIVE": "1000000",
+        "SESSION_MAX_MEMORY_MB": "1024",
+    }
+    server_log = out / "server.log"
+    print(f"load_run: serving on {base} (timeout {args.timeout_minutes} min, interval {args.interval_minutes} min)")
+    with server_log.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "faultmaven", "--port", str(port), "--log-level", "info"],
+            env=env,
+            stderr=log,
+            cwd=ROOT,
+        )
+        try:
+            wait_healthy(base)
+            before = get_json(f"{base}/api/v1/sessions/metrics")
+            started = time.time()
+            print(f"load_run: locust, {args.users} users for {args.duration} s")
+            locust = subprocess.run(
+                [
+                    sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest"), "--host", base, "--headless",
+                    "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s",
+                    "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
+                    "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
+                ],
+                env=os.environ | {"LOADTEST_REQUEST_LOG": str(out / "requests.jsonl")},
+                timeout=args.duration + 120,
+                cwd=ROOT,
+            )  # fmt: skip
+            finished = time.time()
+            after = get_json(f"{base}/api/v1/sessions/metrics")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    if locust.returncode != 0:
+        print(f"load_run: locust exited {locust.returncode}")
+        return 1
+
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    requests = [r for r in lines if "ms" in r and r["name"] != "GET /health" and not r["name"].endswith("/metrics")]
+    runs = cleanup_runs(server_log, started, finished)
+    busy_p99, quiet_p99, busy_count = window_p99(requests, runs)
+    totals = locust_totals(out / "locust_stats.csv", out / "locust_failures.csv")
+    cleaned = after["sessions_cleaned_total"] - before["sessions_cleaned_total"]
+    run_count = after["cleanup_runs"] - before["cleanup_runs"]
+    stall_ms = after["event_loop_max_stall_ms"]
+    plot(requests, runs, out / "latency.png")
+
+    ratio = busy_p99 / quiet_p99 if quiet_p99 else float("inf")
+    checks = [
+        Check("failed requests", totals["failures"], "= 0", totals["failures"] == 0),
+        Check("live sessions lost", totals["live_sessions_lost"], "= 0", totals["live_sessions_lost"] == 0),
+        Check("cleanup runs during the run", run_count, ">= 3", run_count >= 3),
+        Check("sessions cleaned during the run", cleaned, ">= 1000", cleaned >= 1000),
+        Check("p99 in cleanup windows / p99 elsewhere", ratio, f"<= {P99_RATIO_BOUND}", ratio <= P99_RATIO_BOUND),
+        Check("server's longest event-loop stall (ms)", stall_ms, f"<= {STALL_BOUND_MS:g}", stall_ms <= STALL_BOUND_MS),
+    ]
+    summary = totals | {
+        "duration_s": round(finished - started, 1),
+        "users": args.users,
+        "cleanup_runs": run_count,
+        "sessions_cleaned": cleaned,
+        "largest_run": max((count for *_, count in runs), default=0),
+        "p99_cleanup_windows_ms": busy_p99,
+        "p99_quiet_windows_ms": quiet_p99,
+        "requests_in_cleanup_windows": busy_count,
+        "max_stall_ms": stall_ms,
+        "checks": {c.name: c.passed for c in checks},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"\nload_run: {totals['requests']:,} requests in {summary['duration_s']} s ({totals['rps']:.0f}/s), "
+        f"p50 {totals['p50_ms']:.0f} ms, p95 {totals['p95_ms']:.0f} ms, p99 {totals['p99_ms']:.0f} ms; "
+        f"{run_count} cleanup runs removed {cleaned:,} sessions (largest run {summary['largest_run']:,}); "
+        f"p99 {busy_p99:.1f} ms in cleanup windows vs {quiet_p99:.1f} ms elsewhere\n"
+    )
+    for c in checks:
+        print(f"  {c.name:<42} {c.value:>10,.3g}  {c.bound:<8} {'ok' if c.passed else 'FAIL'}")
+    print(f"\nload_run: CSV, HTML, latency.png and summary.json in {out}")
+    return 0 if all(c.passed for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
