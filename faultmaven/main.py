@@ -5,6 +5,7 @@ Importing this module never reads the environment strictly: settings are read wh
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -59,13 +60,22 @@ class AccessLogMiddleware:
             )
 
 
-def create_app(settings: Settings | None = None, manager: SessionManager | None = None) -> FastAPI:
-    """Build the app. Without arguments the lifespan reads Settings.from_env() and builds the manager."""
+def create_app(
+    settings: Settings | None = None, manager: SessionManager | None = None, *, freeze_gc: bool = False
+) -> FastAPI:
+    """Build the app. Without arguments the lifespan reads Settings.from_env() and builds the manager.
+
+    `freeze_gc` (the served app sets it) moves every object alive at start-up (modules, the framework)
+    out of the cyclic collector's reach, so its full collections no longer pause the loop for ~45 ms.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         monitor.start()
         if mgr.settings.cleanup_enabled:
             await mgr.start_cleanup_scheduler(mgr.settings.cleanup_interval_minutes)
@@ -93,4 +103,4 @@ def create_app(settings: Settings | None = None, manager: SessionManager | None 
     return app
 
 
-app = create_app()
+app = create_app(freeze_gc=True)

@@ -50,8 +50,8 @@ class PoisonStore(MemoryStore):
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         skip = set(exclude) | self.poison
         result = await super().remove_idle(now, max_idle_s, limit, skip)
-        reached = [s for s in self.poison - set(exclude) if s in self._index]
-        result.failed = [s for s in reached if now - self._index[s].last_activity >= max_idle_s]
+        stored = [r for r in map(self._record, self.poison - set(exclude)) if r is not None]
+        result.failed = [r.session_id for r in stored if now - r.last_activity >= max_idle_s]
         return result
 
 

@@ -25,16 +25,15 @@ class GraveyardStore(MemoryStore):
         self.graveyard: list[Any] = []
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        node = self._head.next
-        while node is not self._head and now - node.last_activity >= max_idle_s:
-            self.graveyard.append(node.record())
-            node = node.next
+        for sid in self._ids_in_order():
+            record = self._record(sid)
+            if record is None or now - record.last_activity < max_idle_s:
+                break
+            self.graveyard.append(record)
         return await super().remove_idle(now, max_idle_s, limit, exclude)
 
     async def delete(self, session_id: str, now: float, timeout_s: float) -> Any:
-        node = self._index.get(session_id)
-        if node is not None:
-            self.graveyard.append(node.record())
+        self.graveyard.append(self._record(session_id))
         return await super().delete(session_id, now, timeout_s)
 
 

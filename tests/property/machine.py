@@ -45,8 +45,8 @@ class PeekableStore(MemoryStore):
     """The real MemoryStore, plus a look at one session that records no activity."""
 
     def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
-        node = self._index.get(session_id)
-        return None if node is None else (node.last_activity, json.loads(node.blob))
+        record = self._record(session_id)
+        return None if record is None else (record.last_activity, json.loads(record.blob))
 
 
 class GatedManager(SessionManager):

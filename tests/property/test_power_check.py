@@ -21,12 +21,7 @@ class RemovesWithoutRecheck(PeekableStore):
     prefetched: list[str] | None = None
 
     def _idle(self, now: float, max_idle_s: float, limit: int) -> list[str]:
-        listed = []
-        node = self._head.next
-        while node is not self._head and len(listed) < limit and now - node.last_activity >= max_idle_s:
-            listed.append(node.sid)
-            node = node.next
-        return listed
+        return _idle_ids(self, now, max_idle_s)[:limit]
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         batch = self.prefetched if self.prefetched is not None else self._idle(now, max_idle_s, limit)
@@ -45,11 +40,7 @@ class RemovesTheStartingList(PeekableStore):
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         if self.listed is None:
-            self.listed = []
-            node = self._head.next
-            while node is not self._head and now - node.last_activity >= max_idle_s:
-                self.listed.append(node.sid)
-                node = node.next
+            self.listed = _idle_ids(self, now, max_idle_s)
         batch, self.listed = self.listed[:limit], self.listed[limit:]
         result = _remove_listed(self, batch)
         result.exhausted = not self.listed
@@ -58,11 +49,21 @@ class RemovesTheStartingList(PeekableStore):
         return result
 
 
+def _idle_ids(store: PeekableStore, now: float, max_idle_s: float) -> list[str]:
+    idle = []
+    for sid in store._ids_in_order():
+        record = store._record(sid)
+        if record is None or now - record.last_activity < max_idle_s:
+            break
+        idle.append(sid)
+    return idle
+
+
 def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
     result = BatchResult()
     for sid in ids:
         if sid in store._index:
-            store._remove(store._index[sid])
+            store._unlink(sid)
             result.removed += 1
     return result
 
@@ -75,14 +76,13 @@ class NoLazyExpiry(PeekableStore):
 
 
 class ExpiredCounterNotUpdated(PeekableStore):
-    """Removing a session forgets to take it off the expired count."""
+    """Deleting a session forgets to take it off the expired count."""
 
-    def _unlink(self, node):  # type: ignore[no-untyped-def]
-        node.counted = False
-        prev, nxt = node.prev, node.next
-        prev.next, nxt.prev = nxt, prev
-        if node is self._boundary:
-            self._boundary = prev
+    def _unlink(self, sid):  # type: ignore[no-untyped-def]
+        expired = self._expired
+        node = super()._unlink(sid)
+        self._expired = expired
+        return node
 
 
 class ExpiryOffByOne(PeekableStore):
@@ -90,7 +90,7 @@ class ExpiryOffByOne(PeekableStore):
 
     def _live(self, session_id: str, now: float, timeout_s: float):  # type: ignore[no-untyped-def]
         node = self._index.get(session_id)
-        return None if node is None or now - node.last_activity > timeout_s else node
+        return None if node is None or now - node[4] > timeout_s else node
 
 
 POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, database=None, phases=[Phase.generate])
