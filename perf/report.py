@@ -97,8 +97,10 @@ def markdown(results: Results, data: dict[str, object]) -> str:
         "",
         "## Responsiveness, memory, operations",
         "",
-        f"- Longest event-loop stall while 1,000,000 expired sessions are cleaned: {stall['max_stall_ms']:.3f} ms "
-        f"(a probe task on the same loop); rate {stall['sessions_per_s']:,.0f} sessions/s.",
+        f"- Longest event-loop stall while 1,000,000 expired sessions are cleaned (a probe task on the same "
+        f"loop): {stall['max_stall_ms']:.3f} ms in the best of 3 rounds, "
+        f"{stall.get('worst_round_stall_ms', stall['max_stall_ms']):.3f} ms in the worst; "
+        f"rate {stall['sessions_per_s']:,.0f} sessions/s.",
         f"- Extra peak memory (tracemalloc) during that cleanup: "
         f"{results.get('memory', 1_000_000)['extra_peak_bytes'] / 1024:.1f} KiB.",
         f"- get_session_metrics() at 1,000,000 sessions: "
