@@ -39,6 +39,7 @@ log = logging.getLogger("faultmaven.sessions")
 MAX_USER_ID_LENGTH = 256
 _MIB = 1024 * 1024
 NODE = f"{socket.gethostname()}:{os.getpid()}"
+LEASE_TTL_S = 30.0  # renewed after every batch; a replica that dies mid-run frees it within this time
 
 
 def _minutes(name: str, value: float, *, allow_zero: bool) -> float:
@@ -81,6 +82,7 @@ class SessionManager:
         self._ended_lifetime_s = 0.0
         self._evicted = 0
         self._rejected = 0
+        self._cleanup_skipped = 0
 
     def _now(self) -> float:
         """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
@@ -99,7 +101,7 @@ class SessionManager:
         now = self._now()
         record = SessionRecord(new_session_id(), user_id, now, now, blob)
         with self._count_rejection():
-            await self.store.insert(record)
+            await self.store.insert(record, self._timeout_s)
         log.debug("Session created", extra={"session": fingerprint(record.session_id)})
         return record.to_session(self._timeout_s)
 
@@ -159,7 +161,14 @@ class SessionManager:
         removed = freed = 0
         failed: set[str] = set()
         batch_size = self.settings.cleanup_batch_size
+        lease: str | None = None
         try:
+            if trigger == "scheduled":  # one replica cleans at a time; the others skip this round
+                lease = await self.store.acquire_lease(LEASE_TTL_S)
+                if lease is None:
+                    self._cleanup_skipped += 1
+                    log.info("Session cleanup skipped: another replica holds the cleanup lease")
+                    return 0
             while True:
                 batch = await self.store.remove_idle(self._now(), max_idle_s, batch_size, failed)
                 removed += batch.removed
@@ -174,7 +183,12 @@ class SessionManager:
                     break
                 if trigger == "scheduled" and self._scheduler.stopping:
                     break  # graceful stop: this batch is done, the rest waits for the next run
+                if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
+                    break  # lease lost: every batch so far re-checked what it removed, so stopping is safe
                 await self._between_batches()
+            if lease is not None:
+                await self.store.release_lease(lease)
+            await self.store.refresh_stats(self._now(), self._timeout_s)
         except Exception as exc:
             self._cleanup_errors += 1
             log.error(
@@ -285,4 +299,6 @@ class SessionManager:
             "scheduler_running": self._scheduler.running,
             "sessions_evicted_total": self._evicted,
             "sessions_rejected_total": self._rejected,
+            "cleanup_skipped_total": self._cleanup_skipped,
+            "store_stats_age_s": stats.age_s,
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ from faultmaven.config import Settings
 from faultmaven.main import create_app
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from tests.redis_server import RedisServer
 from tests.support import FakeClock
 
 
@@ -44,3 +45,20 @@ async def open_client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClien
 async def client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
     async for c in open_client(manager):
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the shared test server."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url

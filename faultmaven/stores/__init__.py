@@ -16,4 +16,8 @@ def store_from_url(url: str, max_memory_mb: float | None = None) -> SessionStore
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore(max_bytes=None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024))
+    if scheme == "redis":
+        from faultmaven.stores.redis import RedisStore  # redis-py is needed only for this store
+
+        return RedisStore(url)
     raise ConfigError(f"SESSION_STORE_URL={url!r}: no store is available for the scheme {scheme!r}")

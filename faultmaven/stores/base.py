@@ -32,6 +32,7 @@ class StoreStats:
     stored: int
     expired: int
     memory_bytes: int
+    age_s: float = 0.0  # how old the numbers may be (0 for a store that counts in-process)
 
     @property
     def active(self) -> int:
@@ -52,7 +53,7 @@ EvictionListener = Callable[[BatchResult], None]
 class SessionStore(Protocol):
     """Storage for sessions ordered by last activity."""
 
-    async def insert(self, record: SessionRecord) -> None: ...
+    async def insert(self, record: SessionRecord, timeout_s: float) -> None: ...
 
     async def touch(self, session_id: str, now: float, timeout_s: float) -> SessionRecord | None:
         """Record activity at `now` and return the session, or None if unknown or expired."""
@@ -75,5 +76,16 @@ class SessionStore(Protocol):
 
     def stats(self, now: float, timeout_s: float) -> StoreStats:
         """Session counts and memory estimate; cheap enough for every /health call."""
+
+    async def refresh_stats(self, now: float, timeout_s: float) -> None:
+        """Bring what stats() serves up to date (a store that needs I/O serves a snapshot)."""
+
+    async def acquire_lease(self, ttl_s: float) -> str | None:
+        """The cleanup lease: a token if this process may run a scheduled cleanup now, else None."""
+
+    async def renew_lease(self, token: str, ttl_s: float) -> bool:
+        """Extend a held lease; False once it was lost (expired, or taken by another replica)."""
+
+    async def release_lease(self, token: str) -> None: ...
 
     async def close(self) -> None: ...

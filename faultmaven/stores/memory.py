@@ -169,7 +169,7 @@ class MemoryStore:
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    async def insert(self, record: SessionRecord) -> None:
+    async def insert(self, record: SessionRecord, timeout_s: float) -> None:
         sid = record.session_id
         if sid in self._index:
             raise SessionStoreException("session id already stored")
@@ -260,6 +260,18 @@ class MemoryStore:
         if boundary != self._boundary:
             self._set_boundary(boundary)
         return StoreStats(len(index), self._expired, self._bytes)
+
+    async def refresh_stats(self, now: float, timeout_s: float) -> None:
+        """Nothing to do: stats() counts in-process."""
+
+    async def acquire_lease(self, ttl_s: float) -> str | None:
+        return "local"  # one process: nobody else to share the work with
+
+    async def renew_lease(self, token: str, ttl_s: float) -> bool:
+        return True
+
+    async def release_lease(self, token: str) -> None:
+        """Nothing held."""
 
     async def close(self) -> None:
         """Nothing to release: the sessions live as long as the process."""

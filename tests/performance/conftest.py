@@ -53,11 +53,11 @@ def populated_manager(
 
     async def fill() -> None:
         for sid in ids[:expired]:
-            await store.insert(SessionRecord(sid, None, EPOCH, EPOCH, b"{}"))
+            await store.insert(SessionRecord(sid, None, EPOCH, EPOCH, b"{}"), TIMEOUT_S)
         clock.advance(TIMEOUT_S)
         now = clock.now
         for sid in ids[expired:]:
-            await store.insert(SessionRecord(sid, None, now, now, b"{}"))
+            await store.insert(SessionRecord(sid, None, now, now, b"{}"), TIMEOUT_S)
 
     loop.run_until_complete(fill())
     settings = Settings(cleanup_batch_size=batch_size, cleanup_enabled=False)

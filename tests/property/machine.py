@@ -21,6 +21,7 @@ from faultmaven.config import Settings
 from faultmaven.exceptions import SessionNotFoundError
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores.redis import RedisStore
 from tests.support import FakeClock
 
 TIMEOUT_MINUTES = 1.0
@@ -44,9 +45,17 @@ OPS = st.lists(
 class PeekableStore(MemoryStore):
     """The real MemoryStore, plus a look at one session that records no activity."""
 
-    def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
+    async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
         record = self._record(session_id)
         return None if record is None else (record.last_activity, json.loads(record.blob))
+
+
+class PeekableRedisStore(RedisStore):
+    """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
+
+    async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
+        active, data = await self._client.hmget(self._key(session_id), ["active", "data"])
+        return None if active is None else (float(active), json.loads(data))
 
 
 class GatedManager(SessionManager):
@@ -84,7 +93,7 @@ STEPS = [0]  # state-machine steps run in this process (rules and initializers),
 
 
 class SessionMachine(RuleBasedStateMachine):
-    make_store: Callable[[], PeekableStore] = PeekableStore
+    make_store: Callable[[], Any] = PeekableStore
     sessions = Bundle("sessions")
 
     def __init__(self) -> None:
@@ -108,6 +117,10 @@ class SessionMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     # -- model helpers ---------------------------------------------------------------------------------
+
+    def peek(self, sid: str) -> tuple[float, dict[str, Any]] | None:
+        result: tuple[float, dict[str, Any]] | None = self.run(self.store.peek(sid))
+        return result
 
     def live(self, sid: str) -> bool:
         entry = self.model.get(sid)
@@ -157,7 +170,7 @@ class SessionMachine(RuleBasedStateMachine):
     def check_cleanup(self, max_age_minutes: float, removed: int, before: set[str]) -> None:
         """Everything removed was idle >= max_age; nothing idle >= max_age remains; the count matches."""
         limit = max_age_minutes * 60.0
-        gone = {sid for sid in before if sid in self.model and self.store.peek(sid) is None}
+        gone = {sid for sid in before if sid in self.model and self.peek(sid) is None}
         for sid in gone:
             assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a session in use"
             del self.model[sid]
@@ -241,7 +254,7 @@ class SessionMachine(RuleBasedStateMachine):
         limit = max_age * 60.0
         removed_early = 0
         for sid in before:
-            if self.store.peek(sid) is None:
+            if self.peek(sid) is None:
                 assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a live session"
                 del self.model[sid]
                 removed_early += 1
@@ -289,7 +302,7 @@ class SessionMachine(RuleBasedStateMachine):
     def live_sessions_are_stored_with_their_data(self) -> None:
         STEPS[0] += 1  # invariants run once after every step
         for sid, entry in self.model.items():
-            stored = self.store.peek(sid)
+            stored = self.peek(sid)
             assert stored is not None, "a session the model holds is missing from the store"
             assert stored == (entry.last_activity, entry.data)
 
@@ -301,6 +314,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def metrics_match_the_model(self) -> None:
+        self.run(self.store.refresh_stats(self.clock.now, T))  # a Redis store serves a snapshot
         metrics = self.manager.get_session_metrics()
         live = sum(self.live(sid) for sid in self.model)
         assert metrics["active_sessions"] == live
@@ -312,6 +326,6 @@ class SessionMachine(RuleBasedStateMachine):
             assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
 
 
-def build_machine(make_store: Callable[[], PeekableStore], name: str) -> type[SessionMachine]:
+def build_machine(make_store: Callable[[], Any], name: str) -> type[SessionMachine]:
     """The machine over another store (a real backend, or a broken variant for the power check)."""
     return type(name, (SessionMachine,), {"make_store": staticmethod(make_store)})
