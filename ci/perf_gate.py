@@ -37,6 +37,10 @@ class Check:
         return self.ok(self.value, self.bound)
 
 
+def _ge(value: float, bound: float) -> bool:
+    return value >= bound
+
+
 class Results:
     """Benchmark stats indexed by the (kind, n, live) tags the suite puts in extra_info."""
 
@@ -84,6 +88,10 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
             "get_session_metrics at 1M sessions", results.get("metrics", 1_000_000, 500_000)["mean"] * 1e3, 1.0, "ms"
         ),
     ]
+    if ("redis-scan", 100_000, 0) in results.by_tag:  # present whenever redis-server was there to run them
+        ours, scan = results.get("redis-ours-500", 100_000), results.get("redis-scan", 100_000)
+        found.append(Check("redis: 100k expired, ours vs SCAN cleanup", scan["min"] / ours["min"], 3.0, "x", ok=_ge))
+        found.append(Check("redis: cleanup rate, batch 500", ours["sessions_per_s"], 50_000, "sessions/s", ok=_ge))
     if baseline:
         for name, value in current.items():
             if name in baseline and name in GATED_RATIOS:

@@ -10,7 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.exceptions import (
+    SessionCleanupException,
+    SessionDataTooLargeError,
+    SessionNotFoundError,
+    SessionStoreException,
+)
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import MAX_USER_ID_LENGTH, SessionManager
 
@@ -62,7 +67,10 @@ async def create_session(body: CreateSession, manager: Manager, response: Respon
 async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
     """The manager's metrics plus the event loop's longest stalls, as the load harness reads them."""
     monitor: LoopMonitor = request.app.state.loop_monitor
-    return manager.get_session_metrics() | monitor.snapshot()
+    try:
+        return manager.get_session_metrics() | monitor.snapshot()
+    except SessionStoreException as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"session store unavailable: {exc}") from None
 
 
 @router.post("/cleanup")

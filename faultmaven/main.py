@@ -5,6 +5,7 @@ Importing this module never reads the environment strictly: settings are read wh
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faultmaven import __version__
 from faultmaven.api import router
 from faultmaven.config.config import Settings
+from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
@@ -73,6 +75,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
+        with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
+            await mgr.refresh_store_stats()
         if freeze_gc:
             gc.collect()
             gc.freeze()

@@ -283,6 +283,10 @@ class SessionManager:
 
     # -- metrics -----------------------------------------------------------------------------------
 
+    async def refresh_store_stats(self) -> None:
+        """Read the store's counts now (a Redis store otherwise serves a snapshot refreshed in the background)."""
+        await self.store.refresh_stats(self._now(), self._timeout_s)
+
     def get_session_metrics(self) -> dict[str, int | float | None]:
         """Counters and store counts; O(1) amortised, safe to call on every request."""
         stats = self.store.stats(self._now(), self._timeout_s)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
@@ -36,7 +37,12 @@ class SessionCollector:
         self._monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
-        metrics = self._manager().get_session_metrics()
+        try:
+            metrics = self._manager().get_session_metrics()
+        except SessionStoreException:
+            yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=0)
+            return
+        yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=1)
         for key, (name, doc) in _GAUGES.items():
             value = metrics.get(key)
             if value is not None:

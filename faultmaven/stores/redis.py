@@ -73,7 +73,7 @@ local now, max_idle, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local excluded = {}
 for i = 5, #ARGV do excluded[ARGV[i]] = true end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - max_idle + 1, 'LIMIT', 0, limit + #ARGV - 3)
-local removed, freed, ended, failed = 0, 0, {}, {}
+local removed, freed, lifetime, failed, gone, keys = 0, 0, 0, {}, {}, {}
 for _, id in ipairs(ids) do
   if removed + #failed >= limit then break end
   if not excluded[id] then
@@ -82,21 +82,26 @@ for _, id in ipairs(ids) do
     if not ok then
       failed[#failed + 1] = id
     elseif not f[2] then
-      redis.call('ZREM', KEYS[1], id)  -- its hash already expired by TTL: drop the stale index entry
+      gone[#gone + 1] = id  -- its hash already expired by TTL: drop the stale index entry
       removed = removed + 1
     else
       if now - tonumber(f[2]) < max_idle then break end
-      redis.call('DEL', key)
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(f[3]))
+      gone[#gone + 1] = id
+      keys[#keys + 1] = key
       removed = removed + 1
       freed = freed + tonumber(f[3])
-      ended[#ended + 1] = f[1]
-      ended[#ended + 1] = f[2]
+      lifetime = lifetime + (tonumber(f[2]) - tonumber(f[1]))
     end
   end
 end
-return {removed, freed, ended, failed}
+for i = 1, #gone, 500 do
+  redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(i + 499, #gone)))
+end
+for i = 1, #keys, 500 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
+end
+if freed > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -freed) end
+return {removed, freed, string.format('%.17g', lifetime), failed}
 """
 
 # KEYS: idx, stats. ARGV: now, timeout. Exact count near the cutoff, ZCOUNT below it.
@@ -202,11 +207,10 @@ class RedisStore:
 
     async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
         args = [self.prefix, repr(now), repr(max_idle_s), limit, *exclude]
-        removed, freed, ended, failed = await self._run("remove_idle", [self._idx, self._stats_key], args)
-        lifetime = sum(float(ended[i + 1]) - float(ended[i]) for i in range(0, len(ended), 2))
+        removed, freed, lifetime, failed = await self._run("remove_idle", [self._idx, self._stats_key], args)
         return BatchResult(
             removed=int(removed),
-            lifetime_s=lifetime,
+            lifetime_s=float(lifetime),
             freed_bytes=int(freed),
             failed=[f.decode() for f in failed],
             exhausted=int(removed) + len(failed) < limit,

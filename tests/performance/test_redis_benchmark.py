@@ -1,0 +1,109 @@
+"""Cleanup of 100k expired sessions through a local redis-server: ours against a SCAN-based cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from faultmaven.config import Settings
+from faultmaven.session_management import SessionManager
+from faultmaven.stores.redis import RedisStore
+from tests.redis_server import RedisServer
+from tests.support import EPOCH, FakeClock
+
+N = 100_000
+TIMEOUT_S = 30 * 60.0
+
+
+async def fill(url: str, n: int) -> None:
+    """n expired sessions in the RedisStore layout, written with pipelines."""
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    for start in range(0, n, 5000):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(5000, n - start)):
+            sid = secrets.token_urlsafe(32)
+            pipe.hset(
+                f"faultmaven:s:{sid}",
+                mapping={"user": "", "created": repr(EPOCH), "active": repr(EPOCH), "data": b"{}", "cost": 200},
+            )
+            pipe.zadd("faultmaven:idx", {sid: EPOCH})
+        await pipe.execute()
+    await client.hset("faultmaven:stats", "bytes", 200 * n)
+    await client.aclose()
+
+
+async def scan_cleanup(url: str, now: float) -> int:
+    """The usual first version: SCAN every session key, read its activity, delete the expired ones."""
+    client = aioredis.Redis.from_url(url)
+    removed = 0
+    async for keys in _scan_pages(client):
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "active")
+        actives = await pipe.execute()
+        expired = [k for k, a in zip(keys, actives, strict=True) if a is not None and now - float(a) >= TIMEOUT_S]
+        if expired:
+            pipe = client.pipeline(transaction=False)
+            for key in expired:
+                pipe.delete(key)
+                pipe.zrem("faultmaven:idx", key.decode().rsplit(":", 1)[1])
+            await pipe.execute()
+            removed += len(expired)
+    await client.aclose()
+    return removed
+
+
+async def _scan_pages(client: Any) -> Any:
+    cursor = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match="faultmaven:s:*", count=1000)
+        if keys:
+            yield keys
+        if cursor == 0:
+            return
+
+
+@pytest.fixture(scope="module")
+def redis_loop() -> Any:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.mark.parametrize("batch", [50, 500])
+def test_redis_cleanup_ours(benchmark: Any, redis_server: RedisServer, redis_loop: Any, batch: int) -> None:
+    benchmark.group = "redis cleanup 100k expired"
+    benchmark.extra_info.update(kind=f"redis-ours-{batch}", n=N, live=0)
+    clock = FakeClock(EPOCH + TIMEOUT_S)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        redis_loop.run_until_complete(fill(redis_server.url, N))
+        settings = Settings(cleanup_batch_size=batch, cleanup_enabled=False)
+        return (SessionManager(RedisStore(redis_server.url), settings=settings, clock=clock),), {}
+
+    def run(manager: SessionManager) -> None:
+        assert redis_loop.run_until_complete(manager.cleanup_inactive_sessions()) == N
+        redis_loop.run_until_complete(manager.close())
+
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    benchmark.extra_info["sessions_per_s"] = N / benchmark.stats.stats.min
+
+
+def test_redis_cleanup_scan(benchmark: Any, redis_server: RedisServer, redis_loop: Any) -> None:
+    benchmark.group = "redis cleanup 100k expired"
+    benchmark.extra_info.update(kind="redis-scan", n=N, live=0)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        redis_loop.run_until_complete(fill(redis_server.url, N))
+        return (), {}
+
+    def run() -> None:
+        assert redis_loop.run_until_complete(scan_cleanup(redis_server.url, EPOCH + TIMEOUT_S)) == N
+
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    benchmark.extra_info["sessions_per_s"] = N / benchmark.stats.stats.min
