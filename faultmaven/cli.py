@@ -39,14 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, settings.audit_log_path)
     uvicorn.run(
         "faultmaven.main:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        log_config=logging_config(args.log_level),
+        log_config=logging_config(args.log_level, settings.audit_log_path),
         access_log=False,
     )
     return 0

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven import __version__
@@ -26,6 +27,9 @@ from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
 access_log = logging.getLogger("faultmaven.access")
+# Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
+# limit is applied to the data itself, with a 413 that says which limit.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class AccessLogMiddleware:
@@ -62,6 +66,25 @@ class AccessLogMiddleware:
             )
 
 
+class BodyLimitMiddleware:
+    """Refuses a request body larger than any valid one (413) before it is read or parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                status = 413 if length.isdigit() else 400
+                await JSONResponse({"detail": "request body too large or malformed length"}, status)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None, manager: SessionManager | None = None, *, freeze_gc: bool = False
 ) -> FastAPI:
@@ -92,7 +115,13 @@ def create_app(
     monitor = LoopMonitor()
     app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan)
     app.state.loop_monitor = monitor
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware)
+
+    @app.exception_handler(SessionStoreException)
+    async def store_unavailable(request: Request, exc: SessionStoreException) -> JSONResponse:
+        return JSONResponse({"detail": "session store unavailable"}, status_code=503)
+
     app.include_router(router)
     registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)
 

@@ -63,6 +63,7 @@ class CleanupScheduler:
                 await task
         finally:
             self._task = None
+            log.info("Session cleanup scheduler stopped")
 
     def _delay(self, interval_s: float) -> float:
         base = interval_s

@@ -16,11 +16,13 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionOverMemoryBudgetError
+from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
     Session,
@@ -35,6 +37,7 @@ from faultmaven.stores import BatchResult, SessionStore, store_from_url
 __all__ = ["Session", "SessionManager"]
 
 log = logging.getLogger("faultmaven.sessions")
+audit_log = logging.getLogger("faultmaven.audit")  # one record per run; SESSION_AUDIT_LOG_PATH adds a file
 
 MAX_USER_ID_LENGTH = 256
 _MIB = 1024 * 1024
@@ -50,6 +53,20 @@ def _minutes(name: str, value: float, *, allow_zero: bool) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value) * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one cleanup or eviction run did, for its log and audit records."""
+
+    run_id: str
+    trigger: str
+    started_at: float
+    removed: int
+    duration_ms: float
+    freed: int
+    errors: int
+    reason: str
 
 
 class SessionManager:
@@ -83,6 +100,7 @@ class SessionManager:
         self._evicted = 0
         self._rejected = 0
         self._cleanup_skipped = 0
+        self.cleanup_durations = DurationHistogram()
 
     def _now(self) -> float:
         """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
@@ -162,6 +180,7 @@ class SessionManager:
         failed: set[str] = set()
         batch_size = self.settings.cleanup_batch_size
         lease: str | None = None
+        reason = f"idle for at least {max_idle_s / 60:g} minutes"
         try:
             if trigger == "scheduled":  # one replica cleans at a time; the others skip this round
                 lease = await self.store.acquire_lease(LEASE_TTL_S)
@@ -191,55 +210,43 @@ class SessionManager:
             await self.store.refresh_stats(self._now(), self._timeout_s)
         except Exception as exc:
             self._cleanup_errors += 1
-            log.error(
-                "Session cleanup failed",
-                extra={
-                    "error_type": type(exc).__name__,
-                    "cleanup_count": removed,
-                    "errors_encountered": len(failed) + 1,
-                    "audit": self._audit(run_id, trigger, started_at, outcome="failed"),
-                },
-            )
+            duration_ms = (time.perf_counter() - t0) * 1000.0
+            run = _Run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed) + 1, f"failed: {reason}")
+            self._log_run(run, logging.ERROR, error_type=type(exc).__name__)
             raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
         duration_ms = (time.perf_counter() - t0) * 1000.0
+        self.cleanup_durations.observe(duration_ms / 1000.0)
         self._cleanup_runs += 1
         self._last_cleanup_time = self._now()
         self._last_cleanup_duration_ms = duration_ms
-        reason = f"idle for at least {max_idle_s / 60:g} minutes"
-        self._log_run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed), reason)
+        self._log_run(_Run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed), reason))
         return removed
 
-    def _log_run(
-        self,
-        run_id: str,
-        trigger: str,
-        started_at: float,
-        removed: int,
-        duration_ms: float,
-        freed: int,
-        errors: int,
-        reason: str,
-    ) -> None:
-        """The "Session cleanup completed" record: one per run, cleanup or eviction, with its audit fields."""
-        log.info(
-            "Session cleanup completed",
-            extra={
-                "cleanup_count": removed,
-                "duration_ms": round(duration_ms, 3),
-                "memory_freed_mb": round(freed / _MIB, 6),
-                "errors_encountered": errors,
-                "audit": self._audit(run_id, trigger, started_at, outcome="completed") | {"reason": reason},
-            },
-        )
+    def _log_run(self, run: _Run, level: int = logging.INFO, error_type: str | None = None) -> None:
+        """One record per run (cleanup or eviction) in the service log, and the same run in the audit log."""
+        audit = self._audit(run.run_id, run.trigger, run.started_at, outcome="failed" if error_type else "completed")
+        audit |= {"reason": run.reason, "cleanup_count": run.removed, "errors": run.errors}
+        fields: dict[str, Any] = {
+            "cleanup_count": run.removed,
+            "duration_ms": round(run.duration_ms, 3),
+            "memory_freed_mb": round(run.freed / _MIB, 6),
+            "errors_encountered": run.errors,
+            "audit": audit,
+        }
+        if error_type:
+            fields["error_type"] = error_type
+        log.log(level, "Session cleanup failed" if error_type else "Session cleanup completed", extra=fields)
+        audit_log.info("cleanup run", extra=audit | {"duration_ms": fields["duration_ms"], "error_type": error_type})
 
     def _on_evicted(self, evicted: BatchResult) -> None:
         """The store made room under SESSION_MAX_MEMORY_MB by evicting the least recently active sessions."""
         self._evicted += evicted.removed
         self._ended += evicted.removed
         self._ended_lifetime_s += evicted.lifetime_s
-        now = self._now()
         reason = "memory budget (SESSION_MAX_MEMORY_MB): least recently active sessions evicted"
-        self._log_run(secrets.token_hex(6), "eviction", now, evicted.removed, 0.0, evicted.freed_bytes, 0, reason)
+        self._log_run(
+            _Run(secrets.token_hex(6), "eviction", self._now(), evicted.removed, 0.0, evicted.freed_bytes, 0, reason)
+        )
 
     @contextlib.contextmanager
     def _count_rejection(self) -> Iterator[None]:
@@ -254,6 +261,7 @@ class SessionManager:
         await asyncio.sleep(0)
 
     def _audit(self, run_id: str, trigger: str, started_at: float, *, outcome: str) -> dict[str, Any]:
+        """Who/what ran, where and when; the same fields go to the dedicated audit logger."""
         return {
             "run_id": run_id,
             "trigger": trigger,

@@ -69,13 +69,14 @@ class Settings:
     max_data_bytes: int = 65536
     health_max_active: int = 1000
     admin_token: str | None = None
+    audit_log_path: str | None = None  # also write the audit records to this JSON-lines file
 
     def __post_init__(self) -> None:
         # Re-validate values given in code, so that no path builds an invalid Settings.
         for f in fields(self):
             env_name = _ENV_NAMES[f.name]
             value = getattr(self, f.name)
-            if f.name == "admin_token":
+            if f.name in _STRINGS:
                 if value is not None and not isinstance(value, str):
                     raise ConfigError(f"{env_name}={value!r} must be a string")
                 continue
@@ -91,7 +92,7 @@ class Settings:
             raw = source.get(env_name)
             if raw is None:
                 continue
-            if attr == "admin_token":
+            if attr in _STRINGS:
                 values[attr] = raw or None
             else:
                 values[attr] = _parse(attr, env_name, raw)
@@ -112,7 +113,9 @@ _ENV_NAMES: dict[str, str] = {
     "max_data_bytes": "SESSION_MAX_DATA_BYTES",
     "health_max_active": "SESSION_HEALTH_MAX_ACTIVE",
     "admin_token": "SESSION_ADMIN_TOKEN",
+    "audit_log_path": "SESSION_AUDIT_LOG_PATH",
 }
+_STRINGS = {"admin_token", "audit_log_path"}
 
 
 def _parse(attr: str, name: str, raw: str) -> object:

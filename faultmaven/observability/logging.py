@@ -11,10 +11,14 @@ from typing import Any
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def logging_config(level: str = "info") -> dict[str, Any]:
-    """A dictConfig for our loggers and uvicorn's, every line one JSON object on stderr."""
+def logging_config(level: str = "info", audit_path: str | None = None) -> dict[str, Any]:
+    """A dictConfig for our loggers and uvicorn's, every line one JSON object on stderr.
+
+    With `audit_path`, the audit records (faultmaven.audit, one per cleanup or eviction run) also go to
+    that JSON-lines file.
+    """
     level = level.upper()
-    return {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
@@ -32,7 +36,15 @@ def logging_config(level: str = "info") -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
     }
+    if audit_path:
+        config["handlers"]["audit_file"] = {"class": "logging.FileHandler", "formatter": "json", "filename": audit_path}
+        config["loggers"]["faultmaven.audit"] = {
+            "handlers": ["stderr", "audit_file"],
+            "level": "INFO",
+            "propagate": False,
+        }
+    return config
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.config.dictConfig(logging_config(level))
+def configure_logging(level: str = "info", audit_path: str | None = None) -> None:
+    logging.config.dictConfig(logging_config(level, audit_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.loop_monitor import LoopMonitor
@@ -49,6 +49,13 @@ class SessionCollector:
                 yield GaugeMetricFamily(name, doc, value=float(value))
         for key, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
+        hist = self._manager().cleanup_durations
+        yield HistogramMetricFamily(
+            "faultmaven_session_cleanup_duration_seconds",
+            "Duration of finished cleanup runs.",
+            buckets=hist.cumulative(),
+            sum_value=hist.total_s,
+        )
         yield GaugeMetricFamily(
             "faultmaven_event_loop_recent_max_stall_seconds",
             "Longest event-loop stall in the last minute.",
