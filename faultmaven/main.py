@@ -115,6 +115,8 @@ def create_app(
     monitor = LoopMonitor()
     app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan)
     app.state.loop_monitor = monitor
+    if manager is not None:
+        app.state.session_manager = manager  # usable even by a client that does not run the lifespan
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware)
 

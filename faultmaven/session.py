@@ -21,6 +21,7 @@ from faultmaven.exceptions import SessionDataTooLargeError
 ID_BYTES = 32
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _FINGERPRINT_KEY = secrets.token_bytes(32)
+MAX_DATA_DEPTH = 64  # nesting of objects and arrays; far deeper would not serialise back out over HTTP
 
 
 def new_session_id() -> str:
@@ -44,6 +45,7 @@ def encode_data(data: Mapping[str, Any] | None, limit: int) -> bytes:
         return b"{}"
     if not isinstance(data, Mapping):
         raise TypeError("session data must be a JSON object (a mapping)")
+    _check_depth(data)
     try:
         text = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except RecursionError:
@@ -54,6 +56,22 @@ def encode_data(data: Mapping[str, Any] | None, limit: int) -> bytes:
     if len(blob) > limit:
         raise SessionDataTooLargeError(len(blob), limit)
     return blob
+
+
+def _check_depth(data: object) -> None:
+    """ValueError if objects and arrays nest deeper than MAX_DATA_DEPTH (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > MAX_DATA_DEPTH:
+            raise ValueError(f"session data is nested too deeply (more than {MAX_DATA_DEPTH} levels)")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _utc(ts: float) -> datetime:

@@ -257,7 +257,14 @@ class SessionManager:
             raise
 
     async def _between_batches(self) -> None:
-        """Let live requests run between batches (tests override it to act at exactly this point)."""
+        """Let live requests run between batches (tests override it to act at exactly this point).
+
+        redis-py can swallow a cancellation that arrives while it awaits a reply (the batch then completes,
+        which is safe); the request is still on the task, so it is honoured here, at a batch boundary.
+        """
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError("cleanup cancelled")
         await asyncio.sleep(0)
 
     def _audit(self, run_id: str, trigger: str, started_at: float, *, outcome: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -92,11 +93,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_served_process_logs_json_without_ids() -> None:
-    """The real serve command under uvicorn: JSON lines, cleanup runs, no id or data, clean SIGTERM."""
+def test_served_process_logs_json_without_ids(tmp_path: Path) -> None:
+    """The real serve command under uvicorn: JSON lines and an audit file, cleanup runs, no id or data in
+    either, and SIGTERM stops it within 5 s with the scheduler stopped."""
     port = _free_port()
+    audit_file = tmp_path / "audit.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
-    env |= {"SESSION_TIMEOUT_MINUTES": "0.005", "SESSION_CLEANUP_INTERVAL_MINUTES": "0.003"}
+    env |= {
+        "SESSION_TIMEOUT_MINUTES": "0.005",
+        "SESSION_CLEANUP_INTERVAL_MINUTES": "0.003",
+        "SESSION_AUDIT_LOG_PATH": str(audit_file),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "faultmaven", "--port", str(port), "--log-level", "debug"],
         env=env,
@@ -124,8 +131,10 @@ def test_served_process_logs_json_without_ids() -> None:
                 assert time.monotonic() < deadline, "cleanup did not remove the sessions"
                 time.sleep(0.1)
             assert client.get(f"{API}/{ids[0]}").status_code == 404
+        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+        assert time.monotonic() - signalled < 5.0, "SIGTERM took 5 s or more to stop the server"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -140,3 +149,13 @@ def test_served_process_logs_json_without_ids() -> None:
     # uvicorn re-raises SIGTERM after a clean shutdown, so the status is -15; the lifespan ran to its end.
     assert proc.returncode in (0, -signal.SIGTERM)
     assert any(r["message"] == "Application shutdown complete." for r in records)
+    assert any(r["message"] == "Session cleanup scheduler stopped" for r in records)
+    audit_text = audit_file.read_text()
+    audits = [json.loads(line) for line in audit_text.splitlines()]
+    assert audits and all(a["message"] == "cleanup run" and a["logger"] == "faultmaven.audit" for a in audits)
+    for field in ("run_id", "trigger", "node", "started_at", "finished_at", "cleanup_count", "errors", "outcome"):
+        assert all(field in a for a in audits), field
+    assert sum(a["cleanup_count"] for a in audits) >= 20
+    for sid in ids:
+        assert sid not in audit_text
+    assert SECRET not in audit_text

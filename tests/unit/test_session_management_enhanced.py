@@ -465,3 +465,18 @@ async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock
     small, large = await lines_executed(50), await lines_executed(5000)
     assert small > 20 * 5  # the trace did see the loop
     assert large == small
+
+
+async def test_data_nesting_limit_is_exact(manager: SessionManager) -> None:
+    from faultmaven.session import MAX_DATA_DEPTH
+
+    def nested(levels: int) -> dict[str, object]:
+        data: dict[str, object] = {}
+        for _ in range(levels - 1):
+            data = {"d": data}
+        return data
+
+    session = await manager.create_session(data=nested(MAX_DATA_DEPTH))
+    assert (await manager.get_session(session.session_id)) is not None
+    with pytest.raises(ValueError, match="nested too deeply"):
+        await manager.create_session(data=nested(MAX_DATA_DEPTH + 1))

@@ -1,0 +1,145 @@
+"""Injected faults: a store failing a fraction of operations, cancellation mid-run, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Set
+from typing import Any
+
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import SessionStoreException
+from faultmaven.observability.health import health_report
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores.memory import ACTIVE, COST, NEXT, PREV
+from faultmaven.stores.redis import RedisStore
+from tests.conftest import open_client
+from tests.support import FakeClock
+
+
+class FlakyStore(MemoryStore):
+    """Fails a fraction of operations: per-session removals in a cleanup batch, and touches."""
+
+    def __init__(self, fraction: float, seed: int = 0) -> None:
+        super().__init__()
+        self.fraction = fraction
+        self.rng = random.Random(seed)
+
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+        candidates = []
+        for sid in self._ids_in_order():
+            if len(candidates) >= limit or now - self._index[sid][ACTIVE] < max_idle_s:
+                break
+            if sid not in exclude:
+                candidates.append(sid)
+        failing = {sid for sid in candidates if self.rng.random() < self.fraction}
+        result = await super().remove_idle(now, max_idle_s, limit, set(exclude) | failing)
+        result.failed = sorted(failing)
+        return result
+
+    async def touch(self, session_id: str, now: float, timeout_s: float) -> Any:
+        if self.rng.random() < self.fraction:
+            raise SessionStoreException("injected failure")
+        return await super().touch(session_id, now, timeout_s)
+
+
+def assert_consistent(store: MemoryStore) -> None:
+    """The list, the index, the byte count and the expired count agree."""
+    ids = list(store._ids_in_order())
+    assert len(ids) == len(store._index) == len(set(ids))
+    for before, after in itertools.pairwise(ids):
+        assert store._index[before][NEXT] == after and store._index[after][PREV] == before
+    assert store._bytes == sum(node[COST] for node in store._index.values())
+
+
+@pytest.mark.parametrize(("fraction", "degraded"), [(0.01, False), (0.10, True)])
+async def test_flaky_store_runs_complete_and_count_errors(fraction: float, degraded: bool, clock: FakeClock) -> None:
+    store = FlakyStore(fraction, seed=5)
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=25, cleanup_enabled=False), clock=clock)
+    for _ in range(3000):
+        await manager.create_session()
+    clock.advance(minutes=31)
+    removed = await manager.cleanup_inactive_sessions()  # completes: per-session failures are counted
+    metrics = manager.get_session_metrics()
+    errors = metrics["cleanup_errors_total"]
+    assert removed + errors == 3000 and len(store) == errors
+    assert 0.5 * fraction * 3000 <= errors <= 1.5 * fraction * 3000
+    report = health_report(manager)
+    assert (report["status"] == "degraded") is degraded
+    assert ("cleanup error rate above 5%" in report["services"]["session_manager"].get("reasons", [])) is degraded
+    assert_consistent(store)
+    store.fraction = 0
+    assert await manager.cleanup_inactive_sessions() == errors  # the next run removes what failed
+
+
+async def test_flaky_touches_answer_503_and_lose_nothing(clock: FakeClock) -> None:
+    store = FlakyStore(0.5, seed=2)
+    manager = SessionManager(store, settings=Settings(cleanup_enabled=False), clock=clock)
+    async for client in open_client(manager):
+        sid = (await client.post("/api/v1/sessions", json={"data": {"k": 1}})).json()["session_id"]
+        statuses = {(await client.get(f"/api/v1/sessions/{sid}")).status_code for _ in range(40)}
+        assert statuses == {200, 503}
+    store.fraction = 0
+    session = await manager.get_session(sid)
+    assert session is not None and session.data == {"k": 1}
+
+
+async def test_cancelled_cleanup_leaves_the_memory_store_consistent(clock: FakeClock) -> None:
+    store = MemoryStore()
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=10, cleanup_enabled=False), clock=clock)
+    for _ in range(500):
+        await manager.create_session(data={"x": 1})
+    manager.get_session_metrics()  # count the expired prefix, so cancellation must keep that count right
+    clock.advance(minutes=31)
+    manager.get_session_metrics()
+    task = asyncio.create_task(manager.cleanup_inactive_sessions())
+    for _ in range(7):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert 0 < len(store) < 500
+    assert_consistent(store)
+    assert manager.get_session_metrics()["expired_sessions"] == len(store)
+    remaining = len(store)
+    assert await manager.cleanup_inactive_sessions() == remaining
+    assert len(store) == 0 and store._bytes == 0
+
+
+class _CancelInBatch(RedisStore):
+    """Signals when its sixth batch has been sent, so the test can cancel the run inside that batch."""
+
+    batches = 0
+
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+        self.batches += 1
+        if self.batches == 6:
+            self.sent.set()
+        return await super().remove_idle(now, max_idle_s, limit, exclude)
+
+
+async def test_cancelled_cleanup_leaves_redis_consistent(redis_url: str, clock: FakeClock) -> None:
+    store = _CancelInBatch(redis_url)
+    store.sent = asyncio.Event()  # type: ignore[attr-defined]
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=10, cleanup_enabled=False), clock=clock)
+    for _ in range(300):
+        await manager.create_session(data={"x": 1})
+    clock.advance(minutes=31)
+    task = asyncio.create_task(manager.cleanup_inactive_sessions())
+    await store.sent.wait()  # type: ignore[attr-defined]
+    task.cancel()  # the sixth batch's script is on its way or running in Redis
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    client = store._client
+    keys = [k async for k in client.scan_iter(match="faultmaven:s:*")]
+    indexed = await client.zcard("faultmaven:idx")
+    costs = [int(await client.hget(k, "cost")) for k in keys]
+    assert 0 < len(keys) <= 250 and len(keys) == indexed
+    assert int(await client.hget("faultmaven:stats", "bytes") or 0) == sum(costs)
+    assert await manager.cleanup_inactive_sessions() == len(keys)
+    assert await client.zcard("faultmaven:idx") == 0
+    await manager.close()
