@@ -32,30 +32,31 @@ LABELS = {
 }
 
 
-def plot_expired(results: Results, path: Path) -> None:
+def loglog(path: Path, title: str, xlabel: str, ylabel: str, lines: dict[str, tuple[list[int], list[float]]]) -> None:
+    """One log-log line plot, one line per label."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind, label in LABELS.items():
-        ax.plot(SIZES, [results.get(kind, n)["min"] for n in SIZES], marker="o", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="expired sessions N", ylabel="cleanup time (s, best of rounds)")
-    ax.set_title("Cleanup of N expired sessions")
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_expired(results: Results, path: Path) -> None:
+    lines = {label: (SIZES, [results.get(kind, n)["min"] for n in SIZES]) for kind, label in LABELS.items()}
+    loglog(path, "Cleanup of N expired sessions", "expired sessions N", "cleanup time (s, best of rounds)", lines)
 
 
 def plot_live(results: Results, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind in ("ours", "naive"):
-        ax.plot(LIVE, [results.get(kind, 1000, live)["min"] * 1e3 for live in LIVE], marker="o", label=LABELS[kind])
-    ax.set(xscale="log", yscale="log", xlabel="live sessions beside them", ylabel="cleanup time (ms)")
-    ax.set_title("Cleanup of 1,000 expired sessions among many live ones")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    lines = {
+        LABELS[kind]: (LIVE, [results.get(kind, 1000, live)["min"] * 1e3 for live in LIVE])
+        for kind in ("ours", "naive")
+    }
+    loglog(path, "Cleanup of 1,000 expired sessions among many live ones", "live sessions beside them",
+           "cleanup time (ms)", lines)  # fmt: skip
 
 
 def markdown(results: Results, data: dict[str, object]) -> str:

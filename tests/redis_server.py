@@ -5,7 +5,6 @@ Outside CI a missing redis-server skips those tests with a visible reason; in CI
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from tests.support import require_tool
 
 
 def _free_port() -> int:
@@ -26,13 +25,7 @@ class RedisServer:
     """One redis-server process with an append-only file, so a stop and start keeps the data."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            reason = "redis-server is not installed (apt-get install redis-server)"
-            if os.environ.get("CI"):
-                pytest.fail(reason)
-            pytest.skip(reason)
-        self.binary = binary
+        self.binary = require_tool("redis-server", "redis-server")
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="fm-redis-"))
         self.url = f"redis://127.0.0.1:{self.port}/0"

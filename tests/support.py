@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Awaitable, Callable, Set
 from typing import Any
+
+import pytest
 
 from faultmaven.stores import BatchResult, MemoryStore
 
 EPOCH = 1_700_000_000.0
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a command the test needs: skipped with the reason outside CI, a failure in CI."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
 
 
 class FakeClock:

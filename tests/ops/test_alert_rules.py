@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from tests.conftest import open_client
-from tests.support import FakeClock
+from tests.support import FakeClock, require_tool
 
 RULES = Path(__file__).parents[2] / "faultmaven" / "observability" / "alerts.yml"
 RULE_TESTS = Path(__file__).with_name("alerts_test.yml")
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not installed (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def test_rules_check() -> None:
