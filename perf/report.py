@@ -59,6 +59,22 @@ def plot_live(results: Results, path: Path) -> None:
            "cleanup time (ms)", lines)  # fmt: skip
 
 
+def redis_lines(results: Results) -> list[str]:
+    """The Redis store against a SCAN-based cleanup, when redis-server was there to run them."""
+    if ("redis-scan", 100_000, 0) not in results.by_tag:
+        return []
+    scan = results.get("redis-scan", 100_000)
+    lines = ["", "## Redis store, 100,000 expired sessions, local redis-server", ""]
+    for batch in (50, 500):
+        ours = results.get(f"redis-ours-{batch}", 100_000)
+        lines.append(
+            f"- ours, batches of {batch}: {ours['min']:.2f} s ({ours['sessions_per_s']:,.0f} sessions/s, "
+            f"{scan['min'] / ours['min']:.1f}x the SCAN cleanup)"
+        )
+    lines.append(f"- SCAN-based cleanup: {scan['min']:.2f} s ({scan['sessions_per_s']:,.0f} sessions/s)")
+    return lines
+
+
 def markdown(results: Results, data: dict[str, object]) -> str:
     lines = [
         "# Benchmark report",
@@ -108,6 +124,7 @@ def markdown(results: Results, data: dict[str, object]) -> str:
         f"{results.get('metrics', 1_000_000, 500_000)['mean'] * 1e6:.2f} µs.",
         f"- Per operation with 100,000 stored: create {ops['create'] * 1e6:.1f} µs, get {ops['get'] * 1e6:.1f} µs, "
         f"touch {ops['touch'] * 1e6:.1f} µs.",
+        *redis_lines(results),
         "",
         "## Gate",
         "",
