@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
+import pytest
+from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from faultmaven.stores.redis import _TOUCH
 from tests.property import machine
 from tests.redis_server import RedisServer
 
@@ -22,3 +24,39 @@ def test_session_state_machine_on_redis(redis_server: RedisServer) -> None:
         machine.build_machine(fresh_store, "RedisSessionMachine"), settings=settings(max_examples=examples)
     )
     print(f"redis state machine: {machine.STEPS[0] - before} steps")
+
+
+class _RedisScriptVariant(machine.PeekableRedisStore):
+    """The real RedisStore with one line of its touch script broken (the broken variants live here)."""
+
+    broken_touch = ""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._scripts["touch"] = self._client.register_script(self.broken_touch)
+
+
+class _RedisNoLazyExpiry(_RedisScriptVariant):
+    broken_touch = _TOUCH.replace(
+        "if tonumber(ARGV[2]) - tonumber(f[3]) >= tonumber(ARGV[3]) then return false end\n", ""
+    )
+
+
+class _RedisExpiryOffByOne(_RedisScriptVariant):
+    broken_touch = _TOUCH.replace(
+        "tonumber(ARGV[2]) - tonumber(f[3]) >= tonumber(ARGV[3])",
+        "tonumber(ARGV[2]) - tonumber(f[3]) > tonumber(ARGV[3])",
+    )
+
+
+@pytest.mark.parametrize("broken", [_RedisNoLazyExpiry, _RedisExpiryOffByOne])
+def test_redis_state_machine_catches(redis_server: RedisServer, broken: type[_RedisScriptVariant]) -> None:
+    assert broken.broken_touch != _TOUCH, "the variant did not change the script"
+
+    def fresh_store() -> machine.PeekableRedisStore:
+        redis_server.flush()
+        return broken(redis_server.url)
+
+    power = settings(max_examples=500, deadline=None, database=None, phases=[Phase.generate])
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(machine.build_machine(fresh_store, f"{broken.__name__}Machine"), settings=power)
