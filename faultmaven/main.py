@@ -69,14 +69,20 @@ class AccessLogMiddleware:
 class BodyLimitMiddleware:
     """Refuses a request body larger than any valid one (413) before it is read or parsed."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limit = limit
+
+    @staticmethod
+    def limit(scope: Scope) -> int:
+        """MAX_BODY_BYTES, or room for twice the configured SESSION_MAX_DATA_BYTES if that is more."""
+        manager = getattr(scope["app"].state, "session_manager", None)
+        data_limit = manager.settings.max_data_bytes if manager is not None else 0
+        return max(MAX_BODY_BYTES, 2 * data_limit + 65536)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
+            if length is not None and (not length.isdigit() or int(length) > self.limit(scope)):
                 status = 413 if length.isdigit() else 400
                 await JSONResponse({"detail": "request body too large or malformed length"}, status)(
                     scope, receive, send

@@ -62,3 +62,16 @@ async def test_malformed_ids(client: httpx.AsyncClient, bad: str) -> None:
         assert (await client.request(method, path)).status_code == 404
     assert (await client.patch(f"{API}/{bad}", json={"data": {}})).status_code == 404
     assert (await client.get(f"{API}/{sid}")).json()["data"] == {"keep": 1}
+
+
+async def test_body_limit_follows_a_larger_data_limit(clock: FakeClock) -> None:
+    from tests.conftest import open_client
+
+    big = 6 * 1024 * 1024  # above the fixed 4 MiB body limit
+    manager = SessionManager(MemoryStore(), settings=Settings(max_data_bytes=big, cleanup_enabled=False), clock=clock)
+    async for client in open_client(manager):
+        response = await client.post(API, json={"data": {"blob": "x" * (5 * 1024 * 1024)}})
+        assert response.status_code == 201
+        too_big = b'{"data": {"x": "' + b"y" * (2 * big + 70_000) + b'"}}'
+        response = await client.post(API, content=too_big, headers={"content-type": "application/json"})
+        assert response.status_code == 413
