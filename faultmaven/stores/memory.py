@@ -40,7 +40,8 @@ SEQ: Final = 7
 _NODE_BYTES = sys.getsizeof((None,) * 8) + 2 * sys.getsizeof(0.0) + 2 * sys.getsizeof(2**20) + 48
 
 
-def _cost(sid: str, user_id: str | None, blob: bytes) -> int:
+def session_bytes(sid: str, user_id: str | None, blob: bytes) -> int:
+    """The estimate of what one session costs in memory: what memory_usage_mb adds up."""
     return _NODE_BYTES + sys.getsizeof(sid) + sys.getsizeof(blob) + (sys.getsizeof(user_id) if user_id else 0)
 
 
@@ -173,7 +174,7 @@ class MemoryStore:
         sid = record.session_id
         if sid in self._index:
             raise SessionStoreException("session id already stored")
-        cost = _cost(sid, record.user_id, record.blob)
+        cost = session_bytes(sid, record.user_id, record.blob)
         self._check_budget(cost)
         self._evict_for(cost)
         self._append(sid, record.user_id, record.created_at, record.last_activity, record.blob, cost)
@@ -190,7 +191,7 @@ class MemoryStore:
         node = self._live(session_id, now, timeout_s)
         if node is None:
             return None
-        cost = _cost(session_id, node[USER], blob)
+        cost = session_bytes(session_id, node[USER], blob)
         self._check_budget(cost)
         self._move_to_tail(session_id, node, now, blob, cost)
         self._evict_for(cost - node[COST], keep=session_id)

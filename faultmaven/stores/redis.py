@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
-from faultmaven.stores.memory import _cost
+from faultmaven.stores.memory import session_bytes
 
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -174,7 +174,7 @@ class RedisStore:
 
     async def insert(self, record: SessionRecord, timeout_s: float) -> None:
         user = "u:" + record.user_id if record.user_id is not None else ""
-        cost = _cost(record.session_id, None, record.blob)  # as replace_data counts it: id and data
+        cost = session_bytes(record.session_id, None, record.blob)  # as replace_data counts it: id and data
         args = [record.session_id, user, repr(record.created_at), repr(record.last_activity), record.blob, cost]
         args.append(self._ttl_ms(timeout_s))
         if not await self._run("insert", [self._key(record.session_id), self._idx, self._stats_key], args):
@@ -185,7 +185,7 @@ class RedisStore:
     ) -> SessionRecord | None:
         args: list[Any] = [session_id, repr(now), repr(timeout_s), self._ttl_ms(timeout_s)]
         if blob is not None:
-            args += [blob, _cost(session_id, None, blob)]
+            args += [blob, session_bytes(session_id, None, blob)]
         found = await self._run("touch", [self._key(session_id), self._idx, self._stats_key], args)
         if not found:
             return None
