@@ -21,7 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.config.config import Settings
-from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionOverMemoryBudgetError
+from faultmaven.exceptions import (
+    SessionCleanupException,
+    SessionNotFoundError,
+    SessionOverMemoryBudgetError,
+    SessionStoreException,
+)
 from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
@@ -205,8 +210,6 @@ class SessionManager:
                 if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
                     break  # lease lost: every batch so far re-checked what it removed, so stopping is safe
                 await self._between_batches()
-            if lease is not None:
-                await self.store.release_lease(lease)
             await self.store.refresh_stats(self._now(), self._timeout_s)
         except Exception as exc:
             self._cleanup_errors += 1
@@ -214,6 +217,12 @@ class SessionManager:
             run = _Run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed) + 1, f"failed: {reason}")
             self._log_run(run, logging.ERROR, error_type=type(exc).__name__)
             raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            # Released however the run ends (done, failed, cancelled), so the next replica need not wait
+            # for the TTL; if the store is down the release fails too and the TTL frees it.
+            if lease is not None:
+                with contextlib.suppress(SessionStoreException):
+                    await self.store.release_lease(lease)
         duration_ms = (time.perf_counter() - t0) * 1000.0
         self.cleanup_durations.observe(duration_ms / 1000.0)
         self._cleanup_runs += 1

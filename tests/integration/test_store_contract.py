@@ -172,3 +172,26 @@ async def readable_metrics(manager: SessionManager) -> dict[str, Any]:
         return await metrics(manager)
     except SessionStoreException:
         return {}
+
+
+class _FailsSecondBatch(RedisStore):
+    batches = 0
+
+    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+        self.batches += 1
+        if self.batches == 2:
+            raise SessionStoreException("injected failure in the second batch")
+        return await super().remove_idle(now, max_idle_s, limit, exclude)
+
+
+async def test_a_failed_scheduled_run_releases_its_lease(redis_url: str, clock: FakeClock) -> None:
+    store = _FailsSecondBatch(redis_url)
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=5, cleanup_enabled=False), clock=clock)
+    for _ in range(20):
+        await manager.create_session()
+    clock.advance(minutes=31)
+    with pytest.raises(SessionCleanupException):
+        await manager.run_cleanup(trigger="scheduled")
+    assert await store._client.exists("faultmaven:lease") == 0  # the next replica need not wait for its TTL
+    assert await manager.run_cleanup(trigger="scheduled") == 15
+    await manager.close()
