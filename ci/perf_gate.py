@@ -65,6 +65,8 @@ def ratios(results: Results) -> dict[str, float]:
     for n in (1_000, 10_000, 100_000, 1_000_000):
         out[f"ours/floor n={n}"] = results.get("ours", n)["min"] / results.get("floor", n)["min"]
     out["1M live / 1k live"] = results.get("ours", 1000, 1_000_000)["min"] / results.get("ours", 1000, 1000)["min"]
+    one = results.get("ours", 1000, 1_000_000)["min"]
+    out["400 timeouts / 1 timeout, 1M live"] = results.get("ours-400-timeouts", 1000, 1_000_000)["min"] / one
     return out
 
 
@@ -75,6 +77,7 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         Check("1,000-session cleanup (spec: 30 s)", results.get("spec-1000", 1000)["mean"], 0.3, "s"),
         Check("cost per expired session vs dict floor, 1M", current["ours/floor n=1000000"], 5.0, "x"),
         Check("1k expired among 1M live / among 1k live", current["1M live / 1k live"], 3.0, "x"),
+        Check("1k among 1M live: 400 timeouts / one timeout", current["400 timeouts / 1 timeout, 1M live"], 3.0, "x"),
         Check("longest event-loop stall, 1M cleanup (best round)", stall["max_stall_ms"], 5.0, "ms"),
         Check(
             "cleanup rate, 1M expired, batch 50",
@@ -92,6 +95,9 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         ours, scan = results.get("redis-ours-500", 100_000), results.get("redis-scan", 100_000)
         found.append(Check("redis: 100k expired, ours vs SCAN cleanup", scan["min"] / ours["min"], 3.0, "x", ok=_ge))
         found.append(Check("redis: cleanup rate, batch 500", ours["sessions_per_s"], 50_000, "sessions/s", ok=_ge))
+        spread = results.get("redis-among-live-400", 1000, 100_000)["min"]
+        one = results.get("redis-among-live-1", 1000, 100_000)["min"]
+        found.append(Check("redis: 1k among 100k live, 400 timeouts / one", spread / one, 3.0, "x"))
     if baseline:
         for name, value in current.items():
             if name in baseline and name in GATED_RATIOS:

@@ -6,7 +6,7 @@ import hmac
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,8 @@ from faultmaven.exceptions import (
     SessionStoreException,
 )
 from faultmaven.observability.loop_monitor import LoopMonitor
-from faultmaven.session_management import MAX_USER_ID_LENGTH, SessionManager
+from faultmaven.session import MAX_USER_ID_LENGTH, check_user_id
+from faultmaven.session_management import SessionManager
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
@@ -25,9 +26,15 @@ _NOT_FOUND = "session not found"
 
 
 class CreateSession(BaseModel):
+    """Every field optional; the FaultMaven copilot sends client_id, session_type, timeout_minutes, metadata."""
+
     model_config = ConfigDict(extra="forbid")
-    user_id: str | None = Field(default=None, max_length=MAX_USER_ID_LENGTH)
+    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_USER_ID_LENGTH)
     data: dict[str, Any] | None = None
+    client_id: str | None = Field(default=None, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    session_type: str = Field(default="troubleshooting", min_length=1, max_length=64)
+    timeout_minutes: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    metadata: dict[str, Any] | None = None
 
 
 class UpdateSession(BaseModel):
@@ -43,6 +50,26 @@ def get_manager(request: Request) -> SessionManager:
 Manager = Annotated[SessionManager, Depends(get_manager)]
 
 
+def get_caller(request: Request) -> str | None:
+    """The user the trusted gateway header names (SESSION_USER_HEADER), or None when it is not configured.
+
+    With the header configured a request without it is refused (401): it did not come through the gateway.
+    """
+    header = request.app.state.session_manager.settings.user_header
+    if header is None:
+        return None
+    value = request.headers.get(header)
+    if value is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing {header} header")
+    try:
+        return check_user_id(value)
+    except ValueError as exc:
+        raise _invalid(exc) from None
+
+
+Caller = Annotated[str | None, Depends(get_caller)]
+
+
 def _too_large(exc: SessionDataTooLargeError) -> HTTPException:
     return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc))
 
@@ -52,14 +79,29 @@ def _invalid(exc: Exception) -> HTTPException:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_session(body: CreateSession, manager: Manager, response: Response) -> dict[str, Any]:
+async def create_session(
+    manager: Manager, caller: Caller, response: Response, body: Annotated[CreateSession | None, Body()] = None
+) -> dict[str, Any]:
+    """201 with a new session; 200 with `session_resumed: true` when the client_id resumed a live one."""
+    body = body or CreateSession()
+    if caller is not None and body.user_id is not None and body.user_id != caller:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id differs from the caller's")
     try:
-        session = await manager.create_session(body.user_id, body.data)
+        session = await manager.create_session(
+            caller if caller is not None else body.user_id,
+            body.data,
+            client_id=body.client_id,
+            timeout_minutes=body.timeout_minutes,
+            session_type=body.session_type,
+            metadata=body.metadata,
+        )
     except SessionDataTooLargeError as exc:
         raise _too_large(exc) from None
     except (TypeError, ValueError) as exc:
         raise _invalid(exc) from None
     response.headers["Location"] = f"{router.prefix}/{session.session_id}"
+    if session.session_resumed:
+        response.status_code = status.HTTP_200_OK
     return session.to_dict()
 
 
@@ -95,25 +137,31 @@ async def trigger_cleanup(
 
 
 @router.get("/{session_id}")
-async def get_session(session_id: str, manager: Manager) -> dict[str, Any]:
-    session = await manager.get_session(session_id)
+async def get_session(session_id: str, manager: Manager, caller: Caller) -> dict[str, Any]:
+    session = await manager.get_session(session_id, user_id=caller)
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
     return session.to_dict()
 
 
 @router.post("/{session_id}/heartbeat")
-async def heartbeat(session_id: str, manager: Manager) -> dict[str, Any]:
-    session = await manager.touch_session(session_id)
+async def heartbeat(session_id: str, manager: Manager, caller: Caller) -> dict[str, Any]:
+    session = await manager.touch_session(session_id, user_id=caller)
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
-    return {"session_id": session.session_id, "expires_at": session.expires_at.isoformat()}
+    return {
+        "ok": True,  # the copilot reads only this
+        "session_id": session.session_id,
+        "expires_at": session.expires_at.isoformat(),
+        "last_activity": session.last_activity.isoformat(),
+        "status": session.status,
+    }
 
 
 @router.patch("/{session_id}")
-async def update_session(session_id: str, body: UpdateSession, manager: Manager) -> dict[str, Any]:
+async def update_session(session_id: str, body: UpdateSession, manager: Manager, caller: Caller) -> dict[str, Any]:
     try:
-        session = await manager.update_session(session_id, body.data)
+        session = await manager.update_session(session_id, body.data, user_id=caller)
     except SessionNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
     except SessionDataTooLargeError as exc:
@@ -124,7 +172,7 @@ async def update_session(session_id: str, body: UpdateSession, manager: Manager)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_session(session_id: str, manager: Manager) -> Response:
-    if not await manager.delete_session(session_id):
+async def delete_session(session_id: str, manager: Manager, caller: Caller) -> Response:
+    if not await manager.delete_session(session_id, user_id=caller):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,9 @@ from faultmaven.exceptions import SessionDataTooLargeError
 
 ID_BYTES = 32
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,128}")
+MAX_USER_ID_LENGTH = 256
+_USER_ID_PATTERN = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_USER_ID_LENGTH}}}")
 _FINGERPRINT_KEY = secrets.token_bytes(32)
 MAX_DATA_DEPTH = 64  # nesting of objects and arrays; far deeper would not serialise back out over HTTP
 
@@ -39,19 +42,19 @@ def fingerprint(session_id: str) -> str:
     return hmac.new(_FINGERPRINT_KEY, session_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def encode_data(data: Mapping[str, Any] | None, limit: int) -> bytes:
+def encode_data(data: Mapping[str, Any] | None, limit: int, name: str = "session data") -> bytes:
     """Compact UTF-8 JSON of `data`; TypeError/ValueError if not a JSON object, too large if over `limit`."""
     if data is None:
         return b"{}"
     if not isinstance(data, Mapping):
-        raise TypeError("session data must be a JSON object (a mapping)")
+        raise TypeError(f"{name} must be a JSON object (a mapping)")
     _check_depth(data)
     try:
         text = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except RecursionError:
-        raise ValueError("session data is nested too deeply") from None
+        raise ValueError(f"{name} is nested too deeply") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"session data is not JSON-serialisable: {exc}") from None
+        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
     blob = text.encode()
     if len(blob) > limit:
         raise SessionDataTooLargeError(len(blob), limit)
@@ -74,28 +77,61 @@ def _check_depth(data: object) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
+def check_client_id(value: object) -> str:
+    """A client id: 8-128 characters of [A-Za-z0-9_-] (a UUID fits); ValueError otherwise."""
+    if not isinstance(value, str) or _CLIENT_ID_PATTERN.fullmatch(value) is None:
+        raise ValueError("client_id must be 8 to 128 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def check_user_id(value: object) -> str:
+    """A user id: 1-256 printable characters (no control characters); ValueError otherwise."""
+    if not isinstance(value, str) or _USER_ID_PATTERN.fullmatch(value) is None:
+        raise ValueError(f"user_id must be 1 to {MAX_USER_ID_LENGTH} characters without control characters")
+    return value
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """What a store keeps for one session: epoch-second floats and the encoded data."""
+    """What a store keeps for one session: epoch-second floats and the encoded data and metadata.
+
+    A session is expired from `expires_at` on: the earlier of its idle deadline (last activity plus its
+    own timeout) and its absolute deadline (creation plus the absolute lifetime, which no activity moves).
+    """
 
     session_id: str
     user_id: str | None
+    client_id: str | None
+    session_type: str
     created_at: float
     last_activity: float
+    timeout_s: float
+    absolute_at: float
     blob: bytes
+    meta: bytes = b"{}"
 
-    def to_session(self, timeout_s: float) -> Session:
+    @property
+    def expires_at(self) -> float:
+        return min(self.last_activity + self.timeout_s, self.absolute_at)
+
+    def to_session(self, *, resumed: bool = False) -> Session:
         return Session(
             session_id=self.session_id,
             user_id=self.user_id,
             created_at=_utc(self.created_at),
             last_activity=_utc(self.last_activity),
-            expires_at=_utc(self.last_activity + timeout_s),
+            expires_at=_utc(self.expires_at),
             data=json.loads(self.blob),
+            client_id=self.client_id,
+            session_type=self.session_type,
+            metadata=json.loads(self.meta),
+            timeout_minutes=self.timeout_s / 60.0,
+            absolute_expires_at=_utc(self.absolute_at),
+            session_resumed=resumed,
         )
 
 
@@ -109,14 +145,28 @@ class Session:
     last_activity: datetime
     expires_at: datetime
     data: dict[str, Any]
+    client_id: str | None = None
+    session_type: str = "troubleshooting"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    timeout_minutes: float = 30.0
+    absolute_expires_at: datetime | None = None
+    status: str = "active"
+    session_resumed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape served over HTTP."""
         return {
             "session_id": self.session_id,
             "user_id": self.user_id,
+            "client_id": self.client_id,
+            "session_type": self.session_type,
+            "status": self.status,
             "created_at": self.created_at.isoformat(),
             "last_activity": self.last_activity.isoformat(),
             "expires_at": self.expires_at.isoformat(),
+            "absolute_expires_at": self.absolute_expires_at.isoformat() if self.absolute_expires_at else None,
+            "timeout_minutes": self.timeout_minutes,
+            "session_resumed": self.session_resumed,
             "data": self.data,
+            "metadata": self.metadata,
         }

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import secrets
 import socket
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import (
     SessionCleanupException,
+    SessionDataTooLargeError,
     SessionNotFoundError,
     SessionOverMemoryBudgetError,
     SessionStoreException,
@@ -32,6 +34,8 @@ from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
     Session,
     SessionRecord,
+    check_client_id,
+    check_user_id,
     encode_data,
     fingerprint,
     is_valid_id,
@@ -44,7 +48,7 @@ __all__ = ["Session", "SessionManager"]
 log = logging.getLogger("faultmaven.sessions")
 audit_log = logging.getLogger("faultmaven.audit")  # one record per run; SESSION_AUDIT_LOG_PATH adds a file
 
-MAX_USER_ID_LENGTH = 256
+_SESSION_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MIB = 1024 * 1024
 NODE = f"{socket.gethostname()}:{os.getpid()}"
 LEASE_TTL_S = 30.0  # renewed after every batch; a replica that dies mid-run frees it within this time
@@ -91,7 +95,6 @@ class SessionManager:
         self.store.listen_evictions(self._on_evicted)
         self._clock = clock if clock is not None else time.time
         self._last_now = -math.inf
-        self._timeout_s = self.settings.timeout_seconds
         self._cleanup_lock = asyncio.Lock()
         self._scheduler = CleanupScheduler(self._scheduled_cleanup)
         # Counters behind get_session_metrics(); each is updated where the event happens.
@@ -105,6 +108,8 @@ class SessionManager:
         self._evicted = 0
         self._rejected = 0
         self._cleanup_skipped = 0
+        self._created = 0
+        self._resumed = 0
         self.cleanup_durations = DurationHistogram()
 
     def _now(self) -> float:
@@ -117,44 +122,90 @@ class SessionManager:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    async def create_session(self, user_id: str | None = None, data: Mapping[str, Any] | None = None) -> Session:
-        if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_LENGTH):
-            raise ValueError(f"user_id must be a string of at most {MAX_USER_ID_LENGTH} characters")
-        blob = encode_data(data, self.settings.max_data_bytes)
+    async def create_session(
+        self,
+        user_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        client_id: str | None = None,
+        timeout_minutes: float | None = None,
+        session_type: str = "troubleshooting",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """A new session, or with `client_id` the live session of that (user, client) pair, resumed:
+        activity recorded, data, metadata and timeout unchanged, `session_resumed` True."""
+        if user_id is not None:
+            check_user_id(user_id)
+        if client_id is not None:
+            check_client_id(client_id)
+        timeout_s = self._timeout_seconds(timeout_minutes)
+        if not isinstance(session_type, str) or not _SESSION_TYPE.fullmatch(session_type):
+            raise ValueError("session_type must be 1 to 64 characters of [A-Za-z0-9_.-]")
+        limit = self.settings.max_data_bytes
+        blob = encode_data(data, limit)
+        meta = encode_data(metadata, limit, "session metadata")
+        if len(blob) + len(meta) > limit:
+            raise SessionDataTooLargeError(len(blob) + len(meta), limit)
         now = self._now()
-        record = SessionRecord(new_session_id(), user_id, now, now, blob)
+        record = SessionRecord(
+            new_session_id(),
+            user_id,
+            client_id,
+            session_type,
+            now,
+            now,
+            timeout_s,
+            now + self.settings.absolute_timeout_seconds,
+            blob,
+            meta,
+        )
         with self._count_rejection():
-            await self.store.insert(record, self._timeout_s)
-        log.debug("Session created", extra={"session": fingerprint(record.session_id)})
-        return record.to_session(self._timeout_s)
+            stored, resumed = await self.store.create(record, now)
+        if resumed:
+            self._resumed += 1
+        else:
+            self._created += 1
+        log.debug("Session created", extra={"session": fingerprint(stored.session_id), "resumed": resumed})
+        return stored.to_session(resumed=resumed)
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The live session (recording activity), or None if unknown, malformed or expired."""
-        return await self.touch_session(session_id)
+    def _timeout_seconds(self, timeout_minutes: float | None) -> float:
+        """This session's idle timeout: the default, or a requested one within the configured bounds."""
+        if timeout_minutes is None:
+            return self.settings.timeout_seconds
+        value = _minutes("timeout_minutes", timeout_minutes, allow_zero=False) / 60.0
+        lo, hi = self.settings.min_timeout_minutes, self.settings.max_timeout_minutes
+        if not lo <= value <= hi:
+            raise ValueError(f"timeout_minutes must be between {lo:g} and {hi:g}, got {value:g}")
+        return value * 60.0
 
-    async def touch_session(self, session_id: str) -> Session | None:
+    async def get_session(self, session_id: str, *, user_id: str | None = None) -> Session | None:
+        """The live session (recording activity), or None if unknown, malformed, expired or another user's."""
+        return await self.touch_session(session_id, user_id=user_id)
+
+    async def touch_session(self, session_id: str, *, user_id: str | None = None) -> Session | None:
         """Heartbeat: record activity only. Never revives an expired session."""
         if not is_valid_id(session_id):
             return None
-        record = await self.store.touch(session_id, self._now(), self._timeout_s)
-        return record.to_session(self._timeout_s) if record else None
+        record = await self.store.touch(session_id, self._now(), user_id)
+        return record.to_session() if record else None
 
-    async def update_session(self, session_id: str, data: Mapping[str, Any]) -> Session:
+    async def update_session(self, session_id: str, data: Mapping[str, Any], *, user_id: str | None = None) -> Session:
         """Replace the data (and record activity); SessionNotFoundError if there is no live session."""
         if not is_valid_id(session_id):
             raise SessionNotFoundError("no live session with this id")
-        blob = encode_data(data, self.settings.max_data_bytes)
+        limit = self.settings.max_data_bytes
+        blob = encode_data(data, limit)
         with self._count_rejection():
-            record = await self.store.replace_data(session_id, blob, self._now(), self._timeout_s)
+            record = await self.store.replace_data(session_id, blob, self._now(), user_id, limit)
         if record is None:
             raise SessionNotFoundError("no live session with this id")
-        return record.to_session(self._timeout_s)
+        return record.to_session()
 
-    async def delete_session(self, session_id: str) -> bool:
+    async def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
         """Remove the session; True only if it was live (an expired one is removed but returns False)."""
         if not is_valid_id(session_id):
             return False
-        ended = await self.store.delete(session_id, self._now(), self._timeout_s)
+        ended = await self.store.delete(session_id, self._now(), user_id)
         if ended is None:
             return False
         self._ended += 1
@@ -165,19 +216,19 @@ class SessionManager:
     # -- cleanup -----------------------------------------------------------------------------------
 
     async def cleanup_inactive_sessions(self, max_age_minutes: float | None = None) -> int:
-        """Remove every session idle for >= max_age_minutes (default: the timeout); return how many."""
+        """Remove every expired session (each by its own deadlines) and, with `max_age_minutes`, every session
+        idle for at least that long; return how many."""
         return await self.run_cleanup(max_age_minutes, trigger="manual")
 
     async def run_cleanup(self, max_age_minutes: float | None = None, *, trigger: str = "manual") -> int:
         """A cleanup run, labelled with what triggered it for the audit record."""
-        if max_age_minutes is None:
-            max_idle_s = self._timeout_s
-        else:
+        max_idle_s = None
+        if max_age_minutes is not None:
             max_idle_s = _minutes("max_age_minutes", max_age_minutes, allow_zero=True)
         async with self._cleanup_lock:
             return await self._cleanup_locked(max_idle_s, trigger)
 
-    async def _cleanup_locked(self, max_idle_s: float, trigger: str) -> int:
+    async def _cleanup_locked(self, max_idle_s: float | None, trigger: str) -> int:
         run_id = secrets.token_hex(6)
         started_at = self._now()
         t0 = time.perf_counter()
@@ -185,7 +236,7 @@ class SessionManager:
         failed: set[str] = set()
         batch_size = self.settings.cleanup_batch_size
         lease: str | None = None
-        reason = f"idle for at least {max_idle_s / 60:g} minutes"
+        reason = "expired" if max_idle_s is None else f"expired or idle for at least {max_idle_s / 60:g} minutes"
         try:
             if trigger == "scheduled":  # one replica cleans at a time; the others skip this round
                 lease = await self.store.acquire_lease(LEASE_TTL_S)
@@ -210,7 +261,7 @@ class SessionManager:
                 if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
                     break  # lease lost: every batch so far re-checked what it removed, so stopping is safe
                 await self._between_batches()
-            await self.store.refresh_stats(self._now(), self._timeout_s)
+            await self.store.refresh_stats(self._now())
         except Exception as exc:
             self._cleanup_errors += 1
             duration_ms = (time.perf_counter() - t0) * 1000.0
@@ -309,18 +360,18 @@ class SessionManager:
 
     async def refresh_store_stats(self) -> None:
         """Read the store's counts now (a Redis store otherwise serves a snapshot refreshed in the background)."""
-        await self.store.refresh_stats(self._now(), self._timeout_s)
+        await self.store.refresh_stats(self._now())
 
     def get_session_metrics(self) -> dict[str, int | float | None]:
         """Counters and store counts; O(1) amortised, safe to call on every request."""
-        stats = self.store.stats(self._now(), self._timeout_s)
+        stats = self.store.stats(self._now())
         return {
             "active_sessions": stats.active,
             "expired_sessions": stats.expired,
             "cleanup_runs": self._cleanup_runs,
             "last_cleanup_time": self._last_cleanup_time,
             "average_session_duration": (self._ended_lifetime_s / self._ended) if self._ended else None,
-            "memory_usage_mb": stats.memory_bytes / _MIB,
+            "memory_usage_mb": None if stats.memory_bytes is None else stats.memory_bytes / _MIB,
             "sessions_cleaned_total": self._sessions_cleaned,
             "cleanup_errors_total": self._cleanup_errors,
             "last_cleanup_duration_ms": self._last_cleanup_duration_ms,
@@ -329,4 +380,6 @@ class SessionManager:
             "sessions_rejected_total": self._rejected,
             "cleanup_skipped_total": self._cleanup_skipped,
             "store_stats_age_s": stats.age_s,
+            "sessions_created_total": self._created,
+            "sessions_resumed_total": self._resumed,
         }

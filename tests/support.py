@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores import memory as mem
 
 EPOCH = 1_700_000_000.0
 
@@ -38,6 +39,49 @@ class FakeClock:
         self.now += seconds + minutes * 60.0
 
 
+def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> list[str]:
+    """Every stored session a cleanup would remove now, by a full scan (the store itself never scans)."""
+    due = []
+    for sid in store._index:
+        record = store._record(sid)
+        assert record is not None
+        if now >= record.expires_at or (max_idle_s is not None and now - record.last_activity >= max_idle_s):
+            due.append((record.expires_at, sid))
+    return [sid for _, sid in sorted(due)]
+
+
+def _walk(store: MemoryStore, first: str | None, prev_pos: int, next_pos: int) -> list[str]:
+    ids, prev, sid = [], None, first
+    while sid is not None:
+        node = store._index[sid]
+        assert node[prev_pos] == prev, "a back link disagrees with the forward link"
+        ids.append(sid)
+        prev, sid = sid, node[next_pos]
+    return ids
+
+
+def assert_store_consistent(store: MemoryStore) -> None:
+    """The lanes, the creation list, the index, the resume pairs, the byte and expired counts agree."""
+    created = _walk(store, store._cfirst, mem.CPREV, mem.CNEXT)
+    assert created[-1:] == ([store._clast] if store._clast else [])
+    assert sorted(created) == sorted(store._index), "the creation list and the index disagree"
+    in_lanes: list[str] = []
+    for timeout, lane in store._lanes.items():
+        ids = _walk(store, lane.first, mem.LPREV, mem.LNEXT)
+        assert ids and ids[-1] == lane.last, "an empty lane was kept, or its tail is wrong"
+        actives = [store._index[sid][mem.ACTIVE] for sid in ids]
+        assert actives == sorted(actives), "a lane is out of activity order"
+        assert all(store._index[sid][mem.STATIC][mem.TIMEOUT] == timeout for sid in ids)
+        assert lane.frontier is None or lane.frontier in ids
+        in_lanes += ids
+    assert sorted(in_lanes) == sorted(store._index), "a session is in no lane or in two"
+    assert store._bytes == sum(node[mem.STATIC][mem.COST] for node in store._index.values())
+    assert store._expired == sum(node[mem.MARK] == store._mark for node in store._index.values())
+    for key, sid in store._pairs.items():
+        static = store._index[sid][mem.STATIC]
+        assert static[mem.CLIENT] is not None and mem.pair_key(static[mem.USER], static[mem.CLIENT]) == key
+
+
 class HookedStore(MemoryStore):
     """A real MemoryStore that calls `after_batch` once each cleanup batch is done (between batches)."""
 
@@ -46,7 +90,7 @@ class HookedStore(MemoryStore):
         self.after_batch = after_batch
         self.batches = 0
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         result = await super().remove_idle(now, max_idle_s, limit, exclude)
         self.batches += 1
         if self.after_batch is not None:
@@ -62,11 +106,12 @@ class PoisonStore(MemoryStore):
         super().__init__()
         self.poison = set(poison)
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         skip = set(exclude) | self.poison
         result = await super().remove_idle(now, max_idle_s, limit, skip)
         stored = [r for r in map(self._record, self.poison - set(exclude)) if r is not None]
-        result.failed = [r.session_id for r in stored if now - r.last_activity >= max_idle_s]
+        due = set(due_ids(self, now, max_idle_s))
+        result.failed = [r.session_id for r in stored if r.session_id in due]
         return result
 
 
@@ -83,13 +128,13 @@ class DownStore(MemoryStore):
 
             raise SessionStoreException("store unreachable (injected)")
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         self._check()
         return await super().remove_idle(now, max_idle_s, limit, exclude)
 
-    def stats(self, now: float, timeout_s: float) -> Any:
+    def stats(self, now: float) -> Any:
         self._check()
-        return super().stats(now, timeout_s)
+        return super().stats(now)
 
 
 class UntouchableStore(MemoryStore):

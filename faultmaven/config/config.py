@@ -1,158 +1,172 @@
-"""Settings read once from the environment and validated.
+"""Settings, validated by pydantic-settings, and the spec's module constants.
 
-The module constants mirror the original spec (values read at import, never raising, so that importing
-the app cannot fail on the environment); `Settings.from_env()` is the strict path the service uses.
+`Settings(...)` built in code takes only its arguments (tests and embedders are not surprised by the
+environment); `Settings.from_env()` reads the SESSION_* variables and a `.env` file in the working
+directory (the environment wins). Any bad value is a `ConfigError` whose message is one line naming the
+variable and the value. The module constants are read once at import and never raise, so importing the
+app cannot fail on the environment.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from typing import Annotated, Any
 from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from faultmaven.exceptions import ConfigError
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-_SCHEMES = {"memory", "redis"}
+PREFIX = "SESSION_"
+STORE_SCHEMES = ("memory", "redis")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+
+Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, strict=False)]
 
 
-def _number(name: str, raw: str, *, integer: bool, minimum: float, inclusive: bool) -> float:
-    """Parse one numeric variable; reject NaN, infinities and values below the minimum."""
-    text = raw.strip()
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} must be a finite number")
-    if value < minimum or (value == minimum and not inclusive):
-        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-        raise ConfigError(f"{name}={raw!r} must be {bound}")
-    return value
-
-
-def _boolean(name: str, raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
-
-
-def _store_url(name: str, raw: str) -> str:
-    text = raw.strip()
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid URL") from None
-    if parts.scheme not in _SCHEMES:
-        raise ConfigError(f"{name}={raw!r} has an unknown scheme (use memory:// or redis://host:port/db)")
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(BaseSettings):
     """Validated configuration; construct it directly in code or with `from_env`."""
 
-    timeout_minutes: float = 30.0
-    cleanup_interval_minutes: float = 15.0
-    max_memory_mb: float = 100.0
-    cleanup_batch_size: int = 50
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", validate_default=True)
+
+    timeout_minutes: Minutes = 30.0
+    cleanup_interval_minutes: Minutes = 15.0
+    max_memory_mb: Minutes = 100.0  # same bounds as minutes: a finite number > 0
+    cleanup_batch_size: Count = 50
     cleanup_enabled: bool = True
     store_url: str = "memory://"
-    max_data_bytes: int = 65536
-    health_max_active: int = 1000
+    max_data_bytes: Count = 65536
+    health_max_active: Annotated[int, Field(ge=0)] = 1000
     admin_token: str | None = None
     audit_log_path: str | None = None  # also write the audit records to this JSON-lines file
+    min_timeout_minutes: Minutes = 1.0
+    max_timeout_minutes: Minutes = 1440.0
+    absolute_timeout_minutes: Minutes = 1440.0
+    max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
+    user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
 
-    def __post_init__(self) -> None:
-        # Re-validate values given in code, so that no path builds an invalid Settings.
-        for f in fields(self):
-            env_name = _ENV_NAMES[f.name]
-            value = getattr(self, f.name)
-            if f.name in _STRINGS:
-                if value is not None and not isinstance(value, str):
-                    raise ConfigError(f"{env_name}={value!r} must be a string")
-                continue
-            raw = str(value).lower() if isinstance(value, bool) else str(value)
-            object.__setattr__(self, f.name, _parse(f.name, env_name, raw))
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+        self._check_bounds()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # built in code: its arguments only; from_env adds the environment
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every SESSION_* variable from `env` (default os.environ); raise ConfigError on a bad one."""
-        source = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for attr, env_name in _ENV_NAMES.items():
-            raw = source.get(env_name)
-            if raw is None:
-                continue
-            if attr in _STRINGS:
-                values[attr] = raw or None
-            else:
-                values[attr] = _parse(attr, env_name, raw)
-        return cls(**values)  # type: ignore[arg-type]
+        """Read every SESSION_* variable from `env`, or from os.environ and ./.env; ConfigError on a bad one."""
+        if env is None:
+            return _FromEnvironment()
+        return cls(**{name[len(PREFIX) :].lower(): raw for name, raw in env.items() if name.startswith(PREFIX)})
+
+    @field_validator("admin_token", "audit_log_path", "user_header", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        text = value.strip()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError("not a valid URL") from None
+        if parts.scheme not in STORE_SCHEMES:
+            raise ValueError("unknown scheme (use memory:// or redis://host:port/db)")
+        return text
+
+    @field_validator("user_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.fullmatch(value):
+            raise ValueError("not an HTTP header name")
+        return value
+
+    def _check_bounds(self) -> None:
+        """Bounds that contradict each other are bad values too."""
+        lo, hi = self.min_timeout_minutes, self.max_timeout_minutes
+        if lo > hi:
+            raise ConfigError(f"SESSION_MIN_TIMEOUT_MINUTES={lo!r} is above SESSION_MAX_TIMEOUT_MINUTES={hi!r}")
+        if not lo <= self.timeout_minutes <= hi:
+            raise ConfigError(
+                f"SESSION_TIMEOUT_MINUTES={self.timeout_minutes!r} is outside "
+                f"SESSION_MIN_TIMEOUT_MINUTES..SESSION_MAX_TIMEOUT_MINUTES ({lo!r}..{hi!r})"
+            )
 
     @property
     def timeout_seconds(self) -> float:
         return self.timeout_minutes * 60.0
 
-
-_ENV_NAMES: dict[str, str] = {
-    "timeout_minutes": "SESSION_TIMEOUT_MINUTES",
-    "cleanup_interval_minutes": "SESSION_CLEANUP_INTERVAL_MINUTES",
-    "max_memory_mb": "SESSION_MAX_MEMORY_MB",
-    "cleanup_batch_size": "SESSION_CLEANUP_BATCH_SIZE",
-    "cleanup_enabled": "SESSION_CLEANUP_ENABLED",
-    "store_url": "SESSION_STORE_URL",
-    "max_data_bytes": "SESSION_MAX_DATA_BYTES",
-    "health_max_active": "SESSION_HEALTH_MAX_ACTIVE",
-    "admin_token": "SESSION_ADMIN_TOKEN",
-    "audit_log_path": "SESSION_AUDIT_LOG_PATH",
-}
-_STRINGS = {"admin_token", "audit_log_path"}
+    @property
+    def absolute_timeout_seconds(self) -> float:
+        return self.absolute_timeout_minutes * 60.0
 
 
-def _parse(attr: str, name: str, raw: str) -> object:
-    if attr in ("timeout_minutes", "cleanup_interval_minutes", "max_memory_mb"):
-        return _number(name, raw, integer=False, minimum=0, inclusive=False)
-    if attr in ("cleanup_batch_size", "max_data_bytes"):
-        return int(_number(name, raw, integer=True, minimum=1, inclusive=True))
-    if attr == "health_max_active":
-        return int(_number(name, raw, integer=True, minimum=0, inclusive=True))
-    if attr == "cleanup_enabled":
-        return _boolean(name, raw)
-    if attr == "store_url":
-        return _store_url(name, raw)
-    raise AssertionError(attr)
+class _FromEnvironment(Settings):
+    """Settings read from the process environment, then ./.env (the environment wins)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings)
 
 
-def _lenient(attr: str, default: object) -> object:
-    """The import-time reading: a bad value falls back to the default (start-up reports it)."""
-    name = _ENV_NAMES[attr]
-    raw = os.getenv(name)
+def _config_error(exc: ValidationError) -> ConfigError:
+    """One line: the first bad variable, its value and what is wrong with it."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    return ConfigError(f"{PREFIX}{field.upper()}={error.get('input')!r}: {error['msg']}")
+
+
+def _lenient(field: str) -> Any:
+    """The import-time reading of one variable: a bad value falls back to the default (start-up reports it)."""
+    raw = os.getenv(PREFIX + field.upper())
+    default = Settings.model_fields[field].default
     if raw is None:
         return default
     try:
-        return _parse(attr, name, raw)
+        return getattr(Settings.from_env({PREFIX + field.upper(): raw}), field)
     except ConfigError:
         return default
 
 
-_DEFAULTS = Settings()
-
 # The spec's module constants, read once at import.
-SESSION_TIMEOUT_MINUTES = _lenient("timeout_minutes", _DEFAULTS.timeout_minutes)
-SESSION_CLEANUP_INTERVAL_MINUTES = _lenient("cleanup_interval_minutes", _DEFAULTS.cleanup_interval_minutes)
-SESSION_MAX_MEMORY_MB = _lenient("max_memory_mb", _DEFAULTS.max_memory_mb)
-SESSION_CLEANUP_BATCH_SIZE = _lenient("cleanup_batch_size", _DEFAULTS.cleanup_batch_size)
-SESSION_CLEANUP_ENABLED = _lenient("cleanup_enabled", _DEFAULTS.cleanup_enabled)
-SESSION_STORE_URL = _lenient("store_url", _DEFAULTS.store_url)
-SESSION_MAX_DATA_BYTES = _lenient("max_data_bytes", _DEFAULTS.max_data_bytes)
-SESSION_HEALTH_MAX_ACTIVE = _lenient("health_max_active", _DEFAULTS.health_max_active)
+SESSION_TIMEOUT_MINUTES = _lenient("timeout_minutes")
+SESSION_CLEANUP_INTERVAL_MINUTES = _lenient("cleanup_interval_minutes")
+SESSION_MAX_MEMORY_MB = _lenient("max_memory_mb")
+SESSION_CLEANUP_BATCH_SIZE = _lenient("cleanup_batch_size")
+SESSION_CLEANUP_ENABLED = _lenient("cleanup_enabled")
+SESSION_STORE_URL = _lenient("store_url")
+SESSION_MAX_DATA_BYTES = _lenient("max_data_bytes")
+SESSION_HEALTH_MAX_ACTIVE = _lenient("health_max_active")
 SESSION_ADMIN_TOKEN = os.getenv("SESSION_ADMIN_TOKEN") or None
+SESSION_MIN_TIMEOUT_MINUTES = _lenient("min_timeout_minutes")
+SESSION_MAX_TIMEOUT_MINUTES = _lenient("max_timeout_minutes")
+SESSION_ABSOLUTE_TIMEOUT_MINUTES = _lenient("absolute_timeout_minutes")
+SESSION_MAX_PER_USER = _lenient("max_per_user")
+SESSION_USER_HEADER = os.getenv("SESSION_USER_HEADER") or None

@@ -14,9 +14,10 @@ MEMORY_BUDGET_FILL = 0.95  # with the budget enforced the store never exceeds it
 def degradation_reasons(metrics: dict[str, Any], settings: Settings) -> list[str]:
     """Why the session service is degraded; an empty list means healthy."""
     reasons = []
-    if metrics["active_sessions"] > settings.health_max_active:
+    active, memory_mb = metrics["active_sessions"], metrics["memory_usage_mb"]  # None until a store is read
+    if active is not None and active > settings.health_max_active:
         reasons.append("active_sessions above SESSION_HEALTH_MAX_ACTIVE")
-    if metrics["memory_usage_mb"] >= settings.max_memory_mb * MEMORY_BUDGET_FILL:
+    if memory_mb is not None and memory_mb >= settings.max_memory_mb * MEMORY_BUDGET_FILL:
         reasons.append("memory_usage_mb at SESSION_MAX_MEMORY_MB (writes evict the least recently active)")
     if settings.cleanup_enabled and not metrics["scheduler_running"]:
         reasons.append("cleanup scheduler enabled but not running")

@@ -29,14 +29,14 @@ class BatchResult:
 class StoreStats:
     """Counts a store keeps up to date, so reading them costs O(1) (amortised)."""
 
-    stored: int
-    expired: int
-    memory_bytes: int
-    age_s: float = 0.0  # how old the numbers may be (0 for a store that counts in-process)
+    stored: int | None
+    expired: int | None
+    memory_bytes: int | None
+    age_s: float | None = 0.0  # how old the numbers may be (0 in-process; None: never read yet)
 
     @property
-    def active(self) -> int:
-        return self.stored - self.expired
+    def active(self) -> int | None:
+        return None if self.stored is None or self.expired is None else self.stored - self.expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,33 +51,45 @@ EvictionListener = Callable[[BatchResult], None]
 
 
 class SessionStore(Protocol):
-    """Storage for sessions ordered by last activity."""
+    """Storage for sessions with per-session idle timeouts and an absolute deadline.
 
-    async def insert(self, record: SessionRecord, timeout_s: float) -> None: ...
+    Every call that reads or writes a session takes `now` and applies the expiry rule (expired from
+    `min(last_activity + timeout, absolute deadline)` on) atomically with what it does, so no read shows
+    an expired session and no activity revives one. Where a call takes `user_id`, a session owned by
+    another user is treated as absent (sessions without a user are visible to anyone).
+    """
 
-    async def touch(self, session_id: str, now: float, timeout_s: float) -> SessionRecord | None:
-        """Record activity at `now` and return the session, or None if unknown or expired."""
+    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+        """Store `record`, or, if its (user, client) pair has a live session, record activity on that one
+        and return it with True (resumed). One atomic step: concurrent creates of a pair make one session."""
 
-    async def replace_data(self, session_id: str, blob: bytes, now: float, timeout_s: float) -> SessionRecord | None:
-        """Replace the data and record activity, or return None if unknown or expired."""
+    async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
+        """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""
 
-    async def delete(self, session_id: str, now: float, timeout_s: float) -> Ended | None:
-        """Remove the session whatever its state; None if it was not stored."""
+    async def replace_data(
+        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, limit: int | None = None
+    ) -> SessionRecord | None:
+        """Replace the data and record activity, or return None if unknown, expired or not the user's;
+        SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`."""
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        """Remove up to `limit` of the longest-idle sessions whose idle time is still >= max_idle_s.
+    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
+        """Remove the session whatever its state; None if it was not stored (or not the user's)."""
 
-        The idle check and the removal are one atomic step per session. Ids in `exclude` (failures
-        earlier in the same run) are passed over.
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        """Remove up to `limit` sessions that are expired or, with `max_idle_s`, idle at least that long.
+
+        The check and the removal are one atomic step per session. Ids in `exclude` (failures earlier in
+        the same run) are passed over.
         """
 
     def listen_evictions(self, listener: EvictionListener) -> None:
         """Call `listener` with what was evicted whenever a write makes room under the memory budget."""
 
-    def stats(self, now: float, timeout_s: float) -> StoreStats:
-        """Session counts and memory estimate; cheap enough for every /health call."""
+    def stats(self, now: float) -> StoreStats:
+        """Session counts and memory estimate; cheap enough for every /health call. `age_s` None (and the
+        counts None) until a store that reads them over I/O has read them once."""
 
-    async def refresh_stats(self, now: float, timeout_s: float) -> None:
+    async def refresh_stats(self, now: float) -> None:
         """Bring what stats() serves up to date (a store that needs I/O serves a snapshot)."""
 
     async def acquire_lease(self, ttl_s: float) -> str | None:

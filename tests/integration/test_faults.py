@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 from collections.abc import Set
 from typing import Any
@@ -15,10 +14,9 @@ from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.health import health_report
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores.memory import ACTIVE, COST, NEXT, PREV
 from faultmaven.stores.redis import RedisStore
 from tests.conftest import open_client
-from tests.support import FakeClock
+from tests.support import FakeClock, assert_store_consistent, due_ids
 
 
 class FlakyStore(MemoryStore):
@@ -29,31 +27,23 @@ class FlakyStore(MemoryStore):
         self.fraction = fraction
         self.rng = random.Random(seed)
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        candidates = []
-        for sid in self._ids_in_order():
-            if len(candidates) >= limit or now - self._index[sid][ACTIVE] < max_idle_s:
-                break
-            if sid not in exclude:
-                candidates.append(sid)
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        candidates = [sid for sid in due_ids(self, now, max_idle_s) if sid not in exclude][:limit]
         failing = {sid for sid in candidates if self.rng.random() < self.fraction}
         result = await super().remove_idle(now, max_idle_s, limit, set(exclude) | failing)
         result.failed = sorted(failing)
         return result
 
-    async def touch(self, session_id: str, now: float, timeout_s: float) -> Any:
+    async def touch(self, session_id: str, now: float, user_id: str | None = None) -> Any:
         if self.rng.random() < self.fraction:
             raise SessionStoreException("injected failure")
-        return await super().touch(session_id, now, timeout_s)
+        return await super().touch(session_id, now, user_id)
 
 
 def assert_consistent(store: MemoryStore) -> None:
-    """The list, the index, the byte count and the expired count agree."""
-    ids = list(store._ids_in_order())
-    assert len(ids) == len(store._index) == len(set(ids))
-    for before, after in itertools.pairwise(ids):
-        assert store._index[before][NEXT] == after and store._index[after][PREV] == before
-    assert store._bytes == sum(node[COST] for node in store._index.values())
+    """The lists, the index, the byte count and the expired count agree."""
+    store.stats(store._counted_at)
+    assert_store_consistent(store)
 
 
 @pytest.mark.parametrize(("fraction", "degraded"), [(0.01, False), (0.10, True)])
@@ -115,7 +105,7 @@ class _CancelInBatch(RedisStore):
 
     batches = 0
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         self.batches += 1
         if self.batches == 6:
             self.sent.set()

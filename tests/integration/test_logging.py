@@ -101,6 +101,7 @@ def test_served_process_logs_json_without_ids(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {
         "SESSION_TIMEOUT_MINUTES": "0.005",
+        "SESSION_MIN_TIMEOUT_MINUTES": "0.001",
         "SESSION_CLEANUP_INTERVAL_MINUTES": "0.003",
         "SESSION_AUDIT_LOG_PATH": str(audit_file),
     }

@@ -47,7 +47,7 @@ async def test_three_replicas_share_one_session_space(redis_url: str, clock: Fak
         assert sum(1 for c in cleaned if c) >= 2, cleaned  # the work really was shared
         for sid in keepers:
             assert await replicas[0].get_session(sid) is not None
-        await replicas[0].store.refresh_stats(clock.now, settings.timeout_seconds)
+        await replicas[0].store.refresh_stats(clock.now)
         shared = [r.get_session_metrics() for r in replicas]
         assert shared[0]["active_sessions"] == len(keepers)
         assert shared[0]["expired_sessions"] == 0

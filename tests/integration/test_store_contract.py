@@ -32,7 +32,7 @@ class Hooked:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         result: BatchResult = await self._inner.remove_idle(now, max_idle_s, limit, exclude)
         self.batches += 1
         await self.after_batch(result)
@@ -55,7 +55,7 @@ async def manager(make_store: Callable[[], SessionStore], clock: FakeClock) -> A
 
 
 async def metrics(manager: SessionManager) -> dict[str, Any]:
-    await manager.store.refresh_stats(manager._now(), manager.settings.timeout_seconds)
+    await manager.store.refresh_stats(manager._now())
     return manager.get_session_metrics()
 
 
@@ -177,7 +177,7 @@ async def readable_metrics(manager: SessionManager) -> dict[str, Any]:
 class _FailsSecondBatch(RedisStore):
     batches = 0
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         self.batches += 1
         if self.batches == 2:
             raise SessionStoreException("injected failure in the second batch")

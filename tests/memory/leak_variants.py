@@ -15,6 +15,7 @@ from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from tests.memory import scenarios
 from tests.memory.test_memory import LEAK_LIMIT
+from tests.support import due_ids
 
 
 class GraveyardStore(MemoryStore):
@@ -24,17 +25,13 @@ class GraveyardStore(MemoryStore):
         super().__init__()
         self.graveyard: list[Any] = []
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        for sid in self._ids_in_order():
-            record = self._record(sid)
-            if record is None or now - record.last_activity < max_idle_s:
-                break
-            self.graveyard.append(record)
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        self.graveyard.extend(self._record(sid) for sid in due_ids(self, now, max_idle_s)[:limit])
         return await super().remove_idle(now, max_idle_s, limit, exclude)
 
-    async def delete(self, session_id: str, now: float, timeout_s: float) -> Any:
+    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Any:
         self.graveyard.append(self._record(session_id))
-        return await super().delete(session_id, now, timeout_s)
+        return await super().delete(session_id, now, user_id)
 
 
 class TaskHoardingManager(SessionManager):

@@ -43,21 +43,27 @@ def session_ids(n: int) -> list[str]:
     return _ID_POOL[:n]
 
 
+def record(sid: str, now: float, timeout_s: float = TIMEOUT_S) -> SessionRecord:
+    """A session created at `now` with this idle timeout and a day of absolute lifetime."""
+    return SessionRecord(sid, None, None, "troubleshooting", now, now, timeout_s, now + 86_400.0, b"{}")
+
+
 def populated_manager(
-    loop: asyncio.AbstractEventLoop, expired: int, live: int = 0, batch_size: int = 50
+    loop: asyncio.AbstractEventLoop, expired: int, live: int = 0, batch_size: int = 50, timeouts: int = 1
 ) -> tuple[SessionManager, FakeClock]:
-    """A manager whose store holds `expired` sessions past the timeout, then `live` fresh ones."""
+    """A manager whose store holds `expired` sessions past the timeout, then `live` fresh ones whose
+    timeouts are spread over `timeouts` distinct values (all at least the default)."""
     clock = FakeClock()
     store = MemoryStore()
     ids = session_ids(expired + live)
 
     async def fill() -> None:
         for sid in ids[:expired]:
-            await store.insert(SessionRecord(sid, None, EPOCH, EPOCH, b"{}"), TIMEOUT_S)
+            await store.create(record(sid, EPOCH), EPOCH)
         clock.advance(TIMEOUT_S)
         now = clock.now
-        for sid in ids[expired:]:
-            await store.insert(SessionRecord(sid, None, now, now, b"{}"), TIMEOUT_S)
+        for i, sid in enumerate(ids[expired:]):
+            await store.create(record(sid, now, TIMEOUT_S + 60.0 * (i % timeouts)), now)
 
     loop.run_until_complete(fill())
     settings = Settings(cleanup_batch_size=batch_size, cleanup_enabled=False)

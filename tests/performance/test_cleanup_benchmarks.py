@@ -99,6 +99,21 @@ def test_cleanup_1k_among_live_ours(benchmark: Any, loop: asyncio.AbstractEventL
     benchmark.pedantic(run, setup=setup, rounds=rounds_for(live), iterations=1)
 
 
+def test_cleanup_1k_among_1m_live_spread_timeouts(benchmark: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """The same cleanup when the live sessions use 400 distinct timeouts: the lanes that are not due are
+    never visited (gated at 3x the one-timeout case)."""
+    tag(benchmark, "cleanup 1,000 expired among live", kind="ours-400-timeouts", n=1000, live=1_000_000)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        manager, _ = populated_manager(loop, expired=1000, live=1_000_000, timeouts=400)
+        return (manager,), {}
+
+    def run(manager: Any) -> None:
+        assert loop.run_until_complete(manager.cleanup_inactive_sessions()) == 1000
+
+    benchmark.pedantic(run, setup=setup, rounds=rounds_for(1_000_000), iterations=1)
+
+
 @pytest.mark.parametrize("live", LIVE)
 def test_cleanup_1k_among_live_naive_scan(benchmark: Any, live: int) -> None:
     tag(benchmark, "cleanup 1,000 expired among live", kind="naive", n=1000, live=live)

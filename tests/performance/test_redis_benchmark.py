@@ -19,21 +19,25 @@ N = 100_000
 TIMEOUT_S = 30 * 60.0
 
 
-async def fill(url: str, n: int) -> None:
-    """n expired sessions in the RedisStore layout, written with pipelines."""
+async def fill(url: str, n: int, live: int = 0, timeouts: int = 1) -> None:
+    """n expired sessions in the RedisStore layout, then `live` ones active at EPOCH + TIMEOUT_S whose
+    timeouts are spread over `timeouts` distinct values; written with pipelines."""
     client = aioredis.Redis.from_url(url)
     await client.flushall()
-    for start in range(0, n, 5000):
+    for start in range(0, n + live, 5000):
         pipe = client.pipeline(transaction=False)
-        for _ in range(min(5000, n - start)):
+        for i in range(start, min(start + 5000, n + live)):
             sid = secrets.token_urlsafe(32)
-            pipe.hset(
-                f"faultmaven:s:{sid}",
-                mapping={"user": "", "created": repr(EPOCH), "active": repr(EPOCH), "data": b"{}", "cost": 200},
-            )
-            pipe.zadd("faultmaven:idx", {sid: EPOCH})
+            active = EPOCH if i < n else EPOCH + TIMEOUT_S
+            timeout = TIMEOUT_S + 60.0 * (i % timeouts if i >= n else 0)
+            fields = {"user": "", "client": "", "type": "troubleshooting", "created": repr(active)}
+            fields |= {"active": repr(active), "timeout": repr(timeout), "abs": repr(active + 86_400.0)}
+            fields |= {"data": b"{}", "meta": b"{}", "cost": 200}
+            pipe.hset(f"faultmaven:s:{sid}", mapping=fields)
+            pipe.zadd("faultmaven:idx", {sid: active})
+            pipe.zadd("faultmaven:exp", {sid: active + timeout})
         await pipe.execute()
-    await client.hset("faultmaven:stats", "bytes", 200 * n)
+    await client.hset("faultmaven:stats", "bytes", 200 * (n + live))
     await client.aclose()
 
 
@@ -107,3 +111,24 @@ def test_redis_cleanup_scan(benchmark: Any, redis_server: RedisServer, redis_loo
 
     benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
     benchmark.extra_info["sessions_per_s"] = N / benchmark.stats.stats.min
+
+
+@pytest.mark.parametrize("timeouts", [1, 400])
+def test_redis_cleanup_1k_among_100k_live(
+    benchmark: Any, redis_server: RedisServer, redis_loop: Any, timeouts: int
+) -> None:
+    """1,000 expired among 100,000 live, with one timeout or 400 (gated: no more than 3x apart)."""
+    benchmark.group = "redis cleanup 1k expired among 100k live"
+    benchmark.extra_info.update(kind=f"redis-among-live-{timeouts}", n=1000, live=100_000)
+    clock = FakeClock(EPOCH + TIMEOUT_S)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        redis_loop.run_until_complete(fill(redis_server.url, 1000, live=100_000, timeouts=timeouts))
+        settings = Settings(cleanup_enabled=False)
+        return (SessionManager(RedisStore(redis_server.url), settings=settings, clock=clock),), {}
+
+    def run(manager: SessionManager) -> None:
+        assert redis_loop.run_until_complete(manager.cleanup_inactive_sessions()) == 1000
+        redis_loop.run_until_complete(manager.close())
+
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)

@@ -1,8 +1,10 @@
 """A hypothesis state machine that drives a SessionManager beside a small reference model of DESIGN.md.
 
-The model is a dict of session id -> (last_activity, data) and the rule "expired iff now - last_activity
->= timeout". The machine is built by `build_machine(make_store)` so the same rules run against every
-store, and against the deliberately broken stores of the power check.
+The model is a dict of session id -> Model (activity, data, its own timeout, creation, user, client) and
+the rule "expired from min(last_activity + timeout, created + ABSOLUTE) on"; resume by (user, client) and
+ownership (another user's session is absent) are modelled too. The machine is built by
+`build_machine(make_store)` so the same rules run against every store, and against the deliberately
+broken stores of the power check.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from faultmaven.exceptions import SessionNotFoundError
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from faultmaven.stores.redis import RedisStore
-from tests.support import FakeClock
+from tests.support import FakeClock, assert_store_consistent
 
 TIMEOUT_MINUTES = 1.0
 T = TIMEOUT_MINUTES * 60.0
+ABSOLUTE_MINUTES = 3.0
+ABSOLUTE = ABSOLUTE_MINUTES * 60.0
 BATCH = 3
+TIMEOUTS = st.sampled_from([None, 0.5, 1.0, 2.0, 5.0])  # minutes; None: the default (T); 5 > ABSOLUTE
+USERS = st.sampled_from([None, "alice", "bob"])
+CLIENTS = st.sampled_from(["client-a1", "client-b2", "client-c3"])
 
 # Exactly representable steps, so that "lands on the expiry instant" is exact arithmetic.
 SMALL_STEPS = st.sampled_from([0.25, 0.5, 1.0, 5.0, 10.0, 20.0])
@@ -87,6 +94,13 @@ class Model:
     last_activity: float
     data: dict[str, Any]
     seq: int  # creation order: ids are random, so order ties by this to keep examples reproducible
+    created: float = 0.0
+    timeout: float = T
+    user: str | None = None
+    client: str | None = None
+
+    def expires_at(self) -> float:
+        return min(self.last_activity + self.timeout, self.created + ABSOLUTE)
 
 
 STEPS = [0]  # state-machine steps run in this process (rules and initializers), for the CI step count
@@ -101,7 +115,13 @@ class SessionMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.clock = FakeClock()
         self.store = type(self).make_store()
-        settings = Settings(timeout_minutes=TIMEOUT_MINUTES, cleanup_batch_size=BATCH, cleanup_enabled=False)
+        settings = Settings(
+            timeout_minutes=TIMEOUT_MINUTES,
+            min_timeout_minutes=0.5,
+            absolute_timeout_minutes=ABSOLUTE_MINUTES,
+            cleanup_batch_size=BATCH,
+            cleanup_enabled=False,
+        )
         self.manager = GatedManager(self.store, settings=settings, clock=self.clock)
         self.model: dict[str, Model] = {}
         self.cleanup_runs = 0
@@ -124,7 +144,18 @@ class SessionMachine(RuleBasedStateMachine):
 
     def live(self, sid: str) -> bool:
         entry = self.model.get(sid)
-        return entry is not None and self.clock.now - entry.last_activity < T
+        return entry is not None and self.clock.now < entry.expires_at()
+
+    def visible(self, sid: str, user: str | None) -> bool:
+        """Live, and not another user's (a session without a user is anyone's)."""
+        owner = self.model[sid].user if sid in self.model else None
+        return self.live(sid) and (user is None or owner is None or owner == user)
+
+    def due(self, sid: str, max_age_s: float | None) -> bool:
+        """What a cleanup with this max age removes: expired, or idle at least max_age_s."""
+        entry = self.model[sid]
+        idle = max_age_s is not None and self.clock.now - entry.last_activity >= max_age_s
+        return not self.live(sid) or idle
 
     def pick(self, index: int, *, live_only: bool = False) -> str | None:
         """A stored session by position in activity order: small indexes are the next cleanup candidates."""
@@ -133,9 +164,9 @@ class SessionMachine(RuleBasedStateMachine):
             ids = [sid for sid in ids if self.live(sid)] or ids
         return ids[index % len(ids)] if ids else None
 
-    def expect_activity(self, sid: str, returned: Any) -> None:
-        """get/touch: a live session is returned with activity recorded; anything else is None."""
-        if self.live(sid):
+    def expect_activity(self, sid: str, returned: Any, user: str | None = None) -> None:
+        """get/touch: a visible session is returned with activity recorded; anything else is None."""
+        if self.visible(sid, user):
             assert returned is not None, "a live session was not returned"
             self.model[sid].last_activity = self.clock.now
             assert returned.data == self.model[sid].data
@@ -143,40 +174,62 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             assert returned is None, "an expired, deleted or unknown session was returned"
 
-    def do_create(self, data: dict[str, Any]) -> str:
-        session = self.run(self.manager.create_session(data=data))
+    def do_create(
+        self,
+        data: dict[str, Any],
+        timeout: float | None = None,
+        user: str | None = None,
+        client: str | None = None,
+    ) -> str:
+        session = self.run(self.manager.create_session(user, data, client_id=client, timeout_minutes=timeout))
+        resumable = [
+            sid for sid, e in self.model.items() if client is not None and (e.user, e.client) == (user, client)
+        ]
+        resumable = [sid for sid in resumable if self.live(sid)]
+        if resumable:
+            assert session.session_resumed and [session.session_id] == resumable, "the pair's live session not resumed"
+            self.model[session.session_id].last_activity = self.clock.now
+            assert session.data == self.model[session.session_id].data
+            return str(session.session_id)
+        assert not session.session_resumed, "a create resumed a session that is expired or not the pair's"
         assert session.session_id not in self.model
         self.created += 1
-        self.model[session.session_id] = Model(self.clock.now, data, self.created)
+        timeout_s = T if timeout is None else timeout * 60.0
+        self.model[session.session_id] = Model(
+            self.clock.now, data, self.created, self.clock.now, timeout_s, user, client
+        )
+        assert session.expires_at.timestamp() == self.model[session.session_id].expires_at()
         return str(session.session_id)
 
-    def do_update(self, sid: str, data: dict[str, Any]) -> None:
-        if self.live(sid):
-            session = self.run(self.manager.update_session(sid, data))
+    def do_update(self, sid: str, data: dict[str, Any], user: str | None = None) -> None:
+        if self.visible(sid, user):
+            session = self.run(self.manager.update_session(sid, data, user_id=user))
             assert session.data == data
-            self.model[sid] = Model(self.clock.now, data, self.model[sid].seq)
+            self.model[sid].last_activity = self.clock.now
+            self.model[sid].data = data
         else:
             try:
-                self.run(self.manager.update_session(sid, data))
+                self.run(self.manager.update_session(sid, data, user_id=user))
             except SessionNotFoundError:
                 return
             raise AssertionError("update of a session that is not live succeeded")
 
-    def do_delete(self, sid: str) -> None:
-        was_live = self.live(sid)
-        assert self.run(self.manager.delete_session(sid)) is was_live
-        self.model.pop(sid, None)
+    def do_delete(self, sid: str, user: str | None = None) -> None:
+        was_live = self.visible(sid, user)
+        assert self.run(self.manager.delete_session(sid, user_id=user)) is was_live
+        if sid in self.model and (user is None or self.model[sid].user in (None, user)):
+            self.model.pop(sid)
 
-    def check_cleanup(self, max_age_minutes: float, removed: int, before: set[str]) -> None:
-        """Everything removed was idle >= max_age; nothing idle >= max_age remains; the count matches."""
-        limit = max_age_minutes * 60.0
+    def check_cleanup(self, max_age_minutes: float | None, removed: int, before: set[str]) -> None:
+        """Everything removed was due (expired, or idle >= max_age); nothing due remains; the count matches."""
+        limit = None if max_age_minutes is None else max_age_minutes * 60.0
         gone = {sid for sid in before if sid in self.model and self.peek(sid) is None}
         for sid in gone:
-            assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a session in use"
+            assert self.due(sid, limit), "cleanup removed a session in use"
             del self.model[sid]
         assert removed == len(gone), f"cleanup returned {removed} but removed {len(gone)}"
-        for entry in self.model.values():
-            assert self.clock.now - entry.last_activity < limit, "an idle session survived a finished cleanup"
+        for sid in self.model:
+            assert not self.due(sid, limit), "a due session survived a finished cleanup"
         self.cleanup_runs += 1
         self.cleaned += removed
 
@@ -186,30 +239,34 @@ class SessionMachine(RuleBasedStateMachine):
     def first_session(self, data: dict[str, Any]) -> str:
         return self.do_create(data)
 
-    @rule(target=sessions, data=DATA)
-    def create(self, data: dict[str, Any]) -> str:
-        return self.do_create(data)
+    @rule(target=sessions, data=DATA, timeout=TIMEOUTS, user=USERS)
+    def create(self, data: dict[str, Any], timeout: float | None, user: str | None) -> str:
+        return self.do_create(data, timeout, user)
 
-    @rule(count=st.integers(2, 8))
-    def create_many(self, count: int) -> None:
+    @rule(target=sessions, data=DATA, timeout=TIMEOUTS, user=USERS, client=CLIENTS)
+    def create_or_resume(self, data: dict[str, Any], timeout: float | None, user: str | None, client: str) -> str:
+        return self.do_create(data, timeout, user, client)
+
+    @rule(count=st.integers(2, 8), timeout=TIMEOUTS)
+    def create_many(self, count: int, timeout: float | None) -> None:
         for i in range(count):
-            self.do_create({"n": i})
+            self.do_create({"n": i}, timeout)
 
-    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
-    def get(self, sid: str) -> None:
-        self.expect_activity(sid, self.run(self.manager.get_session(sid)))
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, user=USERS)
+    def get(self, sid: str, user: str | None) -> None:
+        self.expect_activity(sid, self.run(self.manager.get_session(sid, user_id=user)), user)
 
-    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
-    def touch(self, sid: str) -> None:
-        self.expect_activity(sid, self.run(self.manager.touch_session(sid)))
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, user=USERS)
+    def touch(self, sid: str, user: str | None) -> None:
+        self.expect_activity(sid, self.run(self.manager.touch_session(sid, user_id=user)), user)
 
-    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, data=DATA)
-    def update(self, sid: str, data: dict[str, Any]) -> None:
-        self.do_update(sid, data)
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, data=DATA, user=USERS)
+    def update(self, sid: str, data: dict[str, Any], user: str | None) -> None:
+        self.do_update(sid, data, user)
 
-    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS)
-    def delete(self, sid: str) -> None:
-        self.do_delete(sid)
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, user=USERS)
+    def delete(self, sid: str, user: str | None) -> None:
+        self.do_delete(sid, user)
 
     @rule(step=SMALL_STEPS)
     def advance_small(self, step: float) -> None:
@@ -224,18 +281,18 @@ class SessionMachine(RuleBasedStateMachine):
     def advance_to_an_expiry_instant(self, index: int) -> None:
         sid = self.pick(index)
         assert sid is not None
-        expiry = self.model[sid].last_activity + T
+        expiry = self.model[sid].expires_at()
         if expiry > self.clock.now:
             self.clock.now = expiry
 
-    @rule(max_age=MAX_AGES)
-    def cleanup(self, max_age: float) -> None:
+    @rule(max_age=MAX_AGES | st.none())
+    def cleanup(self, max_age: float | None) -> None:
         before = set(self.model)
         removed = self.run(self.manager.cleanup_inactive_sessions(max_age))
         self.check_cleanup(max_age, removed, before)
 
-    @rule(max_age=MAX_AGES, batches=st.integers(0, 4), ops=OPS)
-    def interleaved_cleanup(self, max_age: float, batches: int, ops: list[tuple[str, int]]) -> None:
+    @rule(max_age=MAX_AGES | st.none(), batches=st.integers(0, 4), ops=OPS)
+    def interleaved_cleanup(self, max_age: float | None, batches: int, ops: list[tuple[str, int]]) -> None:
         """Start a cleanup, let it run `batches` + 1 batches, act while it is suspended, then let it finish."""
         before = set(self.model)
         self.manager.permits = batches
@@ -251,11 +308,11 @@ class SessionMachine(RuleBasedStateMachine):
                 self.apply_op(kind, index)
             return
         # What the first batches removed must have been idle; the model forgets it before acting.
-        limit = max_age * 60.0
+        limit = None if max_age is None else max_age * 60.0
         removed_early = 0
         for sid in before:
             if self.peek(sid) is None:
-                assert self.clock.now - self.model[sid].last_activity >= limit, "cleanup removed a live session"
+                assert self.due(sid, limit), "cleanup removed a live session"
                 del self.model[sid]
                 removed_early += 1
         for kind, index in ops:
@@ -267,7 +324,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     def apply_op(self, kind: str, index: int) -> None:
         if kind == "create":
-            self.do_create({"op": index})
+            self.do_create({"op": index}, [None, 0.5, 2.0][index % 3], client=f"client-{index % 3:03d}")
             return
         if kind == "advance":
             self.clock.advance([0.25, 1.0, 10.0, 30.0][index % 4])
@@ -314,7 +371,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def metrics_match_the_model(self) -> None:
-        self.run(self.store.refresh_stats(self.clock.now, T))  # a Redis store serves a snapshot
+        self.run(self.store.refresh_stats(self.clock.now))  # a Redis store serves a snapshot
         metrics = self.manager.get_session_metrics()
         live = sum(self.live(sid) for sid in self.model)
         assert metrics["active_sessions"] == live
@@ -324,6 +381,8 @@ class SessionMachine(RuleBasedStateMachine):
         assert metrics["scheduler_running"] is self.scheduler_on
         if not self.model:
             assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
+        if isinstance(self.store, MemoryStore):
+            assert_store_consistent(self.store)
 
 
 def build_machine(make_store: Callable[[], Any], name: str) -> type[SessionMachine]:

@@ -6,13 +6,17 @@ The broken variants live here, never in faultmaven/.
 from __future__ import annotations
 
 from collections.abc import Set
+from typing import Any
 
 import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from faultmaven.session import SessionRecord
 from faultmaven.stores import BatchResult
-from tests.property.machine import PeekableStore, build_machine
+from faultmaven.stores import memory as mem
+from tests.property.machine import PeekableStore, T, build_machine
+from tests.support import due_ids
 
 
 class RemovesWithoutRecheck(PeekableStore):
@@ -20,13 +24,10 @@ class RemovesWithoutRecheck(PeekableStore):
 
     prefetched: list[str] | None = None
 
-    def _idle(self, now: float, max_idle_s: float, limit: int) -> list[str]:
-        return _idle_ids(self, now, max_idle_s)[:limit]
-
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
-        batch = self.prefetched if self.prefetched is not None else self._idle(now, max_idle_s, limit)
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        batch = self.prefetched if self.prefetched is not None else due_ids(self, now, max_idle_s)[:limit]
         result = _remove_listed(self, batch)
-        self.prefetched = self._idle(now, max_idle_s, limit)
+        self.prefetched = due_ids(self, now, max_idle_s)[:limit]
         result.exhausted = not self.prefetched
         if result.exhausted:
             self.prefetched = None
@@ -34,13 +35,13 @@ class RemovesWithoutRecheck(PeekableStore):
 
 
 class RemovesTheStartingList(PeekableStore):
-    """Lists every idle session when the run starts, then removes that list batch by batch, never looking again."""
+    """Lists every due session when the run starts, then removes that list batch by batch, never looking again."""
 
     listed: list[str] | None = None
 
-    async def remove_idle(self, now: float, max_idle_s: float, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         if self.listed is None:
-            self.listed = _idle_ids(self, now, max_idle_s)
+            self.listed = due_ids(self, now, max_idle_s)
         batch, self.listed = self.listed[:limit], self.listed[limit:]
         result = _remove_listed(self, batch)
         result.exhausted = not self.listed
@@ -49,14 +50,16 @@ class RemovesTheStartingList(PeekableStore):
         return result
 
 
-def _idle_ids(store: PeekableStore, now: float, max_idle_s: float) -> list[str]:
-    idle = []
-    for sid in store._ids_in_order():
-        record = store._record(sid)
-        if record is None or now - record.last_activity < max_idle_s:
-            break
-        idle.append(sid)
-    return idle
+class CleanupUsesTheDefaultTimeout(PeekableStore):
+    """Cleanup judges every session by the default timeout instead of its own."""
+
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        limits = [T] if max_idle_s is None else [T, max_idle_s]
+        due = [sid for sid, node in self._index.items() if now - node[mem.ACTIVE] >= min(limits)]
+        due += [sid for sid, node in self._index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
+        result = _remove_listed(self, due[:limit])
+        result.exhausted = len(due) <= limit
+        return result
 
 
 def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
@@ -68,29 +71,64 @@ def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
     return result
 
 
+def _visible(node: Any, user_id: str | None) -> bool:
+    owner = node[mem.STATIC][mem.USER]
+    return user_id is None or owner is None or owner == user_id
+
+
 class NoLazyExpiry(PeekableStore):
     """Reads do not check expiry: an expired session stays visible (and is revived) until cleanup."""
 
-    def _live(self, session_id: str, now: float, timeout_s: float):  # type: ignore[no-untyped-def]
-        return self._index.get(session_id)
+    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
+        node = self._index.get(session_id)
+        return node if node is not None and _visible(node, user_id) else None
 
 
-class ExpiredCounterNotUpdated(PeekableStore):
-    """Deleting a session forgets to take it off the expired count."""
+class TouchExtendsPastTheAbsoluteLifetime(PeekableStore):
+    """Reads check only the idle deadline: activity keeps a session alive past its absolute lifetime."""
 
-    def _unlink(self, sid):  # type: ignore[no-untyped-def]
-        expired = self._expired
-        node = super()._unlink(sid)
-        self._expired = expired
-        return node
+    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
+        node = self._index.get(session_id)
+        if node is None or now >= node[mem.ACTIVE] + node[mem.STATIC][mem.TIMEOUT]:
+            return None
+        return node if _visible(node, user_id) else None
 
 
 class ExpiryOffByOne(PeekableStore):
-    """Treats idle == timeout as still live (the boundary instant belongs to expiry)."""
+    """Treats the expiry instant itself as still live (the boundary instant belongs to expiry)."""
 
-    def _live(self, session_id: str, now: float, timeout_s: float):  # type: ignore[no-untyped-def]
+    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
         node = self._index.get(session_id)
-        return None if node is None or now - node[4] > timeout_s else node
+        if node is None:
+            return None
+        static = node[mem.STATIC]
+        if now > node[mem.ACTIVE] + static[mem.TIMEOUT] or now > static[mem.ABSOLUTE]:
+            return None
+        return node if _visible(node, user_id) else None
+
+
+class ExpiredCounterNotUpdated(PeekableStore):
+    """Removing a session forgets to take it off the expired count."""
+
+    def _forget(self, removed: dict[str, Any]) -> None:
+        expired = self._expired
+        super()._forget(removed)
+        self._expired = expired
+
+
+class ResumeReturnsAnExpiredSession(PeekableStore):
+    """A create with a client id resumes the pair's stored session even when it has expired."""
+
+    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+        if record.client_id is not None:
+            existing = self._pairs.get(mem.pair_key(record.user_id, record.client_id))
+            if existing is not None:
+                node = self._index[existing]
+                self._move_to_tail(existing, node, now, node[mem.STATIC])
+                stored = self._record(existing)
+                assert stored is not None
+                return stored, True
+        return await super().create(record, now)
 
 
 POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, database=None, phases=[Phase.generate])
@@ -98,7 +136,16 @@ POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, datab
 
 @pytest.mark.parametrize(
     "broken",
-    [RemovesWithoutRecheck, RemovesTheStartingList, NoLazyExpiry, ExpiredCounterNotUpdated, ExpiryOffByOne],
+    [
+        RemovesWithoutRecheck,
+        RemovesTheStartingList,
+        CleanupUsesTheDefaultTimeout,
+        NoLazyExpiry,
+        TouchExtendsPastTheAbsoluteLifetime,
+        ExpiryOffByOne,
+        ExpiredCounterNotUpdated,
+        ResumeReturnsAnExpiredSession,
+    ],
 )
 def test_state_machine_catches(broken: type[PeekableStore]) -> None:
     machine = build_machine(broken, f"{broken.__name__}Machine")

@@ -36,20 +36,22 @@ class _RedisScriptVariant(machine.PeekableRedisStore):
         self._scripts["touch"] = self._client.register_script(self.broken_touch)
 
 
+_CHECK = "if now >= deadline(f) then return false end\n"
+
+
 class _RedisNoLazyExpiry(_RedisScriptVariant):
-    broken_touch = _TOUCH.replace(
-        "if tonumber(ARGV[2]) - tonumber(f[3]) >= tonumber(ARGV[3]) then return false end\n", ""
-    )
+    broken_touch = _TOUCH.replace(_CHECK, "")
 
 
 class _RedisExpiryOffByOne(_RedisScriptVariant):
-    broken_touch = _TOUCH.replace(
-        "tonumber(ARGV[2]) - tonumber(f[3]) >= tonumber(ARGV[3])",
-        "tonumber(ARGV[2]) - tonumber(f[3]) > tonumber(ARGV[3])",
-    )
+    broken_touch = _TOUCH.replace(_CHECK, _CHECK.replace(">=", ">"))
 
 
-@pytest.mark.parametrize("broken", [_RedisNoLazyExpiry, _RedisExpiryOffByOne])
+class _RedisTouchPastAbsoluteLifetime(_RedisScriptVariant):
+    broken_touch = _TOUCH.replace(_CHECK, _CHECK.replace("deadline(f)", "tonumber(f[5]) + tonumber(f[6])"))
+
+
+@pytest.mark.parametrize("broken", [_RedisNoLazyExpiry, _RedisExpiryOffByOne, _RedisTouchPastAbsoluteLifetime])
 def test_redis_state_machine_catches(redis_server: RedisServer, broken: type[_RedisScriptVariant]) -> None:
     assert broken.broken_touch != _TOUCH, "the variant did not change the script"
 

@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ def test_defaults_match_the_contract() -> None:
     assert (s.timeout_minutes, s.cleanup_interval_minutes, s.max_memory_mb) == (30, 15, 100)
     assert (s.cleanup_batch_size, s.cleanup_enabled, s.store_url) == (50, True, "memory://")
     assert (s.max_data_bytes, s.health_max_active, s.admin_token) == (65536, 1000, None)
+    assert (s.min_timeout_minutes, s.max_timeout_minutes, s.absolute_timeout_minutes) == (1, 1440, 1440)
+    assert (s.max_per_user, s.user_header) == (10, None)
 
 
 def test_every_variable_is_read() -> None:
@@ -32,8 +35,15 @@ def test_every_variable_is_read() -> None:
             "SESSION_MAX_DATA_BYTES": "1024",
             "SESSION_HEALTH_MAX_ACTIVE": "0",
             "SESSION_ADMIN_TOKEN": "s3cret",
+            "SESSION_MIN_TIMEOUT_MINUTES": "0.01",
+            "SESSION_MAX_TIMEOUT_MINUTES": "480",
+            "SESSION_ABSOLUTE_TIMEOUT_MINUTES": "600",
+            "SESSION_MAX_PER_USER": "0",
+            "SESSION_USER_HEADER": "X-User-ID",
         }
     )
+    assert (s.min_timeout_minutes, s.max_timeout_minutes, s.absolute_timeout_minutes) == (0.01, 480, 600)
+    assert (s.max_per_user, s.user_header) == (0, "X-User-ID")
     assert s.timeout_seconds == pytest.approx(3.0)
     assert (s.cleanup_interval_minutes, s.max_memory_mb, s.cleanup_batch_size) == (0.5, 12.5, 7)
     assert (s.cleanup_enabled, s.store_url, s.max_data_bytes) == (False, "redis://127.0.0.1:6390/2", 1024)
@@ -57,6 +67,13 @@ def test_every_variable_is_read() -> None:
         ("SESSION_STORE_URL", "redis://host:notaport/0"),
         ("SESSION_MAX_DATA_BYTES", "-1"),
         ("SESSION_HEALTH_MAX_ACTIVE", "-1"),
+        ("SESSION_MIN_TIMEOUT_MINUTES", "0"),
+        ("SESSION_MAX_TIMEOUT_MINUTES", "nan"),
+        ("SESSION_ABSOLUTE_TIMEOUT_MINUTES", "-1"),
+        ("SESSION_MAX_PER_USER", "-1"),
+        ("SESSION_MAX_PER_USER", "ten"),
+        ("SESSION_USER_HEADER", "X User"),
+        ("SESSION_STORE_URL", "redis+cluster://127.0.0.1:7000"),  # not served yet: refused, never half-used
     ],
 )
 def test_bad_values_raise_one_line_naming_variable_and_value(name: str, value: str) -> None:
@@ -64,6 +81,32 @@ def test_bad_values_raise_one_line_naming_variable_and_value(name: str, value: s
         Settings.from_env({name: value})
     message = str(info.value)
     assert name in message and repr(value) in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SESSION_MIN_TIMEOUT_MINUTES": "60", "SESSION_MAX_TIMEOUT_MINUTES": "30", "SESSION_TIMEOUT_MINUTES": "45"},
+        {"SESSION_TIMEOUT_MINUTES": "0.5"},  # below the default minimum of 1
+        {"SESSION_MAX_TIMEOUT_MINUTES": "20"},  # the default timeout of 30 above it
+    ],
+)
+def test_bounds_that_contradict_each_other_are_bad_values(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert "\n" not in str(info.value) and any(name in str(info.value) for name in env)
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("SESSION_TIMEOUT_MINUTES=45\nSESSION_MAX_PER_USER=3\nOTHER_SERVICE_VAR=x\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SESSION_TIMEOUT_MINUTES", raising=False)
+    monkeypatch.setenv("SESSION_MAX_PER_USER", "4")  # the environment wins over the file
+    s = Settings.from_env()
+    assert (s.timeout_minutes, s.max_per_user) == (45, 4)
+    (tmp_path / ".env").write_text("SESSION_TIMEOUT_MINUTES=soon\n")
+    with pytest.raises(ConfigError, match="SESSION_TIMEOUT_MINUTES='soon'"):
+        Settings.from_env()
 
 
 @pytest.mark.parametrize("raw", ["true", "1", "YES", "On"])

@@ -22,7 +22,7 @@ def session_bytes() -> int:
     store = MemoryStore()
     manager = SessionManager(store, settings=Settings(cleanup_enabled=False))
     asyncio.run(manager.create_session("user", PAYLOAD))
-    return store.stats(0.0, 1.0).memory_bytes
+    return store.stats(0.0).memory_bytes
 
 
 SESSION_BYTES = session_bytes()

@@ -16,6 +16,7 @@ from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeEr
 from faultmaven.session import is_valid_id
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores import memory as memory_module
 from tests.support import DownStore, FakeClock, HookedStore, PoisonStore, UntouchableStore
 
 TIMEOUT_S = 30 * 60
@@ -436,19 +437,22 @@ async def test_bad_scheduler_interval_is_rejected(manager: SessionManager, bad: 
     assert not manager.get_session_metrics()["scheduler_running"]
 
 
-async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock) -> None:
-    """The work a cleanup does (lines executed in the store) is the same beside 50 or 5,000 live sessions."""
+@pytest.mark.parametrize("max_age", [None, 31.0])
+async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock, max_age: float | None) -> None:
+    """The work a cleanup does (lines executed in the store) is the same beside 50 or 5,000 live sessions,
+    and beside 5,000 live sessions spread over 400 distinct timeouts."""
 
-    async def lines_executed(live: int) -> int:
+    async def lines_executed(live: int, timeouts: int) -> int:
         manager = SessionManager(MemoryStore(), settings=Settings(cleanup_batch_size=50), clock=clock)
         await make_sessions(manager, 20)
         clock.advance(minutes=31)
-        await make_sessions(manager, live)
+        for i in range(live):
+            await manager.create_session(timeout_minutes=60 + i % timeouts)
         count = 0
 
         def tracer(frame: Any, event: str, arg: Any) -> Any:
             nonlocal count
-            if frame.f_code is MemoryStore.remove_idle.__code__:
+            if frame.f_code.co_filename == memory_module.__file__:
                 if event == "line":
                     count += 1
                 return tracer
@@ -456,15 +460,16 @@ async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock
 
         sys.settrace(tracer)
         try:
-            removed = await manager.cleanup_inactive_sessions()
+            removed = await manager.cleanup_inactive_sessions(max_age)
         finally:
             sys.settrace(None)
         assert removed == 20
         return count
 
-    small, large = await lines_executed(50), await lines_executed(5000)
+    small, large, spread = await lines_executed(50, 1), await lines_executed(5000, 1), await lines_executed(5000, 400)
     assert small > 20 * 5  # the trace did see the loop
     assert large == small
+    assert spread == small
 
 
 async def test_data_nesting_limit_is_exact(manager: SessionManager) -> None:

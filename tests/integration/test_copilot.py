@@ -1,0 +1,144 @@
+"""The FaultMaven copilot's own calls through the real app, behind a gateway that names the user in
+X-User-ID, on the in-memory store and on a real redis-server (DESIGN.md, "Who calls it")."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import MemoryStore, SessionStore
+from faultmaven.stores.redis import RedisStore
+from tests.conftest import open_client
+from tests.support import FakeClock
+
+API = "/api/v1/sessions"
+ALICE = {"Authorization": "Bearer gateway-checked-jwt", "X-User-ID": "alice"}
+BOB = {"Authorization": "Bearer gateway-checked-jwt", "X-User-ID": "bob"}
+COPILOT_FIELDS = {"session_id", "session_resumed", "client_id", "status", "created_at", "last_activity"}
+COPILOT_FIELDS |= {"metadata", "user_id", "session_type"}
+
+
+def copilot_body(client_id: str) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "session_type": "troubleshooting",
+        "timeout_minutes": 180,
+        "metadata": {"browser": "chrome", "extension_version": "0.4.1"},
+    }
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
+    if request.param == "memory":
+        return MemoryStore
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisStore(url)
+
+
+@pytest.fixture
+async def gateway_manager(make_store: Callable[[], SessionStore], clock: FakeClock) -> AsyncIterator[SessionManager]:
+    settings = Settings(
+        cleanup_enabled=False,
+        user_header="X-User-ID",
+        timeout_minutes=180,
+        min_timeout_minutes=60,
+        max_timeout_minutes=480,
+    )
+    mgr = SessionManager(make_store(), settings=settings, clock=clock)
+    yield mgr
+    await mgr.close()
+
+
+@pytest.fixture
+async def gateway(gateway_manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in open_client(gateway_manager):
+        yield c
+
+
+async def test_the_copilot_sequence(gateway: httpx.AsyncClient, clock: FakeClock) -> None:
+    client_id = str(uuid.uuid4())
+    first = await gateway.post(API, json=copilot_body(client_id), headers=ALICE)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert COPILOT_FIELDS <= set(body) and body["session_resumed"] is False
+    assert (body["client_id"], body["user_id"], body["status"]) == (client_id, "alice", "active")
+    assert body["timeout_minutes"] == 180 and body["metadata"]["browser"] == "chrome"
+    sid = body["session_id"]
+
+    clock.advance(minutes=30)  # a browser restart: same client_id, and now the session id it kept
+    again = await gateway.post(API, json=copilot_body(client_id), headers=ALICE | {"X-Session-Id": sid})
+    assert again.status_code == 200, again.text
+    resumed = again.json()
+    assert resumed["session_id"] == sid and resumed["session_resumed"] is True
+    assert resumed["last_activity"] > body["last_activity"] and resumed["created_at"] == body["created_at"]
+
+    clock.advance(minutes=10)
+    beat = await gateway.post(f"{API}/{sid}/heartbeat", headers=ALICE)
+    assert beat.status_code == 200 and beat.json()["ok"] is True and beat.json()["status"] == "active"
+
+    assert (await gateway.delete(f"{API}/{sid}", headers=ALICE)).status_code == 204
+    fresh = await gateway.post(API, json=copilot_body(client_id), headers=ALICE)
+    assert fresh.status_code == 201 and fresh.json()["session_id"] != sid and fresh.json()["session_resumed"] is False
+
+
+async def test_an_expired_session_is_a_404_and_the_copilot_starts_over(
+    gateway: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    client_id = str(uuid.uuid4())
+    sid = (await gateway.post(API, json=copilot_body(client_id), headers=ALICE)).json()["session_id"]
+    clock.advance(minutes=180)
+    assert (await gateway.post(f"{API}/{sid}/heartbeat", headers=ALICE)).status_code == 404
+    assert (await gateway.get(f"{API}/{sid}", headers=ALICE)).json()["detail"] == "session not found"
+    again = await gateway.post(API, json=copilot_body(client_id), headers=ALICE)  # never resumes an expired one
+    assert again.status_code == 201 and again.json()["session_id"] != sid
+
+
+async def test_another_users_session_is_not_found(gateway: httpx.AsyncClient) -> None:
+    client_id = str(uuid.uuid4())
+    sid = (await gateway.post(API, json=copilot_body(client_id), headers=ALICE)).json()["session_id"]
+    assert (await gateway.get(f"{API}/{sid}", headers=BOB)).status_code == 404
+    assert (await gateway.post(f"{API}/{sid}/heartbeat", headers=BOB)).status_code == 404
+    assert (await gateway.patch(f"{API}/{sid}", json={"data": {"x": 1}}, headers=BOB)).status_code == 404
+    assert (await gateway.delete(f"{API}/{sid}", headers=BOB)).status_code == 404
+    # Bob's create with Alice's client id makes Bob a session of his own, never resumes hers.
+    bobs = await gateway.post(API, json=copilot_body(client_id), headers=BOB)
+    assert bobs.status_code == 201 and bobs.json()["session_id"] != sid
+    mine = await gateway.get(f"{API}/{sid}", headers=ALICE)
+    assert mine.status_code == 200 and mine.json()["data"] == {}
+
+
+async def test_the_gateway_header_is_the_caller(gateway: httpx.AsyncClient) -> None:
+    assert (await gateway.post(API, json={})).status_code == 401  # not through the gateway
+    differs = await gateway.post(API, json={"user_id": "bob"}, headers=ALICE)
+    assert differs.status_code == 422
+    same = await gateway.post(API, json={"user_id": "alice"}, headers=ALICE)
+    assert same.status_code == 201 and same.json()["user_id"] == "alice"
+
+
+@pytest.mark.parametrize("minutes", [59, 481, 0, -5])
+async def test_a_timeout_outside_the_bounds_is_a_422(gateway: httpx.AsyncClient, minutes: float) -> None:
+    answer = await gateway.post(API, json={"timeout_minutes": minutes}, headers=ALICE)
+    assert answer.status_code == 422
+
+
+async def test_concurrent_creates_of_one_pair_make_one_session(gateway_manager: SessionManager) -> None:
+    client_id = str(uuid.uuid4())
+    sessions = await asyncio.gather(
+        *(gateway_manager.create_session("alice", client_id=client_id, timeout_minutes=120) for _ in range(20))
+    )
+    assert len({s.session_id for s in sessions}) == 1
+    assert sum(not s.session_resumed for s in sessions) == 1
+    assert gateway_manager.get_session_metrics()["sessions_created_total"] == 1
+
+
+async def test_a_create_without_a_body_is_a_201(client: httpx.AsyncClient) -> None:
+    answer = await client.post(API)
+    assert answer.status_code == 201 and answer.json()["user_id"] is None and answer.json()["data"] == {}
+    assert answer.json()["timeout_minutes"] == 30 and answer.json()["session_type"] == "troubleshooting"
