@@ -67,7 +67,7 @@ async def test_the_copilot_sequence(gateway: httpx.AsyncClient, clock: FakeClock
     first = await gateway.post(API, json=copilot_body(client_id), headers=ALICE)
     assert first.status_code == 201, first.text
     body = first.json()
-    assert COPILOT_FIELDS <= set(body) and body["session_resumed"] is False
+    assert set(body) >= COPILOT_FIELDS and body["session_resumed"] is False
     assert (body["client_id"], body["user_id"], body["status"]) == (client_id, "alice", "active")
     assert body["timeout_minutes"] == 180 and body["metadata"]["browser"] == "chrome"
     sid = body["session_id"]
