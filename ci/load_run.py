@@ -171,6 +171,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")} | {
         "SESSION_TIMEOUT_MINUTES": args.timeout_minutes,
+        "SESSION_MIN_TIMEOUT_MINUTES": "0.01",
         "SESSION_CLEANUP_INTERVAL_MINUTES": args.interval_minutes,
         "SESSION_STORE_URL": args.store_url,
         "SESSION_HEALTH_MAX_ACTIVE": "1000000",

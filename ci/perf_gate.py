@@ -4,7 +4,9 @@
     python ci/perf_gate.py perf/out/benchmark.json --write-baseline   # record a new baseline
 
 The machine is shared and noisy, so most checks are ratios between results of the same run (ours against
-the dict floor, ours among 1M live against ours among 1k live); absolute budgets have wide headroom.
+the dict floor, ours among 1M live against ours among 1k live); absolute budgets have wide headroom (the
+rates here wander by 2x between days: the previous store measured 1.7-2.0M sessions/s at 1M when its gate
+was set, and 1.0M/s on the day the v2 store was measured).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         Check(
             "cleanup rate, 1M expired, batch 50",
             stall["sessions_per_s"],
-            500_000,
+            250_000,
             "sessions/s",
             ok=lambda value, bound: value >= bound,
         ),
@@ -94,7 +96,7 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
     if ("redis-scan", 100_000, 0) in results.by_tag:  # present whenever redis-server was there to run them
         ours, scan = results.get("redis-ours-500", 100_000), results.get("redis-scan", 100_000)
         found.append(Check("redis: 100k expired, ours vs SCAN cleanup", scan["min"] / ours["min"], 3.0, "x", ok=_ge))
-        found.append(Check("redis: cleanup rate, batch 500", ours["sessions_per_s"], 50_000, "sessions/s", ok=_ge))
+        found.append(Check("redis: cleanup rate, batch 500", ours["sessions_per_s"], 25_000, "sessions/s", ok=_ge))
         spread = results.get("redis-among-live-400", 1000, 100_000)["min"]
         one = results.get("redis-among-live-1", 1000, 100_000)["min"]
         found.append(Check("redis: 1k among 100k live, 400 timeouts / one", spread / one, 3.0, "x"))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
+import uuid
 from typing import Any
 
 from locust import FastHttpUser, between, constant, events, task
@@ -72,13 +74,24 @@ class Keeper(FastHttpUser):
         self.use("POST", f"{API}/{self.session_id}/heartbeat", f"{API}/{{id}}/heartbeat")
 
 
+TIMEOUTS = [0.08, 0.1, 0.12, 0.15]  # minutes: around the server's 6 s default (the harness allows 0.01 and up)
+
+
 class Churner(FastHttpUser):
     weight = 2
     wait_time = constant(0.02)
 
     @task
     def create_and_abandon(self) -> None:
-        self.client.post(API, json={"data": {"abandoned": True, "notes": "x" * 200}}, name=API)
+        """A copilot-shaped create: its own client id and one of several idle timeouts (several lanes)."""
+        body = {
+            "client_id": uuid.uuid4().hex,
+            "session_type": "troubleshooting",
+            "timeout_minutes": random.choice(TIMEOUTS),
+            "metadata": {"source": "loadtest"},
+            "data": {"abandoned": True, "notes": "x" * 200},
+        }
+        self.client.post(API, json=body, name=API)
 
 
 class Observer(FastHttpUser):

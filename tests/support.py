@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores import memory as mem
+from faultmaven.stores import expiry as mem
 
 EPOCH = 1_700_000_000.0
 

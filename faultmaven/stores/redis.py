@@ -145,46 +145,42 @@ local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local max_idle = tonumber(ARGV[3])
 local excluded = {}
 for i = 5, #ARGV do excluded[ARGV[i]] = true end
-local removed, freed, lifetime, failed, gone, keys, seen = 0, 0, 0, {}, {}, {}, {}
-local function take(id, rule)
-  local key = prefix .. 's:' .. id
-  local ok, f = pcall(redis.call, 'HMGET', key, unpack(FIELDS))
-  if not ok then
-    failed[#failed + 1] = id
-    return true
-  end
-  if not f[5] then  -- its hash already expired by TTL: drop the stale index entries
-    gone[#gone + 1] = id
-    removed = removed + 1
-    return true
-  end
-  if not rule(f) then return false end
-  gone[#gone + 1] = id
-  keys[#keys + 1] = key
-  removed = removed + 1
-  freed = freed + tonumber(f[10])
-  lifetime = lifetime + (tonumber(f[5]) - tonumber(f[4]))
-  drop_pair(prefix, id, f[1], f[2])
-  return true
-end
-local function expired(f) return now >= deadline(f) end
-local function idle(f) return now >= deadline(f) or now - tonumber(f[5]) >= max_idle end
-local function sweep(index, upto, rule)
+local removed, freed, lifetime, failed, gone, keys = 0, 0, 0, {}, {}, {}
+local seen = {}  -- ids the first sweep took: the second one (max age) must not count them again
+local function sweep(index, upto, by_idle)
   local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 4)
   for _, id in ipairs(ids) do
     if removed + #failed >= limit then return end
     if not excluded[id] and not seen[id] then
-      seen[id] = true
-      if not take(id, rule) then return end
+      local key = prefix .. 's:' .. id
+      local ok, f = pcall(redis.call, 'HMGET', key, 'active', 'timeout', 'abs', 'created', 'cost', 'user', 'client')
+      if not ok then
+        failed[#failed + 1] = id
+      elseif not f[1] then  -- its hash already expired by TTL: drop the stale index entries
+        gone[#gone + 1] = id
+        removed = removed + 1
+      else
+        local active = tonumber(f[1])
+        if now < math.min(active + tonumber(f[2]), tonumber(f[3])) and not (by_idle and now - active >= max_idle) then
+          return  -- the re-check: in use again, and everything after it in this index too
+        end
+        gone[#gone + 1] = id
+        keys[#keys + 1] = key
+        removed = removed + 1
+        freed = freed + tonumber(f[5])
+        lifetime = lifetime + (active - tonumber(f[4]))
+        if f[7] ~= '' then drop_pair(prefix, id, f[6], f[7]) end
+      end
+      if max_idle then seen[id] = true end
     end
   end
 end
-sweep(KEYS[2], ARGV[2], expired)
-if max_idle then sweep(KEYS[1], num(now - max_idle + 1), idle) end
+sweep(KEYS[2], ARGV[2], false)
+if max_idle then sweep(KEYS[1], num(now - max_idle + 1), true) end
 for i = 1, #gone, 500 do
-  local part = {unpack(gone, i, math.min(i + 499, #gone))}
-  redis.call('ZREM', KEYS[1], unpack(part))
-  redis.call('ZREM', KEYS[2], unpack(part))
+  local last = math.min(i + 499, #gone)
+  redis.call('ZREM', KEYS[1], unpack(gone, i, last))
+  redis.call('ZREM', KEYS[2], unpack(gone, i, last))
 end
 for i = 1, #keys, 500 do
   redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))

@@ -14,7 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores import BatchResult
-from faultmaven.stores import memory as mem
+from faultmaven.stores import expiry as mem
 from tests.property.machine import PeekableStore, T, build_machine
 from tests.support import due_ids
 
@@ -110,9 +110,9 @@ class ExpiryOffByOne(PeekableStore):
 class ExpiredCounterNotUpdated(PeekableStore):
     """Removing a session forgets to take it off the expired count."""
 
-    def _forget(self, removed: dict[str, Any]) -> None:
+    def _drop(self, sid: str, node: Any) -> None:
         expired = self._expired
-        super()._forget(removed)
+        super()._drop(sid, node)
         self._expired = expired
 
 

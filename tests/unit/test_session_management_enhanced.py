@@ -16,6 +16,7 @@ from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeEr
 from faultmaven.session import is_valid_id
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores import expiry as expiry_module
 from faultmaven.stores import memory as memory_module
 from tests.support import DownStore, FakeClock, HookedStore, PoisonStore, UntouchableStore
 
@@ -452,7 +453,7 @@ async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock
 
         def tracer(frame: Any, event: str, arg: Any) -> Any:
             nonlocal count
-            if frame.f_code.co_filename == memory_module.__file__:
+            if frame.f_code.co_filename in (memory_module.__file__, expiry_module.__file__):
                 if event == "line":
                     count += 1
                 return tracer

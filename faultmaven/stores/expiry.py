@@ -1,0 +1,458 @@
+"""The data structure behind the in-memory store: sessions in expiry order without a per-session object.
+
+Each session has its own idle timeout and an absolute deadline, so the expired sessions are not a prefix
+of one activity-ordered list. They are a prefix of one of these lists, kept here:
+- one *lane* per distinct timeout: the sessions with that timeout in order of last activity (activity
+  moves a session to its lane's tail), so a lane's idle-expired sessions are a prefix of it;
+- the *creation list*: every session in order of creation, so with one absolute lifetime the sessions
+  past their absolute deadline are a prefix of it.
+A cleanup batch finds the lanes whose head is due through two small heaps over lanes (keyed by the head's
+idle deadline, and by the head's last activity for a max-age run), pops each due prefix, and pops the
+due prefix of the creation list. A heap entry is a lower bound of its lane head's key (a head only ever
+gets later), validated lazily when popped, so activity never touches a heap.
+
+All lists live in one dict, id -> tuple, whose tuples link to their neighbours by id; a session's fields
+that change only on update sit in an inner tuple shared between versions. Tuples of strings, numbers and
+bytes are untracked by Python's cyclic garbage collector, and so is a dict holding only them: a million
+sessions add no work to a full collection. Per-lane bookkeeping (objects, heap entries) grows with the
+number of distinct timeouts, never with the number of sessions.
+
+The expired count advances one frontier per lane and one over the creation list and marks each session
+it counts (MARK), so each is counted once: O(timeouts in use + newly expired) per read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Callable, Iterator, Set
+from typing import Final, TypeAlias
+
+from faultmaven.session import SessionRecord
+from faultmaven.stores.base import BatchResult
+
+# user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost
+Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int]
+USER: Final = 0
+CLIENT: Final = 1
+TYPE: Final = 2
+CREATED: Final = 3
+TIMEOUT: Final = 4
+ABSOLUTE: Final = 5
+BLOB: Final = 6
+META: Final = 7
+COST: Final = 8
+# lane prev, lane next, creation prev, creation next, last activity, counted mark, static fields
+Node: TypeAlias = tuple[str | None, str | None, str | None, str | None, float, int, Static]
+LPREV: Final = 0
+LNEXT: Final = 1
+CPREV: Final = 2
+CNEXT: Final = 3
+ACTIVE: Final = 4
+MARK: Final = 5
+STATIC: Final = 6
+_Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last activity) due now?
+
+# Bytes one session costs besides its strings: both tuples, three floats, two ints, its share of the dict
+# (entry plus index slot at the dict's average fill). Checked against tracemalloc in tests.
+_NODE_BYTES = sys.getsizeof((None,) * 7) + sys.getsizeof((None,) * 9) + 3 * sys.getsizeof(0.0) + 2 * 32 + 48
+_PAIR_ENTRY_BYTES = 48  # a resume pair's share of its dict
+
+
+def session_bytes(sid: str, user_id: str | None, blob: bytes, meta: bytes = b"{}", client_id: str | None = None) -> int:
+    """The estimate of what one session costs in memory: what memory_usage_mb adds up."""
+    size = _NODE_BYTES + sys.getsizeof(sid) + sys.getsizeof(blob) + (sys.getsizeof(meta) if meta != b"{}" else 0)
+    if user_id:
+        size += sys.getsizeof(user_id)
+    if client_id:  # the client id, and the resume pair that names the session
+        size += sys.getsizeof(client_id) + sys.getsizeof(pair_key(user_id, client_id)) + _PAIR_ENTRY_BYTES
+    return size
+
+
+def pair_key(user_id: str | None, client_id: str) -> str:
+    """The resume key: a client id alone for anonymous sessions, else client and user (never ambiguous:
+    user ids carry no control characters)."""
+    return client_id if user_id is None else f"{client_id}\x1f{user_id}"
+
+
+def _lnext(n: Node, v: str | None) -> Node:
+    return (n[0], v, n[2], n[3], n[4], n[5], n[6])
+
+
+def _lprev(n: Node, v: str | None) -> Node:
+    return (v, n[1], n[2], n[3], n[4], n[5], n[6])
+
+
+def _cnext(n: Node, v: str | None) -> Node:
+    return (n[0], n[1], n[2], v, n[4], n[5], n[6])
+
+
+def _cprev(n: Node, v: str | None) -> Node:
+    return (n[0], n[1], v, n[3], n[4], n[5], n[6])
+
+
+class _Lane:
+    """The sessions of one timeout in activity order, and the keys of its two heap entries."""
+
+    __slots__ = ("akey", "dkey", "first", "frontier", "last")
+
+    def __init__(self, sid: str) -> None:
+        self.first: str | None = sid
+        self.last: str | None = sid
+        self.frontier: str | None = None  # last session counted expired by stats(), walking from first
+        self.dkey = 0.0  # idle-deadline heap entry of this lane (a lower bound of the head's deadline)
+        self.akey = 0.0  # activity heap entry (a lower bound of the head's last activity)
+
+
+class ExpiryLists:
+    """Sessions in one dict, linked into lanes and the creation list; counts kept exact on every change.
+
+    Nothing here awaits, so each call is atomic on the event loop. Callers pass a non-decreasing `now`.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[str, Node] = {}
+        self._pairs: dict[str, str] = {}  # resume key -> session id
+        self._lanes: dict[float, _Lane] = {}
+        self._deadlines: list[tuple[float, float]] = []  # (lane head's idle deadline, timeout): a heap
+        self._activity: list[tuple[float, float]] = []  # (lane head's last activity, timeout): a heap
+        self._cfirst: str | None = None  # oldest session
+        self._clast: str | None = None
+        self._cfrontier: str | None = None  # last session counted past its absolute deadline
+        self._bytes = 0
+        self._expired = 0
+        self._mark = 1  # sessions whose MARK equals this are counted in _expired
+        self._counted_at = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # -- linking ------------------------------------------------------------------------------------
+
+    def _lane_relink(self, lane: _Lane, prev: str | None, nxt: str | None) -> None:
+        index = self._index
+        if prev is None:
+            lane.first = nxt
+        else:
+            index[prev] = _lnext(index[prev], nxt)
+        if nxt is None:
+            lane.last = prev
+        else:
+            index[nxt] = _lprev(index[nxt], prev)
+
+    def _creation_relink(self, prev: str | None, nxt: str | None) -> None:
+        index = self._index
+        if prev is None:
+            self._cfirst = nxt
+        else:
+            index[prev] = _cnext(index[prev], nxt)
+        if nxt is None:
+            self._clast = prev
+        else:
+            index[nxt] = _cprev(index[nxt], prev)
+
+    def _append(self, sid: str, active: float, static: Static) -> None:
+        """A new session: the tail of its lane and of the creation list."""
+        index = self._index
+        timeout = static[TIMEOUT]
+        lane = self._lanes.get(timeout)
+        clast = self._clast
+        if lane is None:
+            lane = self._lanes[timeout] = _Lane(sid)
+            self._push_lane(lane, timeout, active)
+            lprev = None
+        else:
+            lprev = lane.last
+            index[lprev] = _lnext(index[lprev], sid)  # type: ignore[index]
+            lane.last = sid
+        index[sid] = (lprev, None, clast, None, active, 0, static)
+        if clast is None:
+            self._cfirst = sid
+        else:
+            index[clast] = _cnext(index[clast], sid)
+        self._clast = sid
+
+    def _push_lane(self, lane: _Lane, timeout: float, head_active: float) -> None:
+        """A new lane enters both heaps. Entries of lanes that emptied are dropped when popped; the heaps are
+        rebuilt when such entries outnumber the lanes, so they stay O(timeouts in use)."""
+        if len(self._activity) > 2 * len(self._lanes) + 16:
+            self._deadlines = [(lane.dkey, t) for t, lane in self._lanes.items()]
+            self._activity = [(lane.akey, t) for t, lane in self._lanes.items()]
+            heapq.heapify(self._deadlines)
+            heapq.heapify(self._activity)
+        self._set_key(lane, timeout, head_active + timeout, True)
+        self._set_key(lane, timeout, head_active, False)
+
+    def _move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
+        """Record activity at `now` (and new data): the session becomes its lane's most recently active."""
+        lane = self._lanes[static[TIMEOUT]]
+        if sid == lane.last:
+            self._index[sid] = (node[0], None, node[2], node[3], now, node[5], static)
+            return
+        self._lane_relink(lane, node[LPREV], node[LNEXT])
+        last = lane.last
+        self._index[last] = _lnext(self._index[last], sid)  # type: ignore[index]
+        self._index[sid] = (last, None, node[2], node[3], now, node[5], static)
+        lane.last = sid
+
+    def _unlink(self, sid: str) -> Node:
+        """Take one session out of the index and both lists; returns its node."""
+        node = self._index.pop(sid)
+        self._unlink_lane(sid, node)
+        self._unlink_creation(sid, node)
+        self._drop(sid, node)
+        return node
+
+    def _unlink_lane(self, sid: str, node: Node) -> None:
+        """Out of its lane (already out of the index): neighbours relinked, the frontier moved back."""
+        timeout = node[STATIC][TIMEOUT]
+        lane = self._lanes[timeout]
+        if lane.frontier == sid:
+            lane.frontier = node[LPREV]
+        self._lane_relink(lane, node[LPREV], node[LNEXT])
+        if lane.first is None:
+            del self._lanes[timeout]
+
+    def _unlink_creation(self, sid: str, node: Node) -> None:
+        if self._cfrontier == sid:
+            self._cfrontier = node[CPREV]
+        self._creation_relink(node[CPREV], node[CNEXT])
+
+    def _drop(self, sid: str, node: Node) -> None:
+        """The counts and the resume pair of a session just taken out."""
+        static = node[STATIC]
+        self._bytes -= static[COST]
+        if node[MARK] == self._mark:
+            self._expired -= 1
+        if static[CLIENT] is not None:
+            key = pair_key(static[USER], static[CLIENT])
+            if self._pairs.get(key) == sid:
+                del self._pairs[key]
+
+    def _live(self, session_id: str, now: float, user_id: str | None) -> Node | None:
+        """The session if it is stored, not expired and visible to `user_id` (None: to anyone)."""
+        node = self._index.get(session_id)
+        if node is None:
+            return None
+        static = node[STATIC]
+        if now >= node[ACTIVE] + static[TIMEOUT] or now >= static[ABSOLUTE]:
+            return None
+        if user_id is not None and static[USER] is not None and static[USER] != user_id:
+            return None
+        return node
+
+    def _record(self, sid: str) -> SessionRecord | None:
+        """The stored session without recording activity (also what tests peek with)."""
+        node = self._index.get(sid)
+        return None if node is None else _to_record(sid, node[ACTIVE], node[STATIC])
+
+    def _ids_in_order(self) -> Iterator[str]:
+        """Ids in creation order."""
+        sid = self._cfirst
+        while sid is not None:
+            nxt = self._index[sid][CNEXT]
+            yield sid
+            sid = nxt
+
+    # -- finding and removing due sessions ------------------------------------------------------------
+
+    def _due_lanes(self, heap: list[tuple[float, float]], is_due: _Due, deadline_heap: bool) -> Iterator[float]:
+        """Pop the lanes whose head is due, as their timeouts; stale entries are dropped or re-pushed."""
+        lanes, index = self._lanes, self._index
+        yielded: set[float] = set()  # each lane once per pass; the pass requeues it afterwards
+        while heap and is_due(heap[0][0]):
+            key, timeout = heapq.heappop(heap)
+            lane = lanes.get(timeout)
+            if lane is None or timeout in yielded or (lane.dkey if deadline_heap else lane.akey) != key:
+                continue  # the lane emptied, was done in this pass, or this entry was replaced
+            head = index[lane.first][ACTIVE]  # type: ignore[index]
+            real = head + timeout if deadline_heap else head
+            if real != key and not is_due(real):
+                self._set_key(lane, timeout, real, deadline_heap)
+                continue
+            yielded.add(timeout)
+            yield timeout
+
+    def _set_key(self, lane: _Lane, timeout: float, key: float, deadline_heap: bool) -> None:
+        if deadline_heap:
+            lane.dkey = key
+            heapq.heappush(self._deadlines, (key, timeout))
+        else:
+            lane.akey = key
+            heapq.heappush(self._activity, (key, timeout))
+
+    def _requeue(self, timeout: float, deadline_heap: bool) -> None:
+        """Put a processed lane back into the heap it came from, keyed by its (new) head."""
+        lane = self._lanes.get(timeout)
+        if lane is not None:
+            head = self._index[lane.first][ACTIVE]  # type: ignore[index]
+            self._set_key(lane, timeout, head + timeout if deadline_heap else head, deadline_heap)
+
+    def _remove_due(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], need: int | None = None
+    ) -> BatchResult:
+        """One batch: the due prefix of each due lane, then of the creation list; one relink per pass."""
+        result = BatchResult()
+
+        def room() -> int:
+            return 0 if need is not None and result.freed_bytes >= need else limit - result.removed
+
+        self._lanes_pass(self._deadlines, lambda key: now >= key, True, now, max_idle_s, room, exclude, result)
+        if max_idle_s is not None and room() > 0:
+            is_idle: _Due = lambda key: now - key >= max_idle_s  # noqa: E731
+            self._lanes_pass(self._activity, is_idle, False, now, max_idle_s, room, exclude, result)
+        if room() > 0:
+            self._absolute_pass(now, room, exclude, result)
+        result.exhausted = room() > 0 and not self._any_due(now, max_idle_s, exclude)
+        return result
+
+    def _lanes_pass(
+        self,
+        heap: list[tuple[float, float]],
+        is_due: _Due,
+        deadline_heap: bool,
+        now: float,
+        max_idle_s: float | None,
+        room: Callable[[], int],
+        exclude: Set[str],
+        result: BatchResult,
+    ) -> None:
+        """Pop the due prefix of every lane the heap says is due (or until the batch is full). A lane is
+        relinked once per run of removed sessions (sessions in `exclude` stay where they are); each
+        removed session leaves the creation list at once."""
+        index, lanes, pairs, mark, cfrontier = self._index, self._lanes, self._pairs, self._mark, self._cfrontier
+        requeue: list[float] = []
+        space, count, freed, lifetime, counted = room(), 0, 0, 0.0, 0
+        for timeout in self._due_lanes(heap, is_due, deadline_heap):
+            requeue.append(timeout)
+            lane = lanes[timeout]
+            kept: str | None = None  # the last excluded session left in place before the current run
+            sid = lane.first
+            # The hot loop of every cleanup: _unlink_creation and _drop inlined, literal indexes (see Node).
+            while sid is not None and count < space:
+                node = index[sid]
+                active = node[4]
+                if now < active + timeout and (max_idle_s is None or now - active < max_idle_s):
+                    break
+                if exclude and sid in exclude:
+                    self._lane_relink(lane, kept, sid)
+                    kept = sid
+                    sid = node[1]
+                    continue
+                del index[sid]
+                cprev, cnext = node[2], node[3]
+                if cprev is None:
+                    self._cfirst = cnext
+                else:
+                    n = index[cprev]
+                    index[cprev] = (n[0], n[1], n[2], cnext, n[4], n[5], n[6])
+                if cnext is None:
+                    self._clast = cprev
+                else:
+                    n = index[cnext]
+                    index[cnext] = (n[0], n[1], cprev, n[3], n[4], n[5], n[6])
+                if sid == cfrontier:
+                    cfrontier = self._cfrontier = cprev
+                if sid == lane.frontier:
+                    lane.frontier = kept
+                static = node[6]
+                if node[5] == mark:
+                    counted += 1
+                if static[1] is not None:
+                    key = pair_key(static[0], static[1])
+                    if pairs.get(key) == sid:
+                        del pairs[key]
+                count += 1
+                freed += static[8]
+                lifetime += active - static[3]
+                sid = node[1]
+            self._lane_relink(lane, kept, sid)
+            if lane.first is None:
+                del lanes[timeout]
+            if count >= space:
+                break
+        self._bytes -= freed
+        self._expired -= counted
+        result.freed_bytes += freed
+        result.lifetime_s += lifetime
+        result.removed += count
+        for timeout in requeue:
+            self._requeue(timeout, deadline_heap)
+
+    def _absolute_pass(self, now: float, room: Callable[[], int], exclude: Set[str], result: BatchResult) -> None:
+        """Pop the sessions past their absolute deadline: a prefix of the creation list."""
+        index = self._index
+        space, count = room(), 0
+        kept: str | None = None
+        sid = self._cfirst
+        while sid is not None and count < space:
+            node = index[sid]
+            if now < node[STATIC][ABSOLUTE]:
+                break
+            if exclude and sid in exclude:
+                self._creation_relink(kept, sid)
+                kept = sid
+            else:
+                del index[sid]
+                self._unlink_lane(sid, node)
+                self._drop(sid, node)
+                if self._cfrontier == sid:
+                    self._cfrontier = kept
+                count += 1
+                result.freed_bytes += node[STATIC][COST]
+                result.lifetime_s += node[ACTIVE] - node[STATIC][CREATED]
+            sid = node[CNEXT]
+        self._creation_relink(kept, sid)
+        result.removed += count
+
+    def _any_due(self, now: float, max_idle_s: float | None, exclude: Set[str]) -> bool:
+        """Whether a next batch could find something (excluded sessions left at a head do not count)."""
+        if exclude:
+            return True  # cheap and safe: the manager stops on a batch that removes nothing
+        if self._deadlines and now >= self._deadlines[0][0]:
+            return True
+        if max_idle_s is not None and self._activity and now - self._activity[0][0] >= max_idle_s:
+            return True
+        first = self._cfirst
+        return first is not None and now >= self._index[first][STATIC][ABSOLUTE]
+
+    def _count_expired(self, now: float) -> int:
+        """Counts expired sessions by advancing one frontier per lane and one over the creation list:
+        O(timeouts in use + newly expired), each session counted once (its MARK)."""
+        if now < self._counted_at:  # time went backwards: count afresh
+            self._mark += 1
+            self._expired = 0
+            self._cfrontier = None
+            for lane in self._lanes.values():
+                lane.frontier = None
+        self._counted_at = now
+        index, mark = self._index, self._mark
+        for timeout, lane in self._lanes.items():
+            sid = lane.first if lane.frontier is None else index[lane.frontier][LNEXT]
+            while sid is not None:
+                node = index[sid]
+                if now < node[ACTIVE] + timeout:
+                    break
+                self._count(sid, node, mark)
+                lane.frontier = sid
+                sid = node[LNEXT]
+        sid = self._cfirst if self._cfrontier is None else index[self._cfrontier][CNEXT]
+        while sid is not None:
+            node = index[sid]
+            if now < node[STATIC][ABSOLUTE]:
+                break
+            self._count(sid, index[sid], mark)
+            self._cfrontier = sid
+            sid = node[CNEXT]
+        return self._expired
+
+    def _count(self, sid: str, node: Node, mark: int) -> None:
+        if node[MARK] != mark:
+            self._index[sid] = (node[0], node[1], node[2], node[3], node[4], mark, node[6])
+            self._expired += 1
+
+
+def _to_record(sid: str, active: float, s: Static) -> SessionRecord:
+    return SessionRecord(
+        sid, s[USER], s[CLIENT], s[TYPE], s[CREATED], active, s[TIMEOUT], s[ABSOLUTE], s[BLOB], s[META]
+    )
