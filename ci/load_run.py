@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 P99_RATIO_BOUND = 1.25
 # Measured 10 to 15 ms at full load on 2 shared cores (README); a cleanup that blocked would show far above.
 STALL_BOUND_MS = 50.0
+LOAD_ADMIN_TOKEN = secrets.token_hex(16)  # the members' revoke-all needs the admin token
 
 
 @dataclass
@@ -172,6 +174,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")} | {
         "SESSION_TIMEOUT_MINUTES": args.timeout_minutes,
         "SESSION_MIN_TIMEOUT_MINUTES": "0.01",
+        "SESSION_ADMIN_TOKEN": LOAD_ADMIN_TOKEN,
         "SESSION_CLEANUP_INTERVAL_MINUTES": args.interval_minutes,
         "SESSION_STORE_URL": args.store_url,
         "SESSION_HEALTH_MAX_ACTIVE": "1000000",
@@ -210,7 +213,8 @@ def run(args: argparse.Namespace, out: Path) -> int:
                     "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
                     "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
                 ],
-                env=os.environ | {"LOADTEST_REQUEST_LOG": str(out / "requests.jsonl")},
+                env=os.environ
+                | {"LOADTEST_REQUEST_LOG": str(out / "requests.jsonl"), "LOADTEST_ADMIN_TOKEN": LOAD_ADMIN_TOKEN},
                 timeout=args.duration + 120,
                 cwd=ROOT,
             )  # fmt: skip

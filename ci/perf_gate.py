@@ -69,6 +69,10 @@ def ratios(results: Results) -> dict[str, float]:
     out["1M live / 1k live"] = results.get("ours", 1000, 1_000_000)["min"] / results.get("ours", 1000, 1000)["min"]
     one = results.get("ours", 1000, 1_000_000)["min"]
     out["400 timeouts / 1 timeout, 1M live"] = results.get("ours-400-timeouts", 1000, 1_000_000)["min"] / one
+    for kind in ("user-list", "user-revoke"):
+        out[f"{kind} 1M / 1k stored"] = results.get(kind, 10, 1_000_000)["min"] / results.get(kind, 10, 1000)["min"]
+    plain = results.get("cleanup-plain", 100_000)["min"]
+    out["cleanup 100k rotated+listener / plain"] = results.get("cleanup-rotated-listened", 100_000)["min"] / plain
     return out
 
 
@@ -80,6 +84,9 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         Check("cost per expired session vs dict floor, 1M", current["ours/floor n=1000000"], 5.0, "x"),
         Check("1k expired among 1M live / among 1k live", current["1M live / 1k live"], 3.0, "x"),
         Check("1k among 1M live: 400 timeouts / one timeout", current["400 timeouts / 1 timeout, 1M live"], 3.0, "x"),
+        Check("list a user's 10 sessions: 1M stored / 1k", current["user-list 1M / 1k stored"], 3.0, "x"),
+        Check("revoke a user's 10 sessions: 1M stored / 1k", current["user-revoke 1M / 1k stored"], 3.0, "x"),
+        Check("cleanup 100k: rotated + listener / plain", current["cleanup 100k rotated+listener / plain"], 1.2, "x"),
         Check("longest event-loop stall, 1M cleanup (best round)", stall["max_stall_ms"], 5.0, "ms"),
         Check(
             "cleanup rate, 1M expired, batch 50",

@@ -18,7 +18,7 @@ from faultmaven.exceptions import (
 )
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, check_user_id
-from faultmaven.session_management import SessionManager
+from faultmaven.session_management import MAX_PAGE, SessionManager
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
@@ -115,12 +115,11 @@ async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"session store unavailable: {exc}") from None
 
 
-@router.post("/cleanup")
-async def trigger_cleanup(
-    manager: Manager,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    max_age_minutes: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-) -> dict[str, Any]:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare)."""
     token = manager.settings.admin_token
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
@@ -128,6 +127,59 @@ async def trigger_cleanup(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+def _target_user(
+    manager: SessionManager, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
+) -> str:
+    """Whose sessions a list or revoke acts on: the caller's own behind the gateway header (naming another
+    user is a 404); without the header, the named user, with the admin token."""
+    if caller is not None:
+        if user_id is not None and user_id != caller:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
+        return caller
+    _require_admin(manager, credentials)
+    if user_id is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id is required")
+    try:
+        return check_user_id(user_id)
+    except ValueError as exc:
+        raise _invalid(exc) from None
+
+
+UserQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_USER_ID_LENGTH)]
+
+
+@router.get("")
+async def list_sessions(
+    manager: Manager,
+    caller: Caller,
+    credentials: Credentials,
+    user_id: UserQuery = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The user's live sessions, most recently active first (ASVS 7.5.2)."""
+    user = _target_user(manager, caller, credentials, user_id)
+    sessions, total = await manager.user_session_page(user, limit=limit, offset=offset)
+    return {"sessions": [s.to_dict() for s in sessions], "total": total, "limit": limit, "offset": offset}
+
+
+@router.delete("")
+async def revoke_sessions(
+    manager: Manager, caller: Caller, credentials: Credentials, user_id: UserQuery = None
+) -> dict[str, Any]:
+    """End every session of the user (ASVS 7.4.2, 7.4.5)."""
+    return {"revoked": await manager.revoke_user_sessions(_target_user(manager, caller, credentials, user_id))}
+
+
+@router.post("/cleanup")
+async def trigger_cleanup(
+    manager: Manager,
+    credentials: Credentials,
+    max_age_minutes: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+) -> dict[str, Any]:
+    _require_admin(manager, credentials)
     started = time.perf_counter()
     try:
         cleaned = await manager.run_cleanup(max_age_minutes, trigger="admin")
@@ -156,6 +208,17 @@ async def heartbeat(session_id: str, manager: Manager, caller: Caller) -> dict[s
         "last_activity": session.last_activity.isoformat(),
         "status": session.status,
     }
+
+
+@router.post("/{session_id}/rotate")
+async def rotate_session(session_id: str, manager: Manager, caller: Caller, response: Response) -> dict[str, Any]:
+    """A new id for the session, everything else kept (ASVS 7.2.4); the old id is a 404 from now on."""
+    try:
+        session = await manager.rotate_session(session_id, user_id=caller)
+    except SessionNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
+    response.headers["Location"] = f"{router.prefix}/{session.session_id}"
+    return session.to_dict()
 
 
 @router.patch("/{session_id}")

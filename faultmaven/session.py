@@ -170,3 +170,24 @@ class Session:
             "data": self.data,
             "metadata": self.metadata,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """A session that ended, as session-end listeners receive it; timestamps are timezone-aware UTC.
+
+    `reason`: expired, idle (a max-age cleanup), deleted, revoked, user_limit, evicted or rotated (the old id).
+    """
+
+    session_id: str
+    user_id: str | None
+    client_id: str | None
+    reason: str
+    created_at: datetime
+    last_activity: datetime
+    ended_at: datetime
+
+    @classmethod
+    def from_ending(cls, ending: tuple[str, str | None, str | None, float, float, str], ended_at: float) -> SessionEnd:
+        sid, user, client, created, active, reason = ending
+        return cls(sid, user, client, reason, _utc(created), _utc(active), _utc(ended_at))

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faultmaven.config.config import Settings
+from faultmaven.events import SessionEndDispatcher, SessionEndListener
 from faultmaven.exceptions import (
     SessionCleanupException,
     SessionDataTooLargeError,
@@ -33,6 +34,7 @@ from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
     Session,
+    SessionEnd,
     SessionRecord,
     check_client_id,
     check_user_id,
@@ -43,12 +45,13 @@ from faultmaven.session import (
 )
 from faultmaven.stores import BatchResult, SessionStore, store_from_url
 
-__all__ = ["Session", "SessionManager"]
+__all__ = ["Session", "SessionEnd", "SessionManager"]
 
 log = logging.getLogger("faultmaven.sessions")
 audit_log = logging.getLogger("faultmaven.audit")  # one record per run; SESSION_AUDIT_LOG_PATH adds a file
 
 _SESSION_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_PAGE = 1000  # sessions per list_user_sessions page
 _MIB = 1024 * 1024
 NODE = f"{socket.gethostname()}:{os.getpid()}"
 LEASE_TTL_S = 30.0  # renewed after every batch; a replica that dies mid-run frees it within this time
@@ -110,6 +113,10 @@ class SessionManager:
         self._cleanup_skipped = 0
         self._created = 0
         self._resumed = 0
+        self._rotated = 0
+        self._revoked = 0
+        self._user_limit = 0
+        self._events = SessionEndDispatcher(self._now)
         self.cleanup_durations = DurationHistogram()
 
     def _now(self) -> float:
@@ -160,7 +167,11 @@ class SessionManager:
             meta,
         )
         with self._count_rejection():
-            stored, resumed = await self.store.create(record, now)
+            stored, resumed, limited = await self.store.create(record, now, self.settings.max_per_user)
+        self._publish()
+        if limited:
+            self._user_limit += limited
+            self._audit_event("user_limit", user_id, limited)
         if resumed:
             self._resumed += 1
         else:
@@ -189,6 +200,68 @@ class SessionManager:
         record = await self.store.touch(session_id, self._now(), user_id)
         return record.to_session() if record else None
 
+    async def rotate_session(self, session_id: str, *, user_id: str | None = None) -> Session:
+        """A new id for a live session, everything else kept (ASVS 7.2.4); the old id is gone at once.
+        SessionNotFoundError if there is no live session (of this user)."""
+        if not is_valid_id(session_id):
+            raise SessionNotFoundError("no live session with this id")
+        record = await self.store.rotate(session_id, new_session_id(), self._now(), user_id)
+        self._publish()
+        if record is None:
+            raise SessionNotFoundError("no live session with this id")
+        self._rotated += 1
+        self._audit_event("rotated", record.user_id, 1)
+        return record.to_session()
+
+    async def list_user_sessions(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Session]:
+        """A page of the user's live sessions, most recently active first (no activity recorded)."""
+        sessions, _ = await self.user_session_page(user_id, limit=limit, offset=offset)
+        return sessions
+
+    async def user_session_page(self, user_id: str, *, limit: int = 50, offset: int = 0) -> tuple[list[Session], int]:
+        """The page and how many live sessions the user has in all."""
+        check_user_id(user_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError("offset must be an integer >= 0")
+        records, total = await self.store.list_user(user_id, self._now(), limit, offset)
+        return [r.to_session() for r in records], total
+
+    async def revoke_user_sessions(self, user_id: str) -> int:
+        """End every session of the user (ASVS 7.4.2, 7.4.5); returns how many were live."""
+        check_user_id(user_id)
+        revoked = await self.store.revoke_user(user_id, self._now())
+        self._publish()
+        self._revoked += revoked
+        self._audit_event("revoked", user_id, revoked)
+        return revoked
+
+    def add_session_end_listener(self, callback: SessionEndListener) -> None:
+        """Call `callback` once per removed session, after the removal, with a SessionEnd. Sync or async;
+        a failure or a slow call (over 5 s) is counted and logged, and never affects a cleanup."""
+        self._events.listeners.append(callback)
+        self.store.report_ended = True
+
+    def _publish(self, *, wake: bool = True) -> None:
+        """Hand what the store's calls removed to the listeners (kept only while someone listens)."""
+        endings = self.store.take_ended()
+        if endings:
+            self._events.publish(endings, wake=wake)
+
+    def _audit_event(self, event: str, user_id: str | None, count: int) -> None:
+        """An audit record for revocations, rotations and user-limit evictions: the user as a fingerprint."""
+        audit_log.info(
+            "session " + event,
+            extra={
+                "event": event,
+                "user": fingerprint(user_id) if user_id is not None else None,
+                "count": count,
+                "node": NODE,
+                "at": datetime.fromtimestamp(self._now(), UTC).isoformat(),
+            },
+        )
+
     async def update_session(self, session_id: str, data: Mapping[str, Any], *, user_id: str | None = None) -> Session:
         """Replace the data (and record activity); SessionNotFoundError if there is no live session."""
         if not is_valid_id(session_id):
@@ -197,6 +270,7 @@ class SessionManager:
         blob = encode_data(data, limit)
         with self._count_rejection():
             record = await self.store.replace_data(session_id, blob, self._now(), user_id, limit)
+        self._publish()  # what a write evicted under the memory budget
         if record is None:
             raise SessionNotFoundError("no live session with this id")
         return record.to_session()
@@ -206,6 +280,7 @@ class SessionManager:
         if not is_valid_id(session_id):
             return False
         ended = await self.store.delete(session_id, self._now(), user_id)
+        self._publish()
         if ended is None:
             return False
         self._ended += 1
@@ -246,6 +321,7 @@ class SessionManager:
                     return 0
             while True:
                 batch = await self.store.remove_idle(self._now(), max_idle_s, batch_size, failed)
+                self._publish(wake=False)  # listeners run once the run is done, never during it
                 removed += batch.removed
                 freed += batch.freed_bytes
                 self._sessions_cleaned += batch.removed
@@ -269,6 +345,8 @@ class SessionManager:
             self._log_run(run, logging.ERROR, error_type=type(exc).__name__)
             raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
         finally:
+            self._publish(wake=False)
+            self._events.flush()  # the run is over: listeners get its endings now
             # Released however the run ends (done, failed, cancelled), so the next replica need not wait
             # for the TTL; if the store is down the release fails too and the TTL frees it.
             if lease is not None:
@@ -354,6 +432,7 @@ class SessionManager:
 
     async def close(self) -> None:
         await self.stop_cleanup_scheduler()
+        await self._events.close()
         await self.store.close()
 
     # -- metrics -----------------------------------------------------------------------------------
@@ -382,4 +461,8 @@ class SessionManager:
             "store_stats_age_s": stats.age_s,
             "sessions_created_total": self._created,
             "sessions_resumed_total": self._resumed,
+            "sessions_rotated_total": self._rotated,
+            "sessions_revoked_total": self._revoked,
+            "sessions_user_limit_total": self._user_limit,
+            "session_end_listener_errors_total": self._events.errors,
         }

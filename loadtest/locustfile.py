@@ -3,6 +3,9 @@
 - Keeper: holds one session and reads or heartbeats it well inside the timeout. A 404 on its own live
   session is the failure "live session lost" (then it starts a new session and goes on).
 - Churner: creates sessions and abandons them, so that every cleanup run has real work.
+- Member: logs in (a session with its own user), rotates the id once, uses it, and now and then revokes all
+  of its sessions and logs in again. A 404 on a session it has not revoked or rotated away is "live
+  session lost". Revoking needs the admin token (LOADTEST_ADMIN_TOKEN; the runner sets both sides).
 - Observer: one user reading /health and the session metrics once a second.
 
 Set LOADTEST_REQUEST_LOG to a file path to get every request as a JSON line (start time, latency, name);
@@ -48,10 +51,12 @@ class Keeper(FastHttpUser):
     wait_time = between(0.2, 0.8)  # far inside any timeout the runner sets (6 s)
 
     def on_start(self) -> None:
+        self.user_id = f"keeper-{uuid.uuid4().hex[:12]}"  # one user each: SESSION_MAX_PER_USER never bites
         self.new_session()
 
     def new_session(self) -> None:
-        response = self.client.post(API, json={"user_id": "keeper", "data": {"role": "keeper"}}, name=API)
+        body = {"user_id": self.user_id, "data": {"role": "keeper"}}
+        response = self.client.post(API, json=body, name=API)
         self.session_id = response.json()["session_id"] if response.status_code == 201 else None
 
     def use(self, method: str, path: str, name: str) -> None:
@@ -92,6 +97,38 @@ class Churner(FastHttpUser):
             "data": {"abandoned": True, "notes": "x" * 200},
         }
         self.client.post(API, json=body, name=API)
+
+
+class Member(Keeper):
+    """A logged-in user: create with a user, rotate once (as after authentication), use, revoke now and then."""
+
+    weight = 1
+
+    def new_session(self) -> None:
+        super().new_session()
+        if self.session_id is None:
+            return
+        with self.client.post(
+            f"{API}/{self.session_id}/rotate", name=f"{API}/{{id}}/rotate", catch_response=True
+        ) as response:
+            if response.status_code == 200:
+                self.session_id = response.json()["session_id"]  # the old id is gone, by its own doing
+            else:
+                response.failure(LOST if response.status_code == 404 else f"rotate answered {response.status_code}")
+                self.session_id = None
+
+    @task(1)
+    def revoke_all(self) -> None:
+        if random.random() > 0.1:
+            return
+        self.session_id = None  # revoked by its own user: no longer expected to live
+        headers = {"Authorization": f"Bearer {os.environ.get('LOADTEST_ADMIN_TOKEN', '')}"}
+        with self.client.delete(
+            API, params={"user_id": self.user_id}, headers=headers, name=API + " (revoke)", catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"revoke answered {response.status_code}")
+        self.new_session()
 
 
 class Observer(FastHttpUser):

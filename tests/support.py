@@ -53,6 +53,7 @@ def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> 
 def _walk(store: MemoryStore, first: str | None, prev_pos: int, next_pos: int) -> list[str]:
     ids, prev, sid = [], None, first
     while sid is not None:
+        assert sid in store._index, "a list links to a session that is not stored"
         node = store._index[sid]
         assert node[prev_pos] == prev, "a back link disagrees with the forward link"
         ids.append(sid)
@@ -75,6 +76,20 @@ def assert_store_consistent(store: MemoryStore) -> None:
         assert lane.frontier is None or lane.frontier in ids
         in_lanes += ids
     assert sorted(in_lanes) == sorted(store._index), "a session is in no lane or in two"
+    in_users: list[str] = []
+    for user, users in store._users.items():
+        ids, prev, sid = [], None, users.first
+        while sid is not None:
+            assert sid in store._ulinks and store._ulinks[sid][0] == prev, "a user's list links are wrong"
+            ids.append(sid)
+            prev, sid = sid, store._ulinks[sid][1]
+        assert ids and ids[-1] == users.last and len(ids) == users.count, "a user's list is wrong"
+        assert all(sid in store._index for sid in ids), "a user's list holds a session that is gone"
+        assert all(store._index[sid][mem.STATIC][mem.USER] == user for sid in ids)
+        in_users += ids
+    with_user = [sid for sid, node in store._index.items() if node[mem.STATIC][mem.USER] is not None]
+    assert sorted(in_users) == sorted(with_user), "a user's session is missing from their list, or listed twice"
+    assert sorted(store._ulinks) == sorted(with_user), "user links kept for a session that is gone"
     assert store._bytes == sum(node[mem.STATIC][mem.COST] for node in store._index.values())
     assert store._expired == sum(node[mem.MARK] == store._mark for node in store._index.values())
     for key, sid in store._pairs.items():

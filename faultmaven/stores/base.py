@@ -48,6 +48,8 @@ class Ended:
 
 
 EvictionListener = Callable[[BatchResult], None]
+# What a removal ended: session id, user id, client id, created_at, last activity, reason.
+Ending = tuple[str, str | None, str | None, float, float, str]
 
 
 class SessionStore(Protocol):
@@ -59,9 +61,28 @@ class SessionStore(Protocol):
     another user is treated as absent (sessions without a user are visible to anyone).
     """
 
-    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+    report_ended: bool  # while True (someone listens), every removal is kept for take_ended()
+
+    def take_ended(self) -> list[Ending]:
+        """What this process's calls removed since the last call, each with its reason (once each)."""
+
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
         """Store `record`, or, if its (user, client) pair has a live session, record activity on that one
-        and return it with True (resumed). One atomic step: concurrent creates of a pair make one session."""
+        and return it with True (resumed). One atomic step: concurrent creates of a pair make one session.
+        With `max_per_user`, first end the user's least recently active live sessions (reason user_limit)
+        until the new one fits; the third value says how many ended so."""
+
+    async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
+        """A page of the user's live sessions, most recently active first, and how many there are."""
+
+    async def revoke_user(self, user_id: str, now: float) -> int:
+        """Remove every session of the user (reason revoked; expired ones: expired); how many were live."""
+
+    async def rotate(
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+    ) -> SessionRecord | None:
+        """Atomically give a live session `new_id` (everything else kept, activity recorded); the old id
+        ends (reason rotated). None if not live or not the user's."""
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""

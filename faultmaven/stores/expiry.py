@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Set
 from typing import Final, TypeAlias
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult
+from faultmaven.stores.base import BatchResult, Ending
 
 # user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost
 Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int]
@@ -51,11 +51,16 @@ CNEXT: Final = 3
 ACTIVE: Final = 4
 MARK: Final = 5
 STATIC: Final = 6
+# A user's session also has (user prev, user next) in a dict of its own, so that sessions without a user
+# (and the cleanup's hot loop) carry no user links at all.
+UserLinks: TypeAlias = tuple[str | None, str | None]
 _Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last activity) due now?
+
 
 # Bytes one session costs besides its strings: both tuples, three floats, two ints, its share of the dict
 # (entry plus index slot at the dict's average fill). Checked against tracemalloc in tests.
 _NODE_BYTES = sys.getsizeof((None,) * 7) + sys.getsizeof((None,) * 9) + 3 * sys.getsizeof(0.0) + 2 * 32 + 48
+_USER_LINK_BYTES = sys.getsizeof((None, None)) + 48  # the user links and their share of that dict
 _PAIR_ENTRY_BYTES = 48  # a resume pair's share of its dict
 
 
@@ -63,7 +68,7 @@ def session_bytes(sid: str, user_id: str | None, blob: bytes, meta: bytes = b"{}
     """The estimate of what one session costs in memory: what memory_usage_mb adds up."""
     size = _NODE_BYTES + sys.getsizeof(sid) + sys.getsizeof(blob) + (sys.getsizeof(meta) if meta != b"{}" else 0)
     if user_id:
-        size += sys.getsizeof(user_id)
+        size += sys.getsizeof(user_id) + _USER_LINK_BYTES
     if client_id:  # the client id, and the resume pair that names the session
         size += sys.getsizeof(client_id) + sys.getsizeof(pair_key(user_id, client_id)) + _PAIR_ENTRY_BYTES
     return size
@@ -104,6 +109,17 @@ class _Lane:
         self.akey = 0.0  # activity heap entry (a lower bound of the head's last activity)
 
 
+class _UserList:
+    """One user's sessions in activity order (most recent last), and how many are stored."""
+
+    __slots__ = ("count", "first", "last")
+
+    def __init__(self, sid: str) -> None:
+        self.first: str | None = sid
+        self.last: str | None = sid
+        self.count = 1
+
+
 class ExpiryLists:
     """Sessions in one dict, linked into lanes and the creation list; counts kept exact on every change.
 
@@ -114,6 +130,8 @@ class ExpiryLists:
         self._index: dict[str, Node] = {}
         self._pairs: dict[str, str] = {}  # resume key -> session id
         self._lanes: dict[float, _Lane] = {}
+        self._users: dict[str, _UserList] = {}
+        self._ulinks: dict[str, UserLinks] = {}  # (user prev, user next) of each session that has a user
         self._deadlines: list[tuple[float, float]] = []  # (lane head's idle deadline, timeout): a heap
         self._activity: list[tuple[float, float]] = []  # (lane head's last activity, timeout): a heap
         self._cfirst: str | None = None  # oldest session
@@ -123,6 +141,13 @@ class ExpiryLists:
         self._expired = 0
         self._mark = 1  # sessions whose MARK equals this are counted in _expired
         self._counted_at = float("-inf")
+        self.report_ended = False  # keep what each removal ended, for session-end events
+        self._ended: list[Ending] = []
+
+    def take_ended(self) -> list[Ending]:
+        """What was removed since the last call (only while `report_ended`), each with its reason."""
+        ended, self._ended = self._ended, []
+        return ended
 
     def __len__(self) -> int:
         return len(self._index)
@@ -151,8 +176,19 @@ class ExpiryLists:
         else:
             index[nxt] = _cprev(index[nxt], prev)
 
+    def _user_relink(self, users: _UserList, prev: str | None, nxt: str | None) -> None:
+        links = self._ulinks
+        if prev is None:
+            users.first = nxt
+        else:
+            links[prev] = (links[prev][0], nxt)
+        if nxt is None:
+            users.last = prev
+        else:
+            links[nxt] = (prev, links[nxt][1])
+
     def _append(self, sid: str, active: float, static: Static) -> None:
-        """A new session: the tail of its lane and of the creation list."""
+        """A new session: the tail of its lane, of the creation list and of its user's list."""
         index = self._index
         timeout = static[TIMEOUT]
         lane = self._lanes.get(timeout)
@@ -165,6 +201,8 @@ class ExpiryLists:
             lprev = lane.last
             index[lprev] = _lnext(index[lprev], sid)  # type: ignore[index]
             lane.last = sid
+        if static[USER] is not None:
+            self._ulinks[sid] = (self._user_append(sid, static[USER]), None)
         index[sid] = (lprev, None, clast, None, active, 0, static)
         if clast is None:
             self._cfirst = sid
@@ -183,25 +221,56 @@ class ExpiryLists:
         self._set_key(lane, timeout, head_active + timeout, True)
         self._set_key(lane, timeout, head_active, False)
 
-    def _move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
-        """Record activity at `now` (and new data): the session becomes its lane's most recently active."""
-        lane = self._lanes[static[TIMEOUT]]
-        if sid == lane.last:
-            self._index[sid] = (node[0], None, node[2], node[3], now, node[5], static)
-            return
-        self._lane_relink(lane, node[LPREV], node[LNEXT])
-        last = lane.last
-        self._index[last] = _lnext(self._index[last], sid)  # type: ignore[index]
-        self._index[sid] = (last, None, node[2], node[3], now, node[5], static)
-        lane.last = sid
+    def _user_append(self, sid: str, user: str) -> str | None:
+        """Link `sid` after its user's last session (the caller writes its links); returns that session."""
+        users = self._users.get(user)
+        if users is None:
+            self._users[user] = _UserList(sid)
+            return None
+        prev = users.last
+        self._ulinks[prev] = (self._ulinks[prev][0], sid)  # type: ignore[index]
+        users.last = sid
+        users.count += 1
+        return prev
 
-    def _unlink(self, sid: str) -> Node:
-        """Take one session out of the index and both lists; returns its node."""
+    def _move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
+        """Record activity at `now` (and new data): the most recently active of its lane and of its user."""
+        index = self._index
+        lane = self._lanes[static[TIMEOUT]]
+        if sid != lane.last:
+            self._lane_relink(lane, node[LPREV], node[LNEXT])
+            index[lane.last] = _lnext(index[lane.last], sid)  # type: ignore[index]
+        lprev = lane.last if sid != lane.last else node[LPREV]
+        lane.last = sid
+        user = static[USER]
+        if user is not None:
+            users = self._users[user]
+            if sid != users.last:
+                links = self._ulinks
+                self._user_relink(users, *links[sid])
+                links[users.last] = (links[users.last][0], sid)  # type: ignore[index]
+                links[sid] = (users.last, None)
+                users.last = sid
+        index[sid] = (lprev, None, node[2], node[3], now, node[MARK], static)
+
+    def _unlink(self, sid: str, reason: str) -> Node:
+        """Take one session out of the index and every list; returns its node."""
         node = self._index.pop(sid)
         self._unlink_lane(sid, node)
         self._unlink_creation(sid, node)
-        self._drop(sid, node)
+        self._unlink_user(sid, node)
+        self._drop(sid, node, reason)
         return node
+
+    def _unlink_user(self, sid: str, node: Node) -> None:
+        user = node[STATIC][USER]
+        if user is None:
+            return
+        users = self._users[user]
+        self._user_relink(users, *self._ulinks.pop(sid))
+        users.count -= 1
+        if users.first is None:
+            del self._users[user]
 
     def _unlink_lane(self, sid: str, node: Node) -> None:
         """Out of its lane (already out of the index): neighbours relinked, the frontier moved back."""
@@ -213,21 +282,41 @@ class ExpiryLists:
         if lane.first is None:
             del self._lanes[timeout]
 
-    def _unlink_creation(self, sid: str, node: Node) -> None:
-        if self._cfrontier == sid:
-            self._cfrontier = node[CPREV]
-        self._creation_relink(node[CPREV], node[CNEXT])
+    def _unlink_creation_middle(self, prev: str, nxt: str | None) -> None:
+        """Out of the creation list, a session that is not its head (`prev` is stored)."""
+        index = self._index
+        index[prev] = _cnext(index[prev], nxt)
+        if nxt is None:
+            self._clast = prev
+        else:
+            index[nxt] = _cprev(index[nxt], prev)
 
-    def _drop(self, sid: str, node: Node) -> None:
-        """The counts and the resume pair of a session just taken out."""
-        static = node[STATIC]
-        self._bytes -= static[COST]
-        if node[MARK] == self._mark:
-            self._expired -= 1
+    def _forget_owner(self, sid: str, node: Node) -> None:
+        """Out of its user's list, and its resume pair gone (a session just taken out of the index)."""
+        self._unlink_user(sid, node)
+        self._drop_pair(sid, node[STATIC])
+
+    def _drop_pair(self, sid: str, static: Static) -> None:
         if static[CLIENT] is not None:
             key = pair_key(static[USER], static[CLIENT])
             if self._pairs.get(key) == sid:
                 del self._pairs[key]
+
+    def _unlink_creation(self, sid: str, node: Node) -> None:
+        prev = node[CPREV]
+        if self._cfrontier == sid:
+            self._cfrontier = prev
+        self._creation_relink(prev, node[CNEXT])
+
+    def _drop(self, sid: str, node: Node, reason: str) -> None:
+        """The counts, the resume pair and the ending of a session just taken out (not its user's list)."""
+        static = node[STATIC]
+        if self.report_ended:
+            self._ended.append((sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], reason))
+        self._bytes -= static[COST]
+        if node[MARK] == self._mark:
+            self._expired -= 1
+        self._drop_pair(sid, static)
 
     def _live(self, session_id: str, now: float, user_id: str | None) -> Node | None:
         """The session if it is stored, not expired and visible to `user_id` (None: to anyone)."""
@@ -320,15 +409,20 @@ class ExpiryLists:
         """Pop the due prefix of every lane the heap says is due (or until the batch is full). A lane is
         relinked once per run of removed sessions (sessions in `exclude` stay where they are); each
         removed session leaves the creation list at once."""
-        index, lanes, pairs, mark, cfrontier = self._index, self._lanes, self._pairs, self._mark, self._cfrontier
+        index, lanes, mark, cfrontier = self._index, self._lanes, self._mark, self._cfrontier
+        report, ended = self.report_ended, self._ended
         requeue: list[float] = []
         space, count, freed, lifetime, counted = room(), 0, 0, 0.0, 0
+        head = unset = object()  # the creation list's new head, once a removal moved it
+        old_head: str | None = None  # the head this pass removed last (its successor's back link names it)
         for timeout in self._due_lanes(heap, is_due, deadline_heap):
             requeue.append(timeout)
             lane = lanes[timeout]
             kept: str | None = None  # the last excluded session left in place before the current run
             sid = lane.first
-            # The hot loop of every cleanup: _unlink_creation and _drop inlined, literal indexes (see Node).
+            # The hot loop of every cleanup, kept to the fewest steps for the common case (a session that
+            # is the creation list's head, counted by no one, without user or client): literal indexes
+            # (see Node), the rare cases in one branch each.
             while sid is not None and count < space:
                 node = index[sid]
                 active = node[4]
@@ -340,28 +434,23 @@ class ExpiryLists:
                     sid = node[1]
                     continue
                 del index[sid]
-                cprev, cnext = node[2], node[3]
-                if cprev is None:
-                    self._cfirst = cnext
+                cprev = node[2]
+                if cprev is None or cprev == old_head:  # the creation list's head: its successor becomes
+                    old_head, head, cprev = sid, node[3], None  # the head, its back link fixed after the loop
                 else:
-                    n = index[cprev]
-                    index[cprev] = (n[0], n[1], n[2], cnext, n[4], n[5], n[6])
-                if cnext is None:
-                    self._clast = cprev
-                else:
-                    n = index[cnext]
-                    index[cnext] = (n[0], n[1], cprev, n[3], n[4], n[5], n[6])
-                if sid == cfrontier:
-                    cfrontier = self._cfrontier = cprev
-                if sid == lane.frontier:
-                    lane.frontier = kept
+                    self._unlink_creation_middle(cprev, node[3])
                 static = node[6]
-                if node[5] == mark:
+                if report:
+                    expired = now >= active + timeout or now >= static[5]
+                    ended.append((sid, static[0], static[1], static[3], active, "expired" if expired else "idle"))
+                if node[5] == mark:  # counted: it may be a frontier
                     counted += 1
-                if static[1] is not None:
-                    key = pair_key(static[0], static[1])
-                    if pairs.get(key) == sid:
-                        del pairs[key]
+                    if sid == lane.frontier:
+                        lane.frontier = kept
+                    if sid == cfrontier:
+                        cfrontier = self._cfrontier = cprev
+                if static[0] is not None or static[1] is not None:
+                    self._forget_owner(sid, node)
                 count += 1
                 freed += static[8]
                 lifetime += active - static[3]
@@ -371,6 +460,12 @@ class ExpiryLists:
                 del lanes[timeout]
             if count >= space:
                 break
+        if head is not unset:
+            self._cfirst = head  # type: ignore[assignment]
+            if head is None:
+                self._clast = None
+            else:
+                index[head] = _cprev(index[head], None)  # type: ignore[index]
         self._bytes -= freed
         self._expired -= counted
         result.freed_bytes += freed
@@ -395,7 +490,8 @@ class ExpiryLists:
             else:
                 del index[sid]
                 self._unlink_lane(sid, node)
-                self._drop(sid, node)
+                self._unlink_user(sid, node)
+                self._drop(sid, node, "expired")
                 if self._cfrontier == sid:
                     self._cfrontier = kept
                 count += 1
@@ -415,6 +511,45 @@ class ExpiryLists:
             return True
         first = self._cfirst
         return first is not None and now >= self._index[first][STATIC][ABSOLUTE]
+
+    # -- a user's sessions --------------------------------------------------------------------------
+
+    def _user_ids(self, user_id: str) -> list[str]:
+        """The user's stored sessions, most recently active first: O(the user's sessions)."""
+        users = self._users.get(user_id)
+        ids, sid = [], users.last if users is not None else None
+        while sid is not None:
+            ids.append(sid)
+            sid = self._ulinks[sid][0]
+        return ids
+
+    def _rename(self, sid: str, new_id: str) -> Node:
+        """Give a session a new id in place: same position in every list, every link and pointer moved."""
+        index = self._index
+        node = index.pop(sid)
+        index[new_id] = node
+        static = node[STATIC]
+        lane = self._lanes[static[TIMEOUT]]
+        self._lane_relink(lane, node[LPREV], new_id)
+        self._lane_relink(lane, new_id, node[LNEXT])
+        self._creation_relink(node[CPREV], new_id)
+        self._creation_relink(new_id, node[CNEXT])
+        if static[USER] is not None:
+            users = self._users[static[USER]]
+            links = self._ulinks[new_id] = self._ulinks.pop(sid)
+            self._user_relink(users, links[0], new_id)
+            self._user_relink(users, new_id, links[1])
+        if lane.frontier == sid:
+            lane.frontier = new_id
+        if self._cfrontier == sid:
+            self._cfrontier = new_id
+        if static[CLIENT] is not None:
+            key = pair_key(static[USER], static[CLIENT])
+            if self._pairs.get(key) == sid:
+                self._pairs[key] = new_id
+        if self.report_ended:
+            self._ended.append((sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], "rotated"))
+        return index[new_id]
 
     def _count_expired(self, now: float) -> int:
         """Counts expired sessions by advancing one frontier per lane and one over the creation list:

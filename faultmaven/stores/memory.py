@@ -69,7 +69,7 @@ class MemoryStore(ExpiryLists):
             victim = self._least_recently_active(keep)
             if victim is None:
                 break
-            node = self._unlink(victim)
+            node = self._unlink(victim, "evicted")
             evicted.removed += 1
             evicted.freed_bytes += node[STATIC][COST]
             evicted.lifetime_s += node[ACTIVE] - node[STATIC][CREATED]
@@ -90,7 +90,7 @@ class MemoryStore(ExpiryLists):
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
         if record.client_id is not None:
             key = pair_key(record.user_id, record.client_id)
             existing = self._pairs.get(key)
@@ -98,12 +98,15 @@ class MemoryStore(ExpiryLists):
                 node = self._live(existing, now, None)
                 if node is not None:
                     self._move_to_tail(existing, node, now, node[STATIC])
-                    return _to_record(existing, now, node[STATIC]), True
+                    return _to_record(existing, now, node[STATIC]), True, 0
         sid = record.session_id
         if sid in self._index:
             raise SessionStoreException("session id already stored")
         cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
         self._check_budget(cost)
+        limited = 0
+        if record.user_id is not None and max_per_user:
+            limited = self._make_room_for_user(record.user_id, now, max_per_user)
         self._evict_for(cost, now)
         static: Static = (
             record.user_id,
@@ -120,7 +123,7 @@ class MemoryStore(ExpiryLists):
         self._bytes += cost
         if record.client_id is not None:
             self._pairs[pair_key(record.user_id, record.client_id)] = sid
-        return record, False
+        return record, False, limited
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         node = self._live(session_id, now, user_id)
@@ -154,8 +157,44 @@ class MemoryStore(ExpiryLists):
         if user_id is not None and owner is not None and owner != user_id:
             return None
         was_live = self._live(session_id, now, None) is not None
-        self._unlink(session_id)
+        self._unlink(session_id, "deleted")
         return Ended(was_live, node[ACTIVE] - node[STATIC][CREATED])
+
+    def _make_room_for_user(self, user_id: str, now: float, max_per_user: int) -> int:
+        """End the user's least recently active live sessions until one more fits SESSION_MAX_PER_USER."""
+        live = [sid for sid in self._user_ids(user_id) if self._live(sid, now, None) is not None]
+        over = live[max_per_user - 1 :]
+        for sid in reversed(over):
+            self._unlink(sid, "user_limit")
+        return len(over)
+
+    async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
+        live = []
+        for sid in self._user_ids(user_id):
+            node = self._live(sid, now, None)
+            if node is not None:
+                live.append(_to_record(sid, node[ACTIVE], node[STATIC]))
+        return live[offset : offset + limit], len(live)
+
+    async def revoke_user(self, user_id: str, now: float) -> int:
+        revoked = 0
+        for sid in self._user_ids(user_id):
+            live = self._live(sid, now, None) is not None
+            self._unlink(sid, "revoked" if live else "expired")
+            revoked += live
+        return revoked
+
+    async def rotate(
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+    ) -> SessionRecord | None:
+        node = self._live(session_id, now, user_id)
+        if node is None:
+            return None
+        if new_id in self._index:
+            raise SessionStoreException("session id already stored")
+        node = self._rename(session_id, new_id)
+        self._move_to_tail(new_id, node, now, node[STATIC])
+        return _to_record(new_id, now, node[STATIC])
 
     async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""

@@ -31,13 +31,14 @@ from redis.exceptions import RedisError
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
+from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
 from faultmaven.stores.memory import session_bytes
 
 # Fields of a session hash, in the order the scripts return them.
 _FIELDS = "'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost'"
 
-# Shared Lua: the expiry rule, activity, and removal with every index kept in step.
+# Shared Lua: the expiry rule, activity, and removal with every index kept in step. `user` fields hold
+# "u:" + the user id, or '' for none.
 _LIB = f"""
 local FIELDS = {{{_FIELDS}}}
 local function deadline(f) return math.min(tonumber(f[5]) + tonumber(f[6]), tonumber(f[7])) end
@@ -45,12 +46,19 @@ local function ttl_ms(f, now)
   return math.floor((math.min(tonumber(f[5]) + 2 * tonumber(f[6]), tonumber(f[7])) - now + 60) * 1000)
 end
 local function num(x) return string.format('%.17g', x) end  -- exact: Lua's own tostring keeps 14 digits
-local function activity(key, idx, exp, id, f, now, now_text)
+local function user_key(prefix, user) return prefix .. 'u:' .. string.sub(user, 3) end
+local function activity(prefix, key, idx, exp, stats, id, f, now, now_text)
   f[5] = now_text
+  local ttl = ttl_ms(f, now)
   redis.call('HSET', key, 'active', now_text)
   redis.call('ZADD', idx, now_text, id)
   redis.call('ZADD', exp, num(deadline(f)), id)
-  redis.call('PEXPIRE', key, ttl_ms(f, now))
+  redis.call('PEXPIRE', key, ttl)
+  if f[1] ~= '' then  -- the user's index in activity order (a sequence: no ties), kept as long as its sessions
+    local uk = user_key(prefix, f[1])
+    redis.call('ZADD', uk, redis.call('HINCRBY', stats, 'seq', 1), id)
+    if redis.call('PTTL', uk) < ttl then redis.call('PEXPIRE', uk, ttl) end
+  end
 end
 local function pair_key(prefix, user, client)
   if user == '' then return prefix .. 'c:' .. client end
@@ -62,10 +70,32 @@ local function drop_pair(prefix, id, user, client)
     if redis.call('GET', pk) == id then redis.call('DEL', pk) end
   end
 end
+local function remove(prefix, idx, exp, stats, id, f)
+  redis.call('ZREM', idx, id)
+  redis.call('ZREM', exp, id)
+  redis.call('DEL', prefix .. 's:' .. id)
+  redis.call('HINCRBY', stats, 'bytes', -tonumber(f[10]))
+  drop_pair(prefix, id, f[1], f[2])
+  if f[1] ~= '' then redis.call('ZREM', user_key(prefix, f[1]), id) end
+end
+local function ending(id, f, reason) return {{id, f[1], f[2], f[4], f[5], reason}} end
+-- The user's sessions, least recently active first, as {{id, fields}}; index entries whose hash is gone
+-- (the TTL safety net took it) are dropped on the way, so they never linger or count.
+local function user_sessions(prefix, user)
+  local uk = user_key(prefix, user)
+  local out = {{}}
+  for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
+    local f = redis.call('HMGET', prefix .. 's:' .. id, unpack(FIELDS))
+    if f[5] then out[#out + 1] = {{id, f}} else redis.call('ZREM', uk, id) end
+  end
+  return out
+end
 """
 
 # KEYS: session, idx, exp, stats. ARGV: id, prefix, now, user, client, type, created, active, timeout, abs,
-# data, meta, cost. Resumes the live session of the (user, client) pair, else inserts.
+# data, meta, cost, max per user (0: none). Resumes the live session of the (user, client) pair, else
+# inserts, first ending the user's least recently active live sessions past the limit.
+# Returns {id[, fields]} and the endings.
 _CREATE = (
     _LIB
     + """
@@ -78,38 +108,50 @@ if ARGV[5] ~= '' then
     local key = ARGV[2] .. 's:' .. existing
     local f = redis.call('HMGET', key, unpack(FIELDS))
     if f[5] and now < deadline(f) then
-      activity(key, KEYS[2], KEYS[3], existing, f, now, ARGV[3])
-      return {existing, f}
+      activity(ARGV[2], key, KEYS[2], KEYS[3], KEYS[4], existing, f, now, ARGV[3])
+      return {{existing, f}, {}}
     end
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local ended = {}
+local limit = tonumber(ARGV[14])
+if ARGV[4] ~= '' and limit > 0 then
+  local live = {}
+  for _, s in ipairs(user_sessions(ARGV[2], ARGV[4])) do
+    if now < deadline(s[2]) then live[#live + 1] = s end
+  end
+  for i = 1, #live - limit + 1 do
+    remove(ARGV[2], KEYS[2], KEYS[3], KEYS[4], live[i][1], live[i][2])
+    ended[#ended + 1] = ending(live[i][1], live[i][2], 'user_limit')
+  end
+end
 local f = {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]}
 for i = 1, #FIELDS do redis.call('HSET', KEYS[1], FIELDS[i], f[i]) end
 redis.call('HINCRBY', KEYS[4], 'bytes', ARGV[13])
-activity(KEYS[1], KEYS[2], KEYS[3], ARGV[1], f, now, ARGV[3])
+activity(ARGV[2], KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f, now, ARGV[3])
 if pk then redis.call('SET', pk, ARGV[1], 'PX', math.floor((tonumber(ARGV[10]) - now + 60) * 1000)) end
-return {ARGV[1]}
+return {{ARGV[1]}, ended}
 """
 )
 
-# KEYS: session, idx, exp, stats. ARGV: id, now, user ('' for anyone)[, data, cost, limit]
+# KEYS: session, idx, exp, stats. ARGV: id, prefix, now, user ('' for anyone)[, data, cost, limit]
 _TOUCH = (
     _LIB
     + """
 local f = redis.call('HMGET', KEYS[1], unpack(FIELDS))
 if not f[5] then return false end
-local now = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
 if now >= deadline(f) then return false end
-if ARGV[3] ~= '' and f[1] ~= '' and f[1] ~= ARGV[3] then return false end
-if ARGV[4] then
-  local size = #ARGV[4] + #f[9]
-  if size > tonumber(ARGV[6]) then return size end
-  redis.call('HSET', KEYS[1], 'data', ARGV[4], 'cost', ARGV[5])
-  redis.call('HINCRBY', KEYS[4], 'bytes', tonumber(ARGV[5]) - tonumber(f[10]))
-  f[8] = ARGV[4]
+if ARGV[4] ~= '' and f[1] ~= '' and f[1] ~= ARGV[4] then return false end
+if ARGV[5] then
+  local size = #ARGV[5] + #f[9]
+  if size > tonumber(ARGV[7]) then return size end
+  redis.call('HSET', KEYS[1], 'data', ARGV[5], 'cost', ARGV[6])
+  redis.call('HINCRBY', KEYS[4], 'bytes', tonumber(ARGV[6]) - tonumber(f[10]))
+  f[8] = ARGV[5]
 end
-activity(KEYS[1], KEYS[2], KEYS[3], ARGV[1], f, now, ARGV[2])
+activity(ARGV[2], KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f, now, ARGV[3])
 return f
 """
 )
@@ -125,12 +167,65 @@ if not f[5] then
   return false
 end
 if ARGV[3] ~= '' and f[1] ~= '' and f[1] ~= ARGV[3] then return false end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[1])
-redis.call('HINCRBY', KEYS[4], 'bytes', -tonumber(f[10]))
-drop_pair(ARGV[2], ARGV[1], f[1], f[2])
+remove(ARGV[2], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f)
 return f
+"""
+)
+
+# KEYS: old session, new session, idx, exp, stats. ARGV: old id, new id, prefix, now, user ('' for anyone).
+# RENAME keeps every field; every index and the resume pair move to the new id in the same step.
+_ROTATE = (
+    _LIB
+    + """
+local f = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+if not f[5] then return false end
+local now = tonumber(ARGV[4])
+if now >= deadline(f) then return false end
+if ARGV[5] ~= '' and f[1] ~= '' and f[1] ~= ARGV[5] then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local before = f[5]
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if f[1] ~= '' then redis.call('ZREM', user_key(ARGV[3], f[1]), ARGV[1]) end
+if f[2] ~= '' then
+  local pk = pair_key(ARGV[3], f[1], f[2])
+  if redis.call('GET', pk) == ARGV[1] then redis.call('SET', pk, ARGV[2], 'KEEPTTL') end
+end
+activity(ARGV[3], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], f, now, ARGV[4])
+return {f, {ARGV[1], f[1], f[2], f[4], before, 'rotated'}}
+"""
+)
+
+# KEYS: idx, exp, stats. ARGV: prefix, now, user ("u:" + id), limit, offset. The user's live sessions,
+# most recently active first: {total, {id, fields}...} for the page.
+_LIST_USER = (
+    _LIB
+    + """
+local now = tonumber(ARGV[2])
+local live = {}
+for _, s in ipairs(user_sessions(ARGV[1], ARGV[3])) do
+  if now < deadline(s[2]) then live[#live + 1] = s end
+end
+local page = {}
+local first = #live - tonumber(ARGV[5])
+for i = first, math.max(1, first - tonumber(ARGV[4]) + 1), -1 do page[#page + 1] = live[i] end
+return {#live, page}
+"""
+)
+
+# KEYS: idx, exp, stats. ARGV: prefix, now, user ("u:" + id). Ends every session of the user.
+_REVOKE_USER = (
+    _LIB
+    + """
+local now = tonumber(ARGV[2])
+local ended = {}
+for _, s in ipairs(user_sessions(ARGV[1], ARGV[3])) do
+  remove(ARGV[1], KEYS[1], KEYS[2], KEYS[3], s[1], s[2])
+  ended[#ended + 1] = ending(s[1], s[2], now < deadline(s[2]) and 'revoked' or 'expired')
+end
+redis.call('DEL', user_key(ARGV[1], ARGV[3]))
+return ended
 """
 )
 
@@ -145,7 +240,7 @@ local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local max_idle = tonumber(ARGV[3])
 local excluded = {}
 for i = 5, #ARGV do excluded[ARGV[i]] = true end
-local removed, freed, lifetime, failed, gone, keys = 0, 0, 0, {}, {}, {}
+local removed, freed, lifetime, failed, gone, keys, ended = 0, 0, 0, {}, {}, {}, {}
 local seen = {}  -- ids the first sweep took: the second one (max age) must not count them again
 local function sweep(index, upto, by_idle)
   local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 4)
@@ -161,15 +256,18 @@ local function sweep(index, upto, by_idle)
         removed = removed + 1
       else
         local active = tonumber(f[1])
-        if now < math.min(active + tonumber(f[2]), tonumber(f[3])) and not (by_idle and now - active >= max_idle) then
+        local expired = now >= math.min(active + tonumber(f[2]), tonumber(f[3]))
+        if not expired and not (by_idle and now - active >= max_idle) then
           return  -- the re-check: in use again, and everything after it in this index too
         end
+        ended[#ended + 1] = {id, f[6], f[7], f[4], f[1], expired and 'expired' or 'idle'}
         gone[#gone + 1] = id
         keys[#keys + 1] = key
         removed = removed + 1
         freed = freed + tonumber(f[5])
         lifetime = lifetime + (active - tonumber(f[4]))
         if f[7] ~= '' then drop_pair(prefix, id, f[6], f[7]) end
+        if f[6] ~= '' then redis.call('ZREM', user_key(prefix, f[6]), id) end
       end
       if max_idle then seen[id] = true end
     end
@@ -186,7 +284,7 @@ for i = 1, #keys, 500 do
   redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
 end
 if freed > 0 then redis.call('HINCRBY', KEYS[3], 'bytes', -freed) end
-return {removed, freed, num(lifetime), failed}
+return {removed, freed, num(lifetime), failed, ended}
 """
 )
 
@@ -246,6 +344,9 @@ class RedisStore:
             name: self._client.register_script(lua)
             for name, lua in [
                 ("create", _CREATE),
+                ("rotate", _ROTATE),
+                ("list_user", _LIST_USER),
+                ("revoke_user", _REVOKE_USER),
                 ("touch", _TOUCH),
                 ("delete", _DELETE),
                 ("remove_idle", _REMOVE_IDLE),
@@ -254,6 +355,8 @@ class RedisStore:
                 ("release", _RELEASE),
             ]
         }
+        self.report_ended = False
+        self._ended: list[Ending] = []
         self._snapshot: StoreStats | None = None
         self._snapshot_at = 0.0
         self._snapshot_error: str | None = None
@@ -273,24 +376,44 @@ class RedisStore:
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+    def take_ended(self) -> list[Ending]:
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _report(self, raw: list[list[bytes]]) -> None:
+        """Keep the endings a script returned: {id, user, client, created, active, reason} each."""
+        if self.report_ended:
+            for sid, user, client, created, active, reason in raw:
+                self._ended.append(
+                    (
+                        sid.decode(),
+                        _decode_user(user),
+                        client.decode() or None,
+                        float(created),
+                        float(active),
+                        reason.decode(),
+                    )
+                )
+
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
         sid = record.session_id
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
         args: list[Any] = [sid, self.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
-        args.append(record.session_type)
-        args += [repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
-        args += [repr(record.absolute_at), record.blob, record.meta, cost]
+        args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
+        args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user]
         found = await self._run("create", self._session_keys(sid), args)
         if not found:
             raise SessionStoreException("session id already stored")
-        if len(found) == 1:
-            return record, False
-        return _record(found[0].decode(), found[1]), True
+        stored, ended = found
+        self._report(ended)
+        if len(stored) == 1:
+            return record, False, len(ended)
+        return _record(stored[0].decode(), stored[1]), True, 0
 
     async def _touch(
         self, session_id: str, now: float, user_id: str | None, blob: bytes | None = None, limit: int | None = None
     ) -> SessionRecord | None:
-        args: list[Any] = [session_id, repr(now), _user_arg(user_id)]
+        args: list[Any] = [session_id, self.prefix, repr(now), _user_arg(user_id)]
         if blob is not None:
             args += [blob, session_bytes(session_id, None, blob), limit if limit is not None else 2**62]
         found = await self._run("touch", self._session_keys(session_id), args)
@@ -311,13 +434,41 @@ class RedisStore:
         if not found:
             return None
         record = _record(session_id, found)
+        if self.report_ended:
+            user, client = record.user_id, record.client_id
+            self._ended.append((session_id, user, client, record.created_at, record.last_activity, "deleted"))
         return Ended(now < record.expires_at, record.last_activity - record.created_at)
+
+    async def rotate(
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+    ) -> SessionRecord | None:
+        keys = [self._key(session_id), self._key(new_id), self._idx, self._exp, self._stats_key]
+        found = await self._run("rotate", keys, [session_id, new_id, self.prefix, repr(now), _user_arg(user_id)])
+        if found == 0:
+            raise SessionStoreException("session id already stored")
+        if not found:
+            return None
+        fields, ending = found
+        self._report([ending])
+        return _record(new_id, fields)
+
+    async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
+        keys = [self._idx, self._exp, self._stats_key]
+        total, page = await self._run("list_user", keys, [self.prefix, repr(now), _user_arg(user_id), limit, offset])
+        return [_record(sid.decode(), fields) for sid, fields in page], int(total)
+
+    async def revoke_user(self, user_id: str, now: float) -> int:
+        keys = [self._idx, self._exp, self._stats_key]
+        ended = await self._run("revoke_user", keys, [self.prefix, repr(now), _user_arg(user_id)])
+        self._report(ended)
+        return sum(reason == b"revoked" for *_, reason in ended)
 
     async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
         args = [self.prefix, repr(now), max_idle, limit, *exclude]
         keys = [self._idx, self._exp, self._stats_key]
-        removed, freed, lifetime, failed = await self._run("remove_idle", keys, args)
+        removed, freed, lifetime, failed, ended = await self._run("remove_idle", keys, args)
+        self._report(ended)
         return BatchResult(
             removed=int(removed),
             lifetime_s=float(lifetime),

@@ -31,6 +31,8 @@ T = TIMEOUT_MINUTES * 60.0
 ABSOLUTE_MINUTES = 3.0
 ABSOLUTE = ABSOLUTE_MINUTES * 60.0
 BATCH = 3
+MAX_PER_USER = 3
+LIST_USERS = st.sampled_from(["alice", "bob"])
 TIMEOUTS = st.sampled_from([None, 0.5, 1.0, 2.0, 5.0])  # minutes; None: the default (T); 5 > ABSOLUTE
 USERS = st.sampled_from([None, "alice", "bob"])
 CLIENTS = st.sampled_from(["client-a1", "client-b2", "client-c3"])
@@ -52,6 +54,16 @@ OPS = st.lists(
 class PeekableStore(MemoryStore):
     """The real MemoryStore, plus a look at one session that records no activity."""
 
+    async def user_index(self, user: str) -> list[str]:
+        """The user's list, most recent first, walked defensively: a dangling link shows as its id."""
+        users = self._users.get(user)
+        ids, sid = [], users.last if users is not None else None
+        while sid is not None and len(ids) <= len(self._index):
+            ids.append(sid)
+            links = self._ulinks.get(sid)
+            sid = links[0] if links is not None else None
+        return ids
+
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
         record = self._record(session_id)
         return None if record is None else (record.last_activity, json.loads(record.blob))
@@ -59,6 +71,9 @@ class PeekableStore(MemoryStore):
 
 class PeekableRedisStore(RedisStore):
     """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
+
+    async def user_index(self, user: str) -> list[str]:
+        return [sid.decode() for sid in await self._client.zrevrange(f"{self.prefix}u:{user}", 0, -1)]
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
         active, data = await self._client.hmget(self._key(session_id), ["active", "data"])
@@ -98,6 +113,7 @@ class Model:
     timeout: float = T
     user: str | None = None
     client: str | None = None
+    order: int = 0  # activity order (the stores keep each user's sessions in it)
 
     def expires_at(self) -> float:
         return min(self.last_activity + self.timeout, self.created + ABSOLUTE)
@@ -121,8 +137,13 @@ class SessionMachine(RuleBasedStateMachine):
             absolute_timeout_minutes=ABSOLUTE_MINUTES,
             cleanup_batch_size=BATCH,
             cleanup_enabled=False,
+            max_per_user=MAX_PER_USER,
         )
         self.manager = GatedManager(self.store, settings=settings, clock=self.clock)
+        self.events: list[tuple[str, str]] = []  # what the listener received: (session id, reason)
+        self.manager.add_session_end_listener(lambda end: self.events.append((end.session_id, end.reason)))
+        self.expected: list[tuple[str, str]] = []  # the removals the model made
+        self.ticks = 0
         self.model: dict[str, Model] = {}
         self.cleanup_runs = 0
         self.created = 0
@@ -164,11 +185,25 @@ class SessionMachine(RuleBasedStateMachine):
             ids = [sid for sid in ids if self.live(sid)] or ids
         return ids[index % len(ids)] if ids else None
 
+    def activity(self, sid: str) -> None:
+        self.ticks += 1
+        self.model[sid].last_activity = self.clock.now
+        self.model[sid].order = self.ticks
+
+    def end(self, sid: str, reason: str) -> None:
+        del self.model[sid]
+        self.expected.append((sid, reason))
+
+    def user_sessions(self, user: str, *, live_only: bool) -> list[str]:
+        """The user's sessions in the model, most recently active first."""
+        mine = [sid for sid, e in self.model.items() if e.user == user and (self.live(sid) or not live_only)]
+        return sorted(mine, key=lambda sid: -self.model[sid].order)
+
     def expect_activity(self, sid: str, returned: Any, user: str | None = None) -> None:
         """get/touch: a visible session is returned with activity recorded; anything else is None."""
         if self.visible(sid, user):
             assert returned is not None, "a live session was not returned"
-            self.model[sid].last_activity = self.clock.now
+            self.activity(sid)
             assert returned.data == self.model[sid].data
             assert returned.last_activity.timestamp() == self.clock.now
         else:
@@ -188,16 +223,20 @@ class SessionMachine(RuleBasedStateMachine):
         resumable = [sid for sid in resumable if self.live(sid)]
         if resumable:
             assert session.session_resumed and [session.session_id] == resumable, "the pair's live session not resumed"
-            self.model[session.session_id].last_activity = self.clock.now
+            self.activity(session.session_id)
             assert session.data == self.model[session.session_id].data
             return str(session.session_id)
         assert not session.session_resumed, "a create resumed a session that is expired or not the pair's"
         assert session.session_id not in self.model
+        if user is not None:  # past the limit, the user's least recently active live sessions end
+            for sid in self.user_sessions(user, live_only=True)[MAX_PER_USER - 1 :]:
+                self.end(sid, "user_limit")
         self.created += 1
         timeout_s = T if timeout is None else timeout * 60.0
         self.model[session.session_id] = Model(
             self.clock.now, data, self.created, self.clock.now, timeout_s, user, client
         )
+        self.activity(session.session_id)
         assert session.expires_at.timestamp() == self.model[session.session_id].expires_at()
         return str(session.session_id)
 
@@ -205,7 +244,7 @@ class SessionMachine(RuleBasedStateMachine):
         if self.visible(sid, user):
             session = self.run(self.manager.update_session(sid, data, user_id=user))
             assert session.data == data
-            self.model[sid].last_activity = self.clock.now
+            self.activity(sid)
             self.model[sid].data = data
         else:
             try:
@@ -218,7 +257,7 @@ class SessionMachine(RuleBasedStateMachine):
         was_live = self.visible(sid, user)
         assert self.run(self.manager.delete_session(sid, user_id=user)) is was_live
         if sid in self.model and (user is None or self.model[sid].user in (None, user)):
-            self.model.pop(sid)
+            self.end(sid, "deleted")
 
     def check_cleanup(self, max_age_minutes: float | None, removed: int, before: set[str]) -> None:
         """Everything removed was due (expired, or idle >= max_age); nothing due remains; the count matches."""
@@ -226,7 +265,7 @@ class SessionMachine(RuleBasedStateMachine):
         gone = {sid for sid in before if sid in self.model and self.peek(sid) is None}
         for sid in gone:
             assert self.due(sid, limit), "cleanup removed a session in use"
-            del self.model[sid]
+            self.end(sid, "idle" if self.live(sid) else "expired")
         assert removed == len(gone), f"cleanup returned {removed} but removed {len(gone)}"
         for sid in self.model:
             assert not self.due(sid, limit), "a due session survived a finished cleanup"
@@ -313,7 +352,7 @@ class SessionMachine(RuleBasedStateMachine):
         for sid in before:
             if self.peek(sid) is None:
                 assert self.due(sid, limit), "cleanup removed a live session"
-                del self.model[sid]
+                self.end(sid, "idle" if self.live(sid) else "expired")
                 removed_early += 1
         for kind, index in ops:
             self.apply_op(kind, index)
@@ -341,6 +380,40 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             self.do_delete(sid)
 
+    @rule(target=sessions, sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, user=USERS)
+    def rotate(self, sid: str, user: str | None) -> str:
+        if not self.visible(sid, user):
+            try:
+                self.run(self.manager.rotate_session(sid, user_id=user))
+            except SessionNotFoundError:
+                return sid
+            raise AssertionError("rotation of a session that is not live succeeded")
+        session = self.run(self.manager.rotate_session(sid, user_id=user))
+        new = session.session_id
+        assert new != sid and new not in self.model and self.peek(sid) is None, "the old id survived rotation"
+        entry = self.model.pop(sid)
+        self.expected.append((sid, "rotated"))
+        self.model[new] = entry
+        self.activity(new)
+        assert (session.data, session.user_id, session.client_id) == (entry.data, entry.user, entry.client)
+        assert session.created_at.timestamp() == entry.created
+        return str(new)
+
+    @rule(user=LIST_USERS, limit=st.integers(1, 4), offset=st.integers(0, 3))
+    def list_user(self, user: str, limit: int, offset: int) -> None:
+        sessions = self.run(self.manager.list_user_sessions(user, limit=limit, offset=offset))
+        live = self.user_sessions(user, live_only=True)
+        assert [s.session_id for s in sessions] == live[offset : offset + limit], "the user's page is wrong"
+
+    @rule(user=LIST_USERS)
+    def revoke(self, user: str) -> None:
+        revoked = self.run(self.manager.revoke_user_sessions(user))
+        mine = self.user_sessions(user, live_only=False)
+        live = [sid for sid in mine if self.live(sid)]
+        assert revoked == len(live)
+        for sid in mine:
+            self.end(sid, "revoked" if sid in live else "expired")
+
     @rule()
     def start_scheduler(self) -> None:
         # An hour of real time: it never fires during the test; this checks start/stop bookkeeping.
@@ -362,6 +435,16 @@ class SessionMachine(RuleBasedStateMachine):
             stored = self.peek(sid)
             assert stored is not None, "a session the model holds is missing from the store"
             assert stored == (entry.last_activity, entry.data)
+
+    @invariant()
+    def user_index_matches_the_model(self) -> None:
+        for user in ("alice", "bob"):
+            assert self.run(self.store.user_index(user)) == self.user_sessions(user, live_only=False)
+
+    @invariant()
+    def events_equal_the_removals(self) -> None:
+        self.run(self.manager._events.drain())
+        assert sorted(self.events) == sorted(self.expected), "an ending was missed or reported twice"
 
     @invariant()
     def expired_sessions_are_invisible(self) -> None:

@@ -5,6 +5,7 @@ The broken variants live here, never in faultmaven/.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Set
 from typing import Any
 
@@ -66,7 +67,7 @@ def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
     result = BatchResult()
     for sid in ids:
         if sid in store._index:
-            store._unlink(sid)
+            store._unlink(sid, "expired")
             result.removed += 1
     return result
 
@@ -110,16 +111,16 @@ class ExpiryOffByOne(PeekableStore):
 class ExpiredCounterNotUpdated(PeekableStore):
     """Removing a session forgets to take it off the expired count."""
 
-    def _drop(self, sid: str, node: Any) -> None:
+    def _drop(self, sid: str, node: Any, reason: str) -> None:
         expired = self._expired
-        super()._drop(sid, node)
+        super()._drop(sid, node, reason)
         self._expired = expired
 
 
 class ResumeReturnsAnExpiredSession(PeekableStore):
     """A create with a client id resumes the pair's stored session even when it has expired."""
 
-    async def create(self, record: SessionRecord, now: float) -> tuple[SessionRecord, bool]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
         if record.client_id is not None:
             existing = self._pairs.get(mem.pair_key(record.user_id, record.client_id))
             if existing is not None:
@@ -127,8 +128,46 @@ class ResumeReturnsAnExpiredSession(PeekableStore):
                 self._move_to_tail(existing, node, now, node[mem.STATIC])
                 stored = self._record(existing)
                 assert stored is not None
-                return stored, True
-        return await super().create(record, now)
+                return stored, True, 0
+        return await super().create(record, now, max_per_user)
+
+
+class ForgetsTheUserIndexOnCleanup(PeekableStore):
+    """A cleanup leaves removed sessions in their user's list (Spring's leaking index)."""
+
+    cleaning = False
+
+    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        self.cleaning = True
+        try:
+            return await super().remove_idle(now, max_idle_s, limit, exclude)
+        finally:
+            self.cleaning = False
+
+    def _unlink_user(self, sid: str, node: Any) -> None:
+        if not self.cleaning:
+            super()._unlink_user(sid, node)
+
+
+class FiresAnEventTwice(PeekableStore):
+    """Reports the first ending of every call twice."""
+
+    def take_ended(self) -> list[Any]:
+        ended = super().take_ended()
+        return ended + ended[:1]
+
+
+class RotatesByCopyAndDelete(PeekableStore):
+    """Rotation as two steps: store a copy under the new id, then delete the old one."""
+
+    async def rotate(self, session_id: str, new_id: str, now: float, user_id: str | None = None) -> Any:
+        record = await self.touch(session_id, now, user_id)
+        if record is None:
+            return None
+        copy = dataclasses.replace(record, session_id=new_id, client_id=None)
+        await self.create(copy, now, max_per_user=3)
+        await self.delete(session_id, now)
+        return copy
 
 
 POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, database=None, phases=[Phase.generate])
@@ -145,6 +184,9 @@ POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, datab
         ExpiryOffByOne,
         ExpiredCounterNotUpdated,
         ResumeReturnsAnExpiredSession,
+        ForgetsTheUserIndexOnCleanup,
+        FiresAnEventTwice,
+        RotatesByCopyAndDelete,
     ],
 )
 def test_state_machine_catches(broken: type[PeekableStore]) -> None:

@@ -29,7 +29,8 @@ SESSION_BYTES = session_bytes()
 
 
 def budgeted(clock: FakeClock, sessions: int) -> SessionManager:
-    return SessionManager(MemoryStore(max_bytes=SESSION_BYTES * sessions), settings=Settings(), clock=clock)
+    settings = Settings(max_per_user=0)  # the memory budget alone decides here
+    return SessionManager(MemoryStore(max_bytes=SESSION_BYTES * sessions), settings=settings, clock=clock)
 
 
 async def test_writes_over_the_budget_evict_the_least_recently_active(
