@@ -21,7 +21,8 @@ DATA = {"case": "connection pool exhausted", "notes": "n" * 400}
 
 
 def manager_for(store: MemoryStore, clock: FakeClock, manager_cls: type[SessionManager] = SessionManager) -> Any:
-    return manager_cls(store, settings=Settings(cleanup_batch_size=7, cleanup_enabled=False), clock=clock)
+    settings = Settings(cleanup_batch_size=7, cleanup_enabled=False, max_per_user=0)  # one user, many sessions
+    return manager_cls(store, settings=settings, clock=clock)
 
 
 async def _cycles(manager: SessionManager, clock: FakeClock, cycles: int, per_cycle: int) -> None:
