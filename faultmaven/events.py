@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from faultmaven.session import SessionEnd
 from faultmaven.stores.base import Ending
@@ -32,19 +32,18 @@ class SessionEndDispatcher:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.listeners: list[SessionEndListener] = []
-        self._pending: deque[tuple[Ending, float]] = deque()
+        self._pending: deque[tuple[list[Ending], float]] = deque()  # endings as stores handed them over
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
 
-    def publish(self, endings: Iterable[Ending], *, wake: bool = True) -> None:
+    def publish(self, endings: list[Ending], *, wake: bool = True) -> None:
         """Queue endings (only while someone listens); `wake` lets the task deliver them now."""
         if not self.listeners:
             return
-        now = self._clock()
-        self._pending.extend((ending, now) for ending in endings)
+        self._pending.append((endings, self._clock()))
         if wake:
             self.flush()
 
@@ -63,13 +62,14 @@ class SessionEndDispatcher:
             self._wake.clear()
             delivered = 0
             while self._pending:
-                ending, ended_at = self._pending.popleft()
-                event = SessionEnd.from_ending(ending, ended_at)
-                for listener in self.listeners:
-                    await self._call(listener, event)
-                delivered += 1
-                if delivered % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+                endings, ended_at = self._pending.popleft()
+                for ending in endings:
+                    event = SessionEnd.from_ending(ending, ended_at)
+                    for listener in self.listeners:
+                        await self._call(listener, event)
+                    delivered += 1
+                    if delivered % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
             self._idle.set()
 
     async def _call(self, listener: SessionEndListener, event: SessionEnd) -> None:

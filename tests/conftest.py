@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -10,7 +10,8 @@ import pytest
 from faultmaven.config import Settings
 from faultmaven.main import create_app
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import MemoryStore
+from faultmaven.stores import MemoryStore, SessionStore
+from faultmaven.stores.redis import RedisStore
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
 
@@ -45,6 +46,15 @@ async def open_client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClien
 async def client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
     async for c in open_client(manager):
         yield c
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
+    """Each test that asks for it runs on both stores (Redis: a clean database on the test server)."""
+    if request.param == "memory":
+        return MemoryStore
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisStore(url)
 
 
 @pytest.fixture(scope="session")

@@ -81,8 +81,8 @@ class SessionStore(Protocol):
     async def rotate(
         self, session_id: str, new_id: str, now: float, user_id: str | None = None
     ) -> SessionRecord | None:
-        """Atomically give a live session `new_id` (everything else kept, activity recorded); the old id
-        ends (reason rotated). None if not live or not the user's."""
+        """Atomically give a live session `new_id`, everything else kept (its last activity too); the old
+        id ends (reason rotated). None if not live or not the user's."""
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""

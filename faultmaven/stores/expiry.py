@@ -411,6 +411,7 @@ class ExpiryLists:
         removed session leaves the creation list at once."""
         index, lanes, mark, cfrontier = self._index, self._lanes, self._mark, self._cfrontier
         report, ended = self.report_ended, self._ended
+        fixed_reason = "expired" if max_idle_s is None else None  # a default run removes only expired ones
         requeue: list[float] = []
         space, count, freed, lifetime, counted = room(), 0, 0, 0.0, 0
         head = unset = object()  # the creation list's new head, once a removal moved it
@@ -441,8 +442,8 @@ class ExpiryLists:
                     self._unlink_creation_middle(cprev, node[3])
                 static = node[6]
                 if report:
-                    expired = now >= active + timeout or now >= static[5]
-                    ended.append((sid, static[0], static[1], static[3], active, "expired" if expired else "idle"))
+                    reason = fixed_reason or ("expired" if now >= active + timeout or now >= static[5] else "idle")
+                    ended.append((sid, static[0], static[1], static[3], active, reason))
                 if node[5] == mark:  # counted: it may be a frontier
                     counted += 1
                     if sid == lane.frontier:

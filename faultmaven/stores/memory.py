@@ -192,9 +192,8 @@ class MemoryStore(ExpiryLists):
             return None
         if new_id in self._index:
             raise SessionStoreException("session id already stored")
-        node = self._rename(session_id, new_id)
-        self._move_to_tail(new_id, node, now, node[STATIC])
-        return _to_record(new_id, now, node[STATIC])
+        node = self._rename(session_id, new_id)  # same place in every list: last activity is kept too
+        return _to_record(new_id, node[ACTIVE], node[STATIC])
 
     async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""

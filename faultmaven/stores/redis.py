@@ -173,7 +173,8 @@ return f
 )
 
 # KEYS: old session, new session, idx, exp, stats. ARGV: old id, new id, prefix, now, user ('' for anyone).
-# RENAME keeps every field; every index and the resume pair move to the new id in the same step.
+# RENAME keeps every field (last activity included); every index and the resume pair move to the new id,
+# at the old id's place, in the same step.
 _ROTATE = (
     _LIB
     + """
@@ -183,17 +184,21 @@ local now = tonumber(ARGV[4])
 if now >= deadline(f) then return false end
 if ARGV[5] ~= '' and f[1] ~= '' and f[1] ~= ARGV[5] then return false end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local before = f[5]
-redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('RENAME', KEYS[1], KEYS[2])  -- keeps every field and the TTL
+redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[3], ARGV[1]), ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], redis.call('ZSCORE', KEYS[4], ARGV[1]), ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[1])
-if f[1] ~= '' then redis.call('ZREM', user_key(ARGV[3], f[1]), ARGV[1]) end
+if f[1] ~= '' then
+  local uk = user_key(ARGV[3], f[1])
+  redis.call('ZADD', uk, redis.call('ZSCORE', uk, ARGV[1]), ARGV[2])
+  redis.call('ZREM', uk, ARGV[1])
+end
 if f[2] ~= '' then
   local pk = pair_key(ARGV[3], f[1], f[2])
   if redis.call('GET', pk) == ARGV[1] then redis.call('SET', pk, ARGV[2], 'KEEPTTL') end
 end
-activity(ARGV[3], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], f, now, ARGV[4])
-return {f, {ARGV[1], f[1], f[2], f[4], before, 'rotated'}}
+return {f, {ARGV[1], f[1], f[2], f[4], f[5], 'rotated'}}
 """
 )
 
@@ -229,7 +234,8 @@ return ended
 """
 )
 
-# KEYS: idx, exp, stats. ARGV: key prefix, now, max_idle ('' for none), limit, excluded ids...
+# KEYS: idx, exp, stats. ARGV: key prefix, now, max_idle ('' for none), limit, report endings (1/0),
+# excluded ids...
 # First the expired (the deadline index up to now), then, for a max-age run, the idle (the activity index,
 # read a little past the cutoff, the exact rule applied to each id in activity order). Each candidate is
 # re-read and re-checked before it goes.
@@ -238,12 +244,13 @@ _REMOVE_IDLE = (
     + """
 local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local max_idle = tonumber(ARGV[3])
+local report = ARGV[5] == '1'  -- endings only while someone listens: they cost the reply its size
 local excluded = {}
-for i = 5, #ARGV do excluded[ARGV[i]] = true end
+for i = 6, #ARGV do excluded[ARGV[i]] = true end
 local removed, freed, lifetime, failed, gone, keys, ended = 0, 0, 0, {}, {}, {}, {}
 local seen = {}  -- ids the first sweep took: the second one (max age) must not count them again
 local function sweep(index, upto, by_idle)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 4)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 5)
   for _, id in ipairs(ids) do
     if removed + #failed >= limit then return end
     if not excluded[id] and not seen[id] then
@@ -260,7 +267,7 @@ local function sweep(index, upto, by_idle)
         if not expired and not (by_idle and now - active >= max_idle) then
           return  -- the re-check: in use again, and everything after it in this index too
         end
-        ended[#ended + 1] = {id, f[6], f[7], f[4], f[1], expired and 'expired' or 'idle'}
+        if report then ended[#ended + 1] = {id, f[6], f[7], f[4], f[1], expired and 'expired' or 'idle'} end
         gone[#gone + 1] = id
         keys[#keys + 1] = key
         removed = removed + 1
@@ -465,7 +472,7 @@ class RedisStore:
 
     async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
-        args = [self.prefix, repr(now), max_idle, limit, *exclude]
+        args = [self.prefix, repr(now), max_idle, limit, int(self.report_ended), *exclude]
         keys = [self._idx, self._exp, self._stats_key]
         removed, freed, lifetime, failed, ended = await self._run("remove_idle", keys, args)
         self._report(ended)

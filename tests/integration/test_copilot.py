@@ -13,8 +13,7 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import MemoryStore, SessionStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores import SessionStore
 from tests.conftest import open_client
 from tests.support import FakeClock
 
@@ -32,14 +31,6 @@ def copilot_body(client_id: str) -> dict[str, Any]:
         "timeout_minutes": 180,
         "metadata": {"browser": "chrome", "extension_version": "0.4.1"},
     }
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
-    if request.param == "memory":
-        return MemoryStore
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisStore(url)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from faultmaven.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionStoreException
 from faultmaven.observability.health import health_report
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import BatchResult, MemoryStore, SessionStore
+from faultmaven.stores import BatchResult, SessionStore
 from faultmaven.stores.redis import RedisStore
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
@@ -37,14 +37,6 @@ class Hooked:
         self.batches += 1
         await self.after_batch(result)
         return result
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
-    if request.param == "memory":
-        return MemoryStore
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisStore(url)
 
 
 @pytest.fixture

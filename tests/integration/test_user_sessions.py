@@ -15,7 +15,7 @@ import pytest
 from faultmaven.config import Settings
 from faultmaven.session import SessionEnd
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import MemoryStore, SessionStore
+from faultmaven.stores import SessionStore
 from faultmaven.stores.redis import RedisStore
 from tests.conftest import open_client
 from tests.support import FakeClock
@@ -24,14 +24,6 @@ API = "/api/v1/sessions"
 ALICE = {"X-User-ID": "alice"}
 BOB = {"X-User-ID": "bob"}
 ADMIN = {"Authorization": "Bearer admin-secret"}
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
-    if request.param == "memory":
-        return MemoryStore
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisStore(url)
 
 
 def gateway_settings(**overrides: Any) -> Settings:

@@ -393,8 +393,8 @@ class SessionMachine(RuleBasedStateMachine):
         assert new != sid and new not in self.model and self.peek(sid) is None, "the old id survived rotation"
         entry = self.model.pop(sid)
         self.expected.append((sid, "rotated"))
-        self.model[new] = entry
-        self.activity(new)
+        self.model[new] = entry  # everything kept, its last activity and its place in every order too
+        assert session.last_activity.timestamp() == entry.last_activity
         assert (session.data, session.user_id, session.client_id) == (entry.data, entry.user, entry.client)
         assert session.created_at.timestamp() == entry.created
         return str(new)
