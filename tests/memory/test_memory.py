@@ -99,7 +99,8 @@ def test_memory_estimate_is_within_25_percent_of_tracemalloc(n: int) -> None:
     rng = random.Random(n)
     payloads = [_realistic_data(rng) for _ in range(n)]
     users = [f"user-{i % 500}" if i % 3 else None for i in range(n)]
-    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, max_memory_mb=10_000))
+    settings = Settings(cleanup_enabled=False, max_memory_mb=10_000, max_per_user=0)  # every session stays
+    manager = SessionManager(MemoryStore(), settings=settings)
     loop = asyncio.new_event_loop()
 
     async def fill() -> None:
