@@ -335,16 +335,6 @@ class ExpiryLists:
         node = self._index.get(sid)
         return None if node is None else _to_record(sid, node[ACTIVE], node[STATIC])
 
-    def _ids_in_order(self) -> Iterator[str]:
-        """Ids in creation order."""
-        sid = self._cfirst
-        while sid is not None:
-            nxt = self._index[sid][CNEXT]
-            yield sid
-            sid = nxt
-
-    # -- finding and removing due sessions ------------------------------------------------------------
-
     def _due_lanes(self, heap: list[tuple[float, float]], is_due: _Due, deadline_heap: bool) -> Iterator[float]:
         """Pop the lanes whose head is due, as their timeouts; stale entries are dropped or re-pushed."""
         lanes, index = self._lanes, self._index
