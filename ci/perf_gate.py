@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ BASELINE = Path(__file__).resolve().parent.parent / "perf" / "baseline.json"
 TOLERANCE = 1.5  # a ratio may grow to 1.5x its baseline before it counts as a regression
 # Ratios steady enough to gate on: below 1M the floor takes microseconds and its best-of-rounds wanders
 # by 2x or more between runs here, so those ratios are reported (perf/report.md) but not gated.
-GATED_RATIOS = ("ours/floor n=1000000", "1M live / 1k live")
+GATED_RATIOS = ("ours/floor paired, 1M", "1M live / 1k live")
 
 
 @dataclass
@@ -61,18 +62,25 @@ class Results:
             ) from None
 
 
+def paired(result: dict[str, Any], ours: str, peer: str) -> float:
+    """The median of round-by-round ratios a benchmark recorded (extra_info paired_<ours>, paired_<peer>)."""
+    pairs = zip(result[f"paired_{ours}"], result[f"paired_{peer}"], strict=True)
+    return statistics.median(o / p for o, p in pairs)
+
+
 def ratios(results: Results) -> dict[str, float]:
     """Same-run ratios: what the baseline records and the regression check compares."""
     out = {}
     for n in (1_000, 10_000, 100_000, 1_000_000):
         out[f"ours/floor n={n}"] = results.get("ours", n)["min"] / results.get("floor", n)["min"]
+    out["ours/floor paired, 1M"] = paired(results.get("ours", 1_000_000), "ours_s", "floor_s")
     out["1M live / 1k live"] = results.get("ours", 1000, 1_000_000)["min"] / results.get("ours", 1000, 1000)["min"]
     one = results.get("ours", 1000, 1_000_000)["min"]
     out["400 timeouts / 1 timeout, 1M live"] = results.get("ours-400-timeouts", 1000, 1_000_000)["min"] / one
     for kind in ("user-list", "user-revoke"):
         out[f"{kind} 1M / 1k stored"] = results.get(kind, 10, 1_000_000)["min"] / results.get(kind, 10, 1000)["min"]
-    plain = results.get("cleanup-plain", 100_000)["min"]
-    out["cleanup 100k rotated+listener / plain"] = results.get("cleanup-rotated-listened", 100_000)["min"] / plain
+    extras = results.get("cleanup-rotated-listened", 100_000)
+    out["cleanup 100k rotated+listener / plain"] = paired(extras, "s", "plain_s")
     return out
 
 
@@ -81,13 +89,15 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
     stall = results.get("stall", 1_000_000)
     found = [
         Check("1,000-session cleanup (spec: 30 s)", results.get("spec-1000", 1000)["mean"], 0.3, "s"),
-        Check("cost per expired session vs dict floor, 1M", current["ours/floor n=1000000"], 5.0, "x"),
+        # Round by round (floor then ours, median of the ratios): 3.4x to 6.6x measured here on one day.
+        Check("cost per expired session vs dict floor, 1M", current["ours/floor paired, 1M"], 8.0, "x"),
         Check("1k expired among 1M live / among 1k live", current["1M live / 1k live"], 3.0, "x"),
         Check("1k among 1M live: 400 timeouts / one timeout", current["400 timeouts / 1 timeout, 1M live"], 3.0, "x"),
         Check("list a user's 10 sessions: 1M stored / 1k", current["user-list 1M / 1k stored"], 3.0, "x"),
         Check("revoke a user's 10 sessions: 1M stored / 1k", current["user-revoke 1M / 1k stored"], 3.0, "x"),
-        # Issue 12 asks for 1.2x; measured 1.08x to 1.55x (collecting each ending in the hot loop): not met yet.
-        Check("cleanup 100k: rotated + listener / plain", current["cleanup 100k rotated+listener / plain"], 1.6, "x"),
+        # Issue 12 asks for 1.2x: the median of 11 lockstep pairs measured 1.12x to 1.15x here, and a median
+        # of 11 still wanders by about 0.05, hence the bound.
+        Check("cleanup 100k: rotated + listener / plain", current["cleanup 100k rotated+listener / plain"], 1.25, "x"),
         Check("longest event-loop stall, 1M cleanup (best round)", stall["max_stall_ms"], 5.0, "ms"),
         Check(
             "cleanup rate, 1M expired, batch 50",
@@ -108,6 +118,10 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         spread = results.get("redis-among-live-400", 1000, 100_000)["min"]
         one = results.get("redis-among-live-1", 1000, 100_000)["min"]
         found.append(Check("redis: 1k among 100k live, 400 timeouts / one", spread / one, 3.0, "x"))
+    if ("redis-cluster-ours-500", 100_000, 0) in results.by_tag:
+        cluster, node = results.get("redis-cluster-ours-500", 100_000), results.get("redis-ours-500", 100_000)
+        rate = cluster["sessions_per_s"] / node["sessions_per_s"]
+        found.append(Check("redis cluster (3 masters) / one node: cleanup rate", rate, 0.5, "x", ok=_ge))
     if baseline:
         for name, value in current.items():
             if name in baseline and name in GATED_RATIOS:

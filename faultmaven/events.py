@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from faultmaven.session import SessionEnd
-from faultmaven.stores.base import Ending
+from faultmaven.stores.base import Endings
 
 log = logging.getLogger("faultmaven.sessions")
 
@@ -32,14 +32,14 @@ class SessionEndDispatcher:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.listeners: list[SessionEndListener] = []
-        self._pending: deque[tuple[list[Ending], float]] = deque()  # endings as stores handed them over
+        self._pending: deque[tuple[Endings, float]] = deque()  # endings as stores handed them over
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
 
-    def publish(self, endings: list[Ending], *, wake: bool = True) -> None:
+    def publish(self, endings: Endings, *, wake: bool = True) -> None:
         """Queue endings (only while someone listens); `wake` lets the task deliver them now."""
         if not self.listeners:
             return

@@ -19,7 +19,7 @@ from typing import Any
 from faultmaven.exceptions import SessionDataTooLargeError
 
 ID_BYTES = 32
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}(?:[0-9]{2})?")  # a sharded store's ids carry two digits more
 _CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,128}")
 MAX_USER_ID_LENGTH = 256
 _USER_ID_PATTERN = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_USER_ID_LENGTH}}}")
@@ -33,7 +33,8 @@ def new_session_id() -> str:
 
 
 def is_valid_id(value: object) -> bool:
-    """True only for strings shaped like `new_session_id()` output; anything else never reaches a store."""
+    """True only for strings shaped like a session id (a sharded store's carry two digits more); anything
+    else never reaches a store."""
     return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 
 

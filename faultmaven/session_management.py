@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +41,6 @@ from faultmaven.session import (
     encode_data,
     fingerprint,
     is_valid_id,
-    new_session_id,
 )
 from faultmaven.stores import BatchResult, SessionStore, store_from_url
 
@@ -79,6 +78,15 @@ class _Run:
     freed: int
     errors: int
     reason: str
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What a cleanup run has done so far, across the store's parts."""
+
+    removed: int = 0
+    freed: int = 0
+    failed: set[str] = field(default_factory=set)
 
 
 class SessionManager:
@@ -155,7 +163,7 @@ class SessionManager:
             raise SessionDataTooLargeError(len(blob) + len(meta), limit)
         now = self._now()
         record = SessionRecord(
-            new_session_id(),
+            self.store.new_id(user_id, client_id),
             user_id,
             client_id,
             session_type,
@@ -205,7 +213,8 @@ class SessionManager:
         SessionNotFoundError if there is no live session (of this user)."""
         if not is_valid_id(session_id):
             raise SessionNotFoundError("no live session with this id")
-        record = await self.store.rotate(session_id, new_session_id(), self._now(), user_id)
+        new_id = self.store.new_id(None, None, like=session_id)
+        record = await self.store.rotate(session_id, new_id, self._now(), user_id)
         self._publish()
         if record is None:
             raise SessionNotFoundError("no live session with this id")
@@ -307,51 +316,43 @@ class SessionManager:
         run_id = secrets.token_hex(6)
         started_at = self._now()
         t0 = time.perf_counter()
-        removed = freed = 0
-        failed: set[str] = set()
-        batch_size = self.settings.cleanup_batch_size
-        lease: str | None = None
+        tally = _Tally()
         reason = "expired" if max_idle_s is None else f"expired or idle for at least {max_idle_s / 60:g} minutes"
         try:
-            if trigger == "scheduled":  # one replica cleans at a time; the others skip this round
-                lease = await self.store.acquire_lease(LEASE_TTL_S)
-                if lease is None:
-                    self._cleanup_skipped += 1
-                    log.info("Session cleanup skipped: another replica holds the cleanup lease")
-                    return 0
-            while True:
-                batch = await self.store.remove_idle(self._now(), max_idle_s, batch_size, failed)
-                self._publish(wake=False)  # listeners run once the run is done, never during it
-                removed += batch.removed
-                freed += batch.freed_bytes
-                self._sessions_cleaned += batch.removed
-                self._ended += batch.removed
-                self._ended_lifetime_s += batch.lifetime_s
-                if batch.failed:
-                    self._cleanup_errors += len(batch.failed)
-                    failed.update(batch.failed)
-                if batch.exhausted or not (batch.removed or batch.failed):
-                    break
+            held = 0
+            for part in self.store.cleanup_parts():
+                lease: str | None = None
+                if trigger == "scheduled":  # one replica cleans a part at a time; the others take other parts
+                    lease = await self.store.acquire_lease(LEASE_TTL_S, part)
+                    if lease is None:
+                        continue
+                    held += 1
+                try:
+                    await self._clean_part(part, max_idle_s, lease, trigger, tally)
+                finally:
+                    # Released however the part ends (done, failed, cancelled), so the next replica need not
+                    # wait for the TTL; if the store is down the release fails too and the TTL frees it.
+                    if lease is not None:
+                        with contextlib.suppress(SessionStoreException):
+                            await self.store.release_lease(lease)
                 if trigger == "scheduled" and self._scheduler.stopping:
-                    break  # graceful stop: this batch is done, the rest waits for the next run
-                if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
-                    break  # lease lost: every batch so far re-checked what it removed, so stopping is safe
-                await self._between_batches()
+                    break
+            if trigger == "scheduled" and not held:
+                self._cleanup_skipped += 1
+                log.info("Session cleanup skipped: other replicas hold every cleanup lease")
+                return 0
             await self.store.refresh_stats(self._now())
         except Exception as exc:
             self._cleanup_errors += 1
             duration_ms = (time.perf_counter() - t0) * 1000.0
-            run = _Run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed) + 1, f"failed: {reason}")
+            errors, why = len(tally.failed) + 1, f"failed: {reason}"
+            run = _Run(run_id, trigger, started_at, tally.removed, duration_ms, tally.freed, errors, why)
             self._log_run(run, logging.ERROR, error_type=type(exc).__name__)
             raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._publish(wake=False)
             self._events.flush()  # the run is over: listeners get its endings now
-            # Released however the run ends (done, failed, cancelled), so the next replica need not wait
-            # for the TTL; if the store is down the release fails too and the TTL frees it.
-            if lease is not None:
-                with contextlib.suppress(SessionStoreException):
-                    await self.store.release_lease(lease)
+        removed, freed, failed = tally.removed, tally.freed, tally.failed
         duration_ms = (time.perf_counter() - t0) * 1000.0
         self.cleanup_durations.observe(duration_ms / 1000.0)
         self._cleanup_runs += 1
@@ -359,6 +360,30 @@ class SessionManager:
         self._last_cleanup_duration_ms = duration_ms
         self._log_run(_Run(run_id, trigger, started_at, removed, duration_ms, freed, len(failed), reason))
         return removed
+
+    async def _clean_part(
+        self, part: int, max_idle_s: float | None, lease: str | None, trigger: str, tally: _Tally
+    ) -> None:
+        """Batches over one part of the store until it has nothing due (or the lease is lost)."""
+        batch_size = self.settings.cleanup_batch_size
+        while True:
+            batch = await self.store.remove_idle(self._now(), max_idle_s, batch_size, tally.failed, part)
+            self._publish(wake=False)  # listeners run once the run is done, never during it
+            tally.removed += batch.removed
+            tally.freed += batch.freed_bytes
+            self._sessions_cleaned += batch.removed
+            self._ended += batch.removed
+            self._ended_lifetime_s += batch.lifetime_s
+            if batch.failed:
+                self._cleanup_errors += len(batch.failed)
+                tally.failed.update(batch.failed)
+            if batch.exhausted or not (batch.removed or batch.failed):
+                return
+            if trigger == "scheduled" and self._scheduler.stopping:
+                return  # graceful stop: this batch is done, the rest waits for the next run
+            if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
+                return  # lease lost: every batch so far re-checked what it removed, so stopping is safe
+            await self._between_batches()
 
     def _log_run(self, run: _Run, level: int = logging.INFO, error_type: str | None = None) -> None:
         """One record per run (cleanup or eviction) in the service log, and the same run in the audit log."""

@@ -12,6 +12,7 @@ from faultmaven.main import create_app
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore, SessionStore
 from faultmaven.stores.redis import RedisStore
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
 
@@ -48,12 +49,13 @@ async def client(manager: SessionManager) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
-    """Each test that asks for it runs on both stores (Redis: a clean database on the test server)."""
+    """Each test that asks for it runs on every store: in memory, on one Redis node (a clean database on
+    the test server) and on a local Redis Cluster (3 masters, 3 replicas, flushed)."""
     if request.param == "memory":
         return MemoryStore
-    url = request.getfixturevalue("redis_url")
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
     return lambda: RedisStore(url)
 
 
@@ -63,6 +65,30 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """A flushed cluster, every slot served (a test may have failed a master over)."""
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """One Redis node, then the cluster: tests that need Redis itself run on both."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
 
 
 @pytest.fixture

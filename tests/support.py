@@ -105,8 +105,10 @@ class HookedStore(MemoryStore):
         self.after_batch = after_batch
         self.batches = 0
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
-        result = await super().remove_idle(now, max_idle_s, limit, exclude)
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
+        result = await super().remove_idle(now, max_idle_s, limit, exclude, part)
         self.batches += 1
         if self.after_batch is not None:
             await self.after_batch(result)
@@ -121,9 +123,11 @@ class PoisonStore(MemoryStore):
         super().__init__()
         self.poison = set(poison)
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         skip = set(exclude) | self.poison
-        result = await super().remove_idle(now, max_idle_s, limit, skip)
+        result = await super().remove_idle(now, max_idle_s, limit, skip, part)
         stored = [r for r in map(self._record, self.poison - set(exclude)) if r is not None]
         due = set(due_ids(self, now, max_idle_s))
         result.failed = [r.session_id for r in stored if r.session_id in due]
@@ -143,9 +147,11 @@ class DownStore(MemoryStore):
 
             raise SessionStoreException("store unreachable (injected)")
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         self._check()
-        return await super().remove_idle(now, max_idle_s, limit, exclude)
+        return await super().remove_idle(now, max_idle_s, limit, exclude, part)
 
     def stats(self, now: float) -> Any:
         self._check()

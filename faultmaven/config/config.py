@@ -21,8 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from faultmaven.exceptions import ConfigError
 
 PREFIX = "SESSION_"
-STORE_SCHEMES = ("memory", "redis")
+STORE_SCHEMES = ("memory", "redis", "redis+cluster")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_CLUSTER_NODE = re.compile(r"[A-Za-z0-9.-]{1,253}:[1-9][0-9]{0,4}")  # host:port; the port range checked apart
 
 Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, strict=False)]
@@ -83,13 +84,19 @@ class Settings(BaseSettings):
     @classmethod
     def _known_store(cls, value: str) -> str:
         text = value.strip()
+        if text.startswith("redis+cluster://"):
+            nodes = urlsplit(text).netloc.rpartition("@")[2]
+            items = nodes.split(",")
+            if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
+                raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
+            return text
         try:
             parts = urlsplit(text)
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError:
             raise ValueError("not a valid URL") from None
         if parts.scheme not in STORE_SCHEMES:
-            raise ValueError("unknown scheme (use memory:// or redis://host:port/db)")
+            raise ValueError("unknown scheme (use memory://, redis://host:port/db or redis+cluster://host:port,...)")
         return text
 
     @field_validator("user_header")

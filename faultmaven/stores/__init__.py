@@ -16,7 +16,7 @@ def store_from_url(url: str, max_memory_mb: float | None = None) -> SessionStore
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore(max_bytes=None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024))
-    if scheme == "redis":
+    if scheme in ("redis", "redis+cluster"):
         from faultmaven.stores.redis import RedisStore  # redis-py is needed only for this store
 
         return RedisStore(url)

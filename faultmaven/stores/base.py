@@ -7,7 +7,7 @@ no read shows an expired session and no activity revives one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +52,14 @@ EvictionListener = Callable[[BatchResult], None]
 Ending = tuple[str, str | None, str | None, float, float, str]
 
 
+class Endings(Protocol):
+    """What take_ended() hands over: sized (empty means nothing to publish) and iterable once delivered."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Ending]: ...
+
+
 class SessionStore(Protocol):
     """Storage for sessions with per-session idle timeouts and an absolute deadline.
 
@@ -63,7 +71,7 @@ class SessionStore(Protocol):
 
     report_ended: bool  # while True (someone listens), every removal is kept for take_ended()
 
-    def take_ended(self) -> list[Ending]:
+    def take_ended(self) -> Endings:
         """What this process's calls removed since the last call, each with its reason (once each)."""
 
     async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
@@ -96,8 +104,19 @@ class SessionStore(Protocol):
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
         """Remove the session whatever its state; None if it was not stored (or not the user's)."""
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
-        """Remove up to `limit` sessions that are expired or, with `max_idle_s`, idle at least that long.
+    def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
+        """A fresh session id for a session of this user and client (or in the same place as `like`, for
+        rotation): a sharded store puts the shard in it."""
+
+    def cleanup_parts(self) -> Sequence[int]:
+        """The parts a cleanup run visits one after the other, each under its own lease (a sharded store:
+        its shards, in an order that spreads replicas over them)."""
+
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
+        """Remove up to `limit` sessions of `part` that are expired or, with `max_idle_s`, idle at least
+        that long.
 
         The check and the removal are one atomic step per session. Ids in `exclude` (failures earlier in
         the same run) are passed over.
@@ -113,8 +132,8 @@ class SessionStore(Protocol):
     async def refresh_stats(self, now: float) -> None:
         """Bring what stats() serves up to date (a store that needs I/O serves a snapshot)."""
 
-    async def acquire_lease(self, ttl_s: float) -> str | None:
-        """The cleanup lease: a token if this process may run a scheduled cleanup now, else None."""
+    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
+        """The cleanup lease of `part`: a token if this process may clean it now, else None."""
 
     async def renew_lease(self, token: str, ttl_s: float) -> bool:
         """Extend a held lease; False once it was lost (expired, or taken by another replica)."""

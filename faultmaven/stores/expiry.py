@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Callable, Iterator, Set
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ending
@@ -120,6 +120,32 @@ class _UserList:
         self.count = 1
 
 
+class NodeEndings:
+    """Removals as the store kept them, flat: (id, removed node, reason) each, then (id, node) each for the
+    expired sessions a cleanup swept. A cleanup pays two appends per removed session (a tuple per ending
+    cost it 10-20% more); the fields are read from each node only when the events are delivered."""
+
+    __slots__ = ("_flat", "_swept")
+
+    def __init__(self, flat: list[Any], swept: list[Any]) -> None:
+        self._flat, self._swept = flat, swept
+
+    def __len__(self) -> int:
+        return len(self._flat) // 3 + len(self._swept) // 2
+
+    def __iter__(self) -> Iterator[Ending]:
+        flat, swept = self._flat, self._swept
+        for i in range(0, len(flat), 3):
+            yield _ending(flat[i], flat[i + 1], flat[i + 2])
+        for i in range(0, len(swept), 2):
+            yield _ending(swept[i], swept[i + 1], "expired")
+
+
+def _ending(sid: str, node: Node, reason: str) -> Ending:
+    static = node[STATIC]
+    return sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], reason
+
+
 class ExpiryLists:
     """Sessions in one dict, linked into lanes and the creation list; counts kept exact on every change.
 
@@ -142,12 +168,13 @@ class ExpiryLists:
         self._mark = 1  # sessions whose MARK equals this are counted in _expired
         self._counted_at = float("-inf")
         self.report_ended = False  # keep what each removal ended, for session-end events
-        self._ended: list[Ending] = []
+        self._ended: list[Any] = []  # flat: id, node, reason per removal (see NodeEndings)
+        self._swept: list[Any] = []  # flat: id, node per expired session a cleanup removed
 
-    def take_ended(self) -> list[Ending]:
+    def take_ended(self) -> NodeEndings:
         """What was removed since the last call (only while `report_ended`), each with its reason."""
-        ended, self._ended = self._ended, []
-        return ended
+        ended, swept, self._ended, self._swept = self._ended, self._swept, [], []
+        return NodeEndings(ended, swept)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -312,7 +339,7 @@ class ExpiryLists:
         """The counts, the resume pair and the ending of a session just taken out (not its user's list)."""
         static = node[STATIC]
         if self.report_ended:
-            self._ended.append((sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], reason))
+            self._ended += (sid, node, reason)
         self._bytes -= static[COST]
         if node[MARK] == self._mark:
             self._expired -= 1
@@ -400,8 +427,7 @@ class ExpiryLists:
         relinked once per run of removed sessions (sessions in `exclude` stay where they are); each
         removed session leaves the creation list at once."""
         index, lanes, mark, cfrontier = self._index, self._lanes, self._mark, self._cfrontier
-        report, ended = self.report_ended, self._ended
-        fixed_reason = "expired" if max_idle_s is None else None  # a default run removes only expired ones
+        report, swept = self.report_ended, self._swept.append
         requeue: list[float] = []
         space, count, freed, lifetime, counted = room(), 0, 0, 0.0, 0
         head = unset = object()  # the creation list's new head, once a removal moved it
@@ -432,8 +458,11 @@ class ExpiryLists:
                     self._unlink_creation_middle(cprev, node[3])
                 static = node[6]
                 if report:
-                    reason = fixed_reason or ("expired" if now >= active + timeout or now >= static[5] else "idle")
-                    ended.append((sid, static[0], static[1], static[3], active, reason))
+                    if max_idle_s is None or now >= active + timeout or now >= static[5]:
+                        swept(sid)  # two appends: the cheapest record of an expired session
+                        swept(node)
+                    else:
+                        self._ended += (sid, node, "idle")
                 if node[5] == mark:  # counted: it may be a frontier
                     counted += 1
                     if sid == lane.frontier:
@@ -539,7 +568,7 @@ class ExpiryLists:
             if self._pairs.get(key) == sid:
                 self._pairs[key] = new_id
         if self.report_ended:
-            self._ended.append((sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], "rotated"))
+            self._ended += (sid, node, "rotated")
         return index[new_id]
 
     def _count_expired(self, now: float) -> int:

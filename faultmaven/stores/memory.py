@@ -9,10 +9,10 @@ concurrent touch.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
-from faultmaven.session import SessionRecord
+from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
 from faultmaven.stores.expiry import (
     ACTIVE,
@@ -195,7 +195,15 @@ class MemoryStore(ExpiryLists):
         node = self._rename(session_id, new_id)  # same place in every list: last activity is kept too
         return _to_record(new_id, node[ACTIVE], node[STATIC])
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
+        return new_session_id()
+
+    def cleanup_parts(self) -> Sequence[int]:
+        return (0,)  # one process, one part
+
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""
         return self._remove_due(now, max_idle_s, limit, exclude)
 
@@ -208,7 +216,7 @@ class MemoryStore(ExpiryLists):
     async def refresh_stats(self, now: float) -> None:
         """Nothing to do: stats() counts in-process."""
 
-    async def acquire_lease(self, ttl_s: float) -> str | None:
+    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
         return "local"  # one process: nobody else to share the work with
 
     async def renew_lease(self, token: str, ttl_s: float) -> bool:

@@ -1,6 +1,8 @@
 """The Redis store: one session space shared by every worker and host, surviving restarts.
 
-Layout under a key prefix (default "faultmaven:"):
+Layout under a key prefix (default "faultmaven:"), split into 48 shards (see shards.py), each key carrying
+its shard's hash tag, `<prefix>{<tag>}`, so that one script touches one hash slot (Redis Cluster) and the
+shards spread evenly over a cluster's masters. Per shard:
 - `s:<id>`: a hash (user, client, type, created, active, timeout, abs, data, meta, cost) with a native TTL
   of 60 s past the earlier of twice its idle timeout and its absolute deadline, a safety net for sessions
   no cleanup reaches;
@@ -8,8 +10,11 @@ Layout under a key prefix (default "faultmaven:"):
   cleanup and the expired count read only what is due, whatever mix of timeouts is stored;
 - `idx`: a sorted set of ids scored by last activity, so a max-age cleanup reads only the idle head;
 - `c:<client>[\x1f<user>]`: the session a client resumes (TTL: its absolute deadline);
-- `stats`: a hash with the byte count of all stored sessions;
-- `lease`: the cleanup lease (SET NX PX with a random token, released only by its holder).
+- `u:<user>`: the user's sessions in activity order (all of a user's sessions are in the user's shard);
+- `stats`: a hash with the byte count of the shard's sessions;
+- `lease`: the shard's cleanup lease (SET NX PX with a random token, released only by its holder), so
+  replicas clean different shards at the same time.
+The same layout runs on one node (`redis://`) and on a cluster (`redis+cluster://host:port[,host:port]`).
 
 Every operation that checks idleness and acts on it is one Lua script, so it runs atomically in Redis: a
 touch racing a cleanup either lands first (and the cleanup's re-check keeps the session) or finds the
@@ -21,18 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import time
-from collections.abc import Set
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
 from faultmaven.stores.memory import session_bytes
+from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner, shard_tags
 
 # Fields of a session hash, in the order the scripts return them.
 _FIELDS = "'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost'"
@@ -295,12 +305,6 @@ return {removed, freed, num(lifetime), failed, ended}
 """
 )
 
-# KEYS: idx, exp, stats. ARGV: now. The deadline index is scored by the exact deadline: ZCOUNT is exact.
-_STATS = """
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[1]),
-        redis.call('HGET', KEYS[3], 'bytes') or '0'}
-"""
-
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -337,16 +341,51 @@ def _record(session_id: str, f: list[bytes]) -> SessionRecord:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Shard:
+    """The keys of one shard: every one carries the shard's hash tag."""
+
+    prefix: str  # "<prefix>{<tag>}": what the scripts build the shard's other keys from
+
+    def key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{session_id}"
+
+    @property
+    def indexes(self) -> list[str]:
+        return [self.prefix + "idx", self.prefix + "exp", self.prefix + "stats"]
+
+    @property
+    def lease(self) -> str:
+        return self.prefix + "lease"
+
+
+def connect(url: str) -> aioredis.Redis | RedisCluster:
+    """A client for redis://... (one node) or redis+cluster://[user:password@]host:port[,host:port...]."""
+    options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    if not url.startswith("redis+cluster://"):
+        return aioredis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = [ClusterNode(host, int(port)) for host, _, port in (item.rpartition(":") for item in hosts.split(","))]
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    return RedisCluster(startup_nodes=nodes, **options)
+
+
 class RedisStore:
-    """SessionStore on a Redis server (redis-py asyncio). Stats are served from a cached snapshot."""
+    """SessionStore on a Redis server or cluster (redis-py asyncio). Stats are served from a cached snapshot."""
 
     def __init__(self, url: str, *, prefix: str = "faultmaven:", stats_max_age_s: float = 1.0) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must not contain a hash tag: the store adds one per shard")
         self.url = url
         self.prefix = prefix
         self.stats_max_age_s = stats_max_age_s
-        self._client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._idx, self._exp = prefix + "idx", prefix + "exp"
-        self._stats_key, self._lease = prefix + "stats", prefix + "lease"
+        self._client = connect(url)
+        self._shards = [_Shard(f"{prefix}{{{tag}}}") for tag in shard_tags()]
+        self._leases: dict[str, _Shard] = {}  # token -> the shard it holds
         self._scripts = {
             name: self._client.register_script(lua)
             for name, lua in [
@@ -357,11 +396,12 @@ class RedisStore:
                 ("touch", _TOUCH),
                 ("delete", _DELETE),
                 ("remove_idle", _REMOVE_IDLE),
-                ("stats", _STATS),
                 ("renew", _RENEW),
                 ("release", _RELEASE),
             ]
         }
+        self._preparing = asyncio.Lock()
+        self._prepared = False
         self.report_ended = False
         self._ended: list[Ending] = []
         self._snapshot: StoreStats | None = None
@@ -369,17 +409,38 @@ class RedisStore:
         self._snapshot_error: str | None = None
         self._refreshing: asyncio.Task[None] | None = None
 
-    def _key(self, session_id: str) -> str:
-        return f"{self.prefix}s:{session_id}"
+    def _shard(self, session_id: str) -> _Shard | None:
+        """The shard an id names; None for an id of no shard (never stored here)."""
+        shard = shard_of_id(session_id)
+        return None if shard is None else self._shards[shard]
 
-    def _session_keys(self, session_id: str) -> list[str]:
-        return [self._key(session_id), self._idx, self._exp, self._stats_key]
+    def _owner_shard(self, user_id: str) -> _Shard:
+        return self._shards[shard_of_owner(user_id, None)]
+
+    async def _prepare(self) -> None:
+        """Load every script once, before the first call: on a cluster, many calls at once that each found
+        a script missing and loaded it raced in redis-py (a connection used while reconnecting)."""
+        async with self._preparing:
+            if not self._prepared:
+                for script in self._scripts.values():
+                    await self._client.script_load(script.script)
+                self._prepared = True
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
+            if not self._prepared:
+                await self._prepare()
             return await self._scripts[name](keys=keys, args=args)
         except RedisError as exc:
             raise SessionStoreException(f"redis {name} failed: {type(exc).__name__}: {exc}") from exc
+
+    def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
+        shard = shard_of_id(like) if like is not None else None
+        return new_sharded_id(shard_of_owner(user_id, client_id) if shard is None else shard)
+
+    def cleanup_parts(self) -> Sequence[int]:
+        """Every shard, in a random order: replicas that start together mostly take different ones first."""
+        return random.sample(range(SHARDS), SHARDS)
 
     # -- SessionStore ------------------------------------------------------------------------------
 
@@ -404,11 +465,14 @@ class RedisStore:
 
     async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
         sid = record.session_id
+        shard = self._shard(sid)
+        if shard is None:
+            raise SessionStoreException("session id names no shard of this store (use new_id)")
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
-        args: list[Any] = [sid, self.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
+        args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user]
-        found = await self._run("create", self._session_keys(sid), args)
+        found = await self._run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
             raise SessionStoreException("session id already stored")
         stored, ended = found
@@ -420,10 +484,13 @@ class RedisStore:
     async def _touch(
         self, session_id: str, now: float, user_id: str | None, blob: bytes | None = None, limit: int | None = None
     ) -> SessionRecord | None:
-        args: list[Any] = [session_id, self.prefix, repr(now), _user_arg(user_id)]
+        shard = self._shard(session_id)
+        if shard is None:
+            return None
+        args: list[Any] = [session_id, shard.prefix, repr(now), _user_arg(user_id)]
         if blob is not None:
             args += [blob, session_bytes(session_id, None, blob), limit if limit is not None else 2**62]
-        found = await self._run("touch", self._session_keys(session_id), args)
+        found = await self._run("touch", [shard.key(session_id), *shard.indexes], args)
         if isinstance(found, int) and limit is not None:
             raise SessionDataTooLargeError(found, limit)
         return _record(session_id, found) if found else None
@@ -437,7 +504,11 @@ class RedisStore:
         return await self._touch(session_id, now, user_id, blob, limit)
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
-        found = await self._run("delete", self._session_keys(session_id), [session_id, self.prefix, _user_arg(user_id)])
+        shard = self._shard(session_id)
+        if shard is None:
+            return None
+        keys = [shard.key(session_id), *shard.indexes]
+        found = await self._run("delete", keys, [session_id, shard.prefix, _user_arg(user_id)])
         if not found:
             return None
         record = _record(session_id, found)
@@ -449,8 +520,13 @@ class RedisStore:
     async def rotate(
         self, session_id: str, new_id: str, now: float, user_id: str | None = None
     ) -> SessionRecord | None:
-        keys = [self._key(session_id), self._key(new_id), self._idx, self._exp, self._stats_key]
-        found = await self._run("rotate", keys, [session_id, new_id, self.prefix, repr(now), _user_arg(user_id)])
+        shard = self._shard(session_id)
+        if shard is None:
+            return None
+        if self._shard(new_id) is not shard:
+            raise SessionStoreException("a rotated id must stay in its shard (use new_id(..., like=old id))")
+        keys = [shard.key(session_id), shard.key(new_id), *shard.indexes]
+        found = await self._run("rotate", keys, [session_id, new_id, shard.prefix, repr(now), _user_arg(user_id)])
         if found == 0:
             raise SessionStoreException("session id already stored")
         if not found:
@@ -460,21 +536,25 @@ class RedisStore:
         return _record(new_id, fields)
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
-        keys = [self._idx, self._exp, self._stats_key]
-        total, page = await self._run("list_user", keys, [self.prefix, repr(now), _user_arg(user_id), limit, offset])
+        shard = self._owner_shard(user_id)
+        args = [shard.prefix, repr(now), _user_arg(user_id), limit, offset]
+        total, page = await self._run("list_user", shard.indexes, args)
         return [_record(sid.decode(), fields) for sid, fields in page], int(total)
 
     async def revoke_user(self, user_id: str, now: float) -> int:
-        keys = [self._idx, self._exp, self._stats_key]
-        ended = await self._run("revoke_user", keys, [self.prefix, repr(now), _user_arg(user_id)])
+        shard = self._owner_shard(user_id)
+        ended = await self._run("revoke_user", shard.indexes, [shard.prefix, repr(now), _user_arg(user_id)])
         self._report(ended)
         return sum(reason == b"revoked" for *_, reason in ended)
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
+        shard = self._shards[part]
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
-        args = [self.prefix, repr(now), max_idle, limit, int(self.report_ended), *exclude]
-        keys = [self._idx, self._exp, self._stats_key]
-        removed, freed, lifetime, failed, ended = await self._run("remove_idle", keys, args)
+        skip = [sid for sid in exclude if shard_of_id(sid) == part]
+        args = [shard.prefix, repr(now), max_idle, limit, int(self.report_ended), *skip]
+        removed, freed, lifetime, failed, ended = await self._run("remove_idle", shard.indexes, args)
         self._report(ended)
         return BatchResult(
             removed=int(removed),
@@ -488,14 +568,21 @@ class RedisStore:
         """Redis enforces its own maxmemory policy; this store never evicts on a write."""
 
     async def refresh_stats(self, now: float) -> None:
-        """Read counts and bytes from Redis, so every replica reports the same numbers."""
+        """Read counts and bytes from Redis, so every replica reports the same numbers: three commands per
+        shard in one pipeline (on a cluster, one round trip per master), added up."""
         try:
-            keys = [self._idx, self._exp, self._stats_key]
-            stored, expired, stored_bytes = await self._run("stats", keys, [repr(now)])
-        except SessionStoreException as exc:
-            self._snapshot_error = str(exc)
-            raise
-        self._snapshot = StoreStats(int(stored), int(expired), int(stored_bytes))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in self._shards:
+                    _, exp, stats = shard.indexes
+                    pipe.zcard(exp)
+                    pipe.zcount(exp, "-inf", repr(now))
+                    pipe.hget(stats, "bytes")
+                replies = await pipe.execute()
+        except RedisError as exc:
+            self._snapshot_error = f"redis stats failed: {type(exc).__name__}: {exc}"
+            raise SessionStoreException(self._snapshot_error) from exc
+        stored, expired, stored_bytes = (sum(int(x or 0) for x in replies[i::3]) for i in range(3))
+        self._snapshot = StoreStats(stored, expired, stored_bytes)
         self._snapshot_at = time.monotonic()
         self._snapshot_error = None
 
@@ -516,19 +603,25 @@ class RedisStore:
         with contextlib.suppress(SessionStoreException):  # recorded in _snapshot_error; stats() reports it
             await self.refresh_stats(now)
 
-    async def acquire_lease(self, ttl_s: float) -> str | None:
-        token = secrets.token_hex(16)
+    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
+        token, shard = secrets.token_hex(16), self._shards[part]
         try:
-            taken = await self._client.set(self._lease, token, nx=True, px=int(ttl_s * 1000))
+            taken = await self._client.set(shard.lease, token, nx=True, px=int(ttl_s * 1000))
         except RedisError as exc:
             raise SessionStoreException(f"redis lease failed: {type(exc).__name__}: {exc}") from exc
-        return token if taken else None
+        if not taken:
+            return None
+        self._leases[token] = shard
+        return token
 
     async def renew_lease(self, token: str, ttl_s: float) -> bool:
-        return bool(await self._run("renew", [self._lease], [token, int(ttl_s * 1000)]))
+        shard = self._leases.get(token)
+        return shard is not None and bool(await self._run("renew", [shard.lease], [token, int(ttl_s * 1000)]))
 
     async def release_lease(self, token: str) -> None:
-        await self._run("release", [self._lease], [token])
+        shard = self._leases.pop(token, None)
+        if shard is not None:
+            await self._run("release", [shard.lease], [token])
 
     async def close(self) -> None:
         if self._refreshing is not None:

@@ -16,10 +16,10 @@ ROUNDS = 12
 ABANDONED_PER_ROUND = 40
 
 
-async def test_three_replicas_share_one_session_space(redis_url: str, clock: FakeClock) -> None:
+async def test_three_replicas_share_one_session_space(any_redis_url: str, clock: FakeClock) -> None:
     rng = random.Random(11)
     settings = Settings(cleanup_batch_size=7, cleanup_enabled=True)
-    replicas = [SessionManager(RedisStore(redis_url), settings=settings, clock=clock) for _ in range(REPLICAS)]
+    replicas = [SessionManager(RedisStore(any_redis_url), settings=settings, clock=clock) for _ in range(REPLICAS)]
     for replica in replicas:
         await replica.start_cleanup_scheduler(0.0005)  # ~30 ms of real time, with jitter
     keepers = [(await rng.choice(replicas).create_session("keeper")).session_id for _ in range(10)]

@@ -192,10 +192,10 @@ async def test_concurrent_revoke_and_creates(manager_on: SessionManager) -> None
         await manager_on.revoke_user_sessions("dave")
 
 
-async def test_three_replicas_report_each_ending_exactly_once(redis_url: str, clock: FakeClock) -> None:
+async def test_three_replicas_report_each_ending_exactly_once(any_redis_url: str, clock: FakeClock) -> None:
     rng = random.Random(7)
     settings = Settings(cleanup_batch_size=5, cleanup_enabled=True, max_per_user=2)
-    replicas = [SessionManager(RedisStore(redis_url), settings=settings, clock=clock) for _ in range(3)]
+    replicas = [SessionManager(RedisStore(any_redis_url), settings=settings, clock=clock) for _ in range(3)]
     seen: list[tuple[int, str, str]] = []
     for i, replica in enumerate(replicas):
         replica.add_session_end_listener(lambda end, i=i: seen.append((i, end.session_id, end.reason)))

@@ -25,9 +25,11 @@ class GraveyardStore(MemoryStore):
         super().__init__()
         self.graveyard: list[Any] = []
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         self.graveyard.extend(self._record(sid) for sid in due_ids(self, now, max_idle_s)[:limit])
-        return await super().remove_idle(now, max_idle_s, limit, exclude)
+        return await super().remove_idle(now, max_idle_s, limit, exclude, part)
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Any:
         self.graveyard.append(self._record(session_id))

@@ -30,14 +30,23 @@ def tag(benchmark: Any, group: str, **info: Any) -> None:
 
 @pytest.mark.parametrize("n", SIZES)
 def test_cleanup_expired_ours(benchmark: Any, loop: asyncio.AbstractEventLoop, n: int) -> None:
-    tag(benchmark, f"cleanup {n:,} expired", kind="ours", n=n, live=0)
+    """Each round first times the dict floor on the same N, then ours: the gate divides round by round
+    (ours_i / floor_i, median), so a machine that slows down between two benchmarks cannot move it."""
+    tag(benchmark, f"cleanup {n:,} expired", kind="ours", n=n, live=0, paired_floor_s=[], paired_ours_s=[])
+    ids = session_ids(n)
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        store = peers.floor_dict(ids)
+        started = time.perf_counter()
+        peers.floor_delete(store, ids)
+        benchmark.extra_info["paired_floor_s"].append(time.perf_counter() - started)
         manager, _ = populated_manager(loop, expired=n)
         return (manager,), {}
 
     def run(manager: Any) -> None:
+        started = time.perf_counter()
         assert loop.run_until_complete(manager.cleanup_inactive_sessions()) == n
+        benchmark.extra_info["paired_ours_s"].append(time.perf_counter() - started)
 
     benchmark.pedantic(run, setup=setup, rounds=rounds_for(n), iterations=1)
 

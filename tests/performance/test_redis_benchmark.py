@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis import RedisStore, connect
+from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_tags
 from tests.redis_server import RedisServer
 from tests.support import EPOCH, FakeClock
 
@@ -20,24 +21,27 @@ TIMEOUT_S = 30 * 60.0
 
 
 async def fill(url: str, n: int, live: int = 0, timeouts: int = 1) -> None:
-    """n expired sessions in the RedisStore layout, then `live` ones active at EPOCH + TIMEOUT_S whose
-    timeouts are spread over `timeouts` distinct values; written with pipelines."""
-    client = aioredis.Redis.from_url(url)
+    """n expired sessions in the RedisStore layout (each in a random shard), then `live` ones active at
+    EPOCH + TIMEOUT_S whose timeouts are spread over `timeouts` distinct values; written with pipelines
+    (on a cluster, one per master per chunk)."""
+    client = connect(url)
     await client.flushall()
+    prefixes = [f"faultmaven:{{{tag}}}" for tag in shard_tags()]
     for start in range(0, n + live, 5000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + 5000, n + live)):
-            sid = secrets.token_urlsafe(32)
+            shard = secrets.randbelow(SHARDS)
+            sid, prefix = new_sharded_id(shard), prefixes[shard]
             active = EPOCH if i < n else EPOCH + TIMEOUT_S
             timeout = TIMEOUT_S + 60.0 * (i % timeouts if i >= n else 0)
             fields = {"user": "", "client": "", "type": "troubleshooting", "created": repr(active)}
             fields |= {"active": repr(active), "timeout": repr(timeout), "abs": repr(active + 86_400.0)}
             fields |= {"data": b"{}", "meta": b"{}", "cost": 200}
-            pipe.hset(f"faultmaven:s:{sid}", mapping=fields)
-            pipe.zadd("faultmaven:idx", {sid: active})
-            pipe.zadd("faultmaven:exp", {sid: active + timeout})
+            pipe.hset(f"{prefix}s:{sid}", mapping=fields)
+            pipe.zadd(f"{prefix}idx", {sid: active})
+            pipe.zadd(f"{prefix}exp", {sid: active + timeout})
+            pipe.hincrby(f"{prefix}stats", "bytes", 200)
         await pipe.execute()
-    await client.hset("faultmaven:stats", "bytes", 200 * (n + live))
     await client.aclose()
 
 
@@ -54,8 +58,10 @@ async def scan_cleanup(url: str, now: float) -> int:
         if expired:
             pipe = client.pipeline(transaction=False)
             for key in expired:
+                shard_prefix, _, sid = key.decode().rpartition("s:")
                 pipe.delete(key)
-                pipe.zrem("faultmaven:idx", key.decode().rsplit(":", 1)[1])
+                pipe.zrem(shard_prefix + "idx", sid)
+                pipe.zrem(shard_prefix + "exp", sid)
             await pipe.execute()
             removed += len(expired)
     await client.aclose()
@@ -65,7 +71,7 @@ async def scan_cleanup(url: str, now: float) -> int:
 async def _scan_pages(client: Any) -> Any:
     cursor = 0
     while True:
-        cursor, keys = await client.scan(cursor, match="faultmaven:s:*", count=1000)
+        cursor, keys = await client.scan(cursor, match="faultmaven:{*}s:*", count=1000)
         if keys:
             yield keys
         if cursor == 0:
@@ -79,16 +85,20 @@ def redis_loop() -> Any:
     loop.close()
 
 
-@pytest.mark.parametrize("batch", [50, 500])
-def test_redis_cleanup_ours(benchmark: Any, redis_server: RedisServer, redis_loop: Any, batch: int) -> None:
+@pytest.mark.parametrize(("where", "batch"), [("redis", 50), ("redis", 500), ("redis-cluster", 500)])
+def test_redis_cleanup_ours(
+    benchmark: Any, request: pytest.FixtureRequest, redis_loop: Any, where: str, batch: int
+) -> None:
+    """On one node, and on the local cluster of 3 masters (gated: no less than 0.5x the node's rate)."""
     benchmark.group = "redis cleanup 100k expired"
-    benchmark.extra_info.update(kind=f"redis-ours-{batch}", n=N, live=0)
+    benchmark.extra_info.update(kind=f"{where}-ours-{batch}", n=N, live=0)
     clock = FakeClock(EPOCH + TIMEOUT_S)
+    url = request.getfixturevalue("redis_server" if where == "redis" else "redis_cluster").url
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        redis_loop.run_until_complete(fill(redis_server.url, N))
+        redis_loop.run_until_complete(fill(url, N))
         settings = Settings(cleanup_batch_size=batch, cleanup_enabled=False)
-        return (SessionManager(RedisStore(redis_server.url), settings=settings, clock=clock),), {}
+        return (SessionManager(RedisStore(url), settings=settings, clock=clock),), {}
 
     def run(manager: SessionManager) -> None:
         assert redis_loop.run_until_complete(manager.cleanup_inactive_sessions()) == N

@@ -73,10 +73,14 @@ class PeekableRedisStore(RedisStore):
     """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
 
     async def user_index(self, user: str) -> list[str]:
-        return [sid.decode() for sid in await self._client.zrevrange(f"{self.prefix}u:{user}", 0, -1)]
+        key = f"{self._owner_shard(user).prefix}u:{user}"
+        return [sid.decode() for sid in await self._client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
-        active, data = await self._client.hmget(self._key(session_id), ["active", "data"])
+        shard = self._shard(session_id)
+        if shard is None:
+            return None
+        active, data = await self._client.hmget(shard.key(session_id), ["active", "data"])  # type: ignore[misc]
         return None if active is None else (float(active), json.loads(data))
 
 

@@ -25,7 +25,9 @@ class RemovesWithoutRecheck(PeekableStore):
 
     prefetched: list[str] | None = None
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         batch = self.prefetched if self.prefetched is not None else due_ids(self, now, max_idle_s)[:limit]
         result = _remove_listed(self, batch)
         self.prefetched = due_ids(self, now, max_idle_s)[:limit]
@@ -40,7 +42,9 @@ class RemovesTheStartingList(PeekableStore):
 
     listed: list[str] | None = None
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         if self.listed is None:
             self.listed = due_ids(self, now, max_idle_s)
         batch, self.listed = self.listed[:limit], self.listed[limit:]
@@ -54,7 +58,9 @@ class RemovesTheStartingList(PeekableStore):
 class CleanupUsesTheDefaultTimeout(PeekableStore):
     """Cleanup judges every session by the default timeout instead of its own."""
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         limits = [T] if max_idle_s is None else [T, max_idle_s]
         due = [sid for sid, node in self._index.items() if now - node[mem.ACTIVE] >= min(limits)]
         due += [sid for sid, node in self._index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
@@ -137,10 +143,12 @@ class ForgetsTheUserIndexOnCleanup(PeekableStore):
 
     cleaning = False
 
-    async def remove_idle(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+    async def remove_idle(
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+    ) -> BatchResult:
         self.cleaning = True
         try:
-            return await super().remove_idle(now, max_idle_s, limit, exclude)
+            return await super().remove_idle(now, max_idle_s, limit, exclude, part)
         finally:
             self.cleaning = False
 
@@ -153,7 +161,7 @@ class FiresAnEventTwice(PeekableStore):
     """Reports the first ending of every call twice."""
 
     def take_ended(self) -> list[Any]:
-        ended = super().take_ended()
+        ended = list(super().take_ended())
         return ended + ended[:1]
 
 

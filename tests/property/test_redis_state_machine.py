@@ -13,12 +13,17 @@ from tests.property import machine
 from tests.redis_server import RedisServer
 
 
-def test_session_state_machine_on_redis(redis_server: RedisServer) -> None:
-    def fresh_store() -> machine.PeekableRedisStore:
-        redis_server.flush()
-        return machine.PeekableRedisStore(redis_server.url)
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+def test_session_state_machine_on_redis(request: pytest.FixtureRequest, where: str) -> None:
+    """On one node and on the local cluster (3 masters): the same machine, the same model."""
+    server = request.getfixturevalue("redis_server" if where == "redis" else "redis_cluster")
+    url = server.url if where == "redis" else request.getfixturevalue("cluster_url")
 
-    examples = 150 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 25
+    def fresh_store() -> machine.PeekableRedisStore:
+        server.flush()
+        return machine.PeekableRedisStore(url)
+
+    examples = (150 if where == "redis" else 60) if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 25
     before = machine.STEPS[0]
     run_state_machine_as_test(
         machine.build_machine(fresh_store, "RedisSessionMachine"), settings=settings(max_examples=examples)

@@ -73,7 +73,8 @@ def test_every_variable_is_read() -> None:
         ("SESSION_MAX_PER_USER", "-1"),
         ("SESSION_MAX_PER_USER", "ten"),
         ("SESSION_USER_HEADER", "X User"),
-        ("SESSION_STORE_URL", "redis+cluster://127.0.0.1:7000"),  # not served yet: refused, never half-used
+        ("SESSION_STORE_URL", "redis+cluster://127.0.0.1:7000,:7001"),
+        ("SESSION_STORE_URL", "redis+cluster://127.0.0.1:70000"),
     ],
 )
 def test_bad_values_raise_one_line_naming_variable_and_value(name: str, value: str) -> None:
