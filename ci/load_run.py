@@ -1,6 +1,7 @@
 """Load harness runner: a real uvicorn server, real locust traffic, cleanup running all along.
 
     python ci/load_run.py [--duration 45] [--users 60] [--out loadtest/out]
+    python ci/load_run.py --cluster --workers 2      # on a local Redis Cluster (3 masters, 3 replicas)
 
 Starts `python -m faultmaven` on a free 127.0.0.1 port with a short timeout and cleanup interval, waits
 until it is healthy, runs locust headless for a bounded time, stops the server, writes locust's CSV and
@@ -147,18 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-minutes", default="0.05")
     parser.add_argument("--store-url", default="memory://")
     parser.add_argument("--redis", action="store_true", help="start a redis-server and use the Redis store")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (more than 1 needs --redis)")
+    parser.add_argument("--cluster", action="store_true", help="start a local Redis Cluster and use it")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (more than 1 needs --redis/--cluster)")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "out")
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    redis = None
+    redis: Any = None
+    sys.path.insert(0, str(ROOT))
     if args.redis:
-        sys.path.insert(0, str(ROOT))
         from tests.redis_server import RedisServer
 
         redis = RedisServer()
+    elif args.cluster:
+        from tests.redis_cluster import RedisCluster
+
+        redis = RedisCluster()
+    if redis is not None:
         redis.start()
         args.store_url = redis.url
     try:

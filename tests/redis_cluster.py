@@ -94,6 +94,11 @@ class RedisCluster:
 
         self._wait(ok, "the cluster did not reach cluster_state:ok", timeout)
 
+    def wait_master(self, port: int, timeout: float = 30.0) -> None:
+        """Until `port` serves as a master (a replica promoted after its master failed), then every slot."""
+        self._wait(lambda: "role:master" in _command(port, "INFO", "replication"), f"{port} was not promoted", timeout)
+        self.wait_ok(timeout)
+
     def masters(self) -> list[int]:
         """Ports of the running masters."""
         return [port for port in self.procs if "role:master" in _command(port, "INFO", "replication")]

@@ -341,6 +341,10 @@ def _record(session_id: str, f: list[bytes]) -> SessionRecord:
     )
 
 
+POOL_SIZE = 128  # connections to one node, per process
+CLUSTER_MAX_CONNECTIONS = 1024  # per node, per process
+
+
 @dataclass(frozen=True, slots=True)
 class _Shard:
     """The keys of one shard: every one carries the shard's hash tag."""
@@ -363,7 +367,10 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
     """A client for redis://... (one node) or redis+cluster://[user:password@]host:port[,host:port...]."""
     options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
     if not url.startswith("redis+cluster://"):
-        return aioredis.Redis.from_url(url, **options)
+        # A burst beyond the pool waits (up to 5 s) for a free connection instead of failing at once, as
+        # redis-py's default pool does past 100 connections.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5, **options)
+        return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     parts = urlsplit(url)
     hosts = parts.netloc.rpartition("@")[2]
     nodes = [ClusterNode(host, int(port)) for host, _, port in (item.rpartition(":") for item in hosts.split(","))]
@@ -371,7 +378,9 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
         options["username"] = unquote(parts.username)
     if parts.password:
         options["password"] = unquote(parts.password)
-    return RedisCluster(startup_nodes=nodes, **options)
+    # redis-py's cluster client fails a call (MaxConnectionsError) rather than wait once a node has
+    # max_connections in use (32 by default): a burst of concurrent requests must not fail so.
+    return RedisCluster(startup_nodes=nodes, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
 
 
 class RedisStore:
