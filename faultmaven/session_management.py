@@ -117,6 +117,8 @@ class SessionManager:
         self._ended = 0
         self._ended_lifetime_s = 0.0
         self._evicted = 0
+        self._deleted = 0
+        self._cleaned_idle = 0
         self._rejected = 0
         self._cleanup_skipped = 0
         self._created = 0
@@ -292,6 +294,7 @@ class SessionManager:
         self._publish()
         if ended is None:
             return False
+        self._deleted += 1
         self._ended += 1
         self._ended_lifetime_s += ended.lifetime_s
         log.debug("Session deleted", extra={"session": fingerprint(session_id), "was_live": ended.was_live})
@@ -372,6 +375,7 @@ class SessionManager:
             tally.removed += batch.removed
             tally.freed += batch.freed_bytes
             self._sessions_cleaned += batch.removed
+            self._cleaned_idle += batch.idle
             self._ended += batch.removed
             self._ended_lifetime_s += batch.lifetime_s
             if batch.failed:
@@ -465,6 +469,18 @@ class SessionManager:
     async def refresh_store_stats(self) -> None:
         """Read the store's counts now (a Redis store otherwise serves a snapshot refreshed in the background)."""
         await self.store.refresh_stats(self._now())
+
+    def ended_by_reason(self) -> dict[str, int]:
+        """Sessions this process ended, by the reason a SessionEnd would carry (Prometheus' `reason`)."""
+        return {
+            "expired": self._sessions_cleaned - self._cleaned_idle,
+            "idle": self._cleaned_idle,
+            "deleted": self._deleted,
+            "revoked": self._revoked,
+            "user_limit": self._user_limit,
+            "evicted": self._evicted,
+            "rotated": self._rotated,
+        }
 
     def get_session_metrics(self) -> dict[str, int | float | None]:
         """Counters and store counts; O(1) amortised, safe to call on every request."""

@@ -13,12 +13,18 @@ from faultmaven.session_management import SessionManager
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+_MIB = 1024 * 1024
+# JSON metric key -> (Prometheus name, help, factor to base units: bytes, seconds)
 _GAUGES = {
-    "active_sessions": ("faultmaven_sessions_active", "Live sessions stored."),
-    "expired_sessions": ("faultmaven_sessions_expired", "Expired sessions awaiting cleanup."),
-    "memory_usage_mb": ("faultmaven_session_store_memory_mb", "Estimated session store memory in MiB."),
-    "scheduler_running": ("faultmaven_session_cleanup_scheduler_up", "1 while the cleanup scheduler runs."),
-    "last_cleanup_duration_ms": ("faultmaven_session_cleanup_last_duration_ms", "Duration of the last run."),
+    "active_sessions": ("faultmaven_sessions_active", "Live sessions stored.", 1),
+    "expired_sessions": ("faultmaven_sessions_expired", "Expired sessions awaiting cleanup.", 1),
+    "memory_usage_mb": ("faultmaven_session_store_memory_bytes", "Estimated session store memory.", _MIB),
+    "scheduler_running": ("faultmaven_session_cleanup_scheduler_up", "1 while the cleanup scheduler runs.", 1),
+    "last_cleanup_duration_ms": (
+        "faultmaven_session_cleanup_last_duration_seconds",
+        "Duration of the last cleanup run.",
+        1e-3,
+    ),
 }
 _COUNTERS = {
     "cleanup_runs": ("faultmaven_session_cleanup_runs", "Finished cleanup runs."),
@@ -26,6 +32,10 @@ _COUNTERS = {
     "cleanup_errors_total": ("faultmaven_session_cleanup_errors", "Per-session cleanup failures and failed runs."),
     "sessions_evicted_total": ("faultmaven_sessions_evicted", "Sessions evicted to stay under the memory budget."),
     "sessions_rejected_total": ("faultmaven_sessions_rejected", "Sessions refused as larger than the budget."),
+    "sessions_created_total": ("faultmaven_sessions_created", "Sessions created."),
+    "sessions_resumed_total": ("faultmaven_sessions_resumed", "Creates that resumed a live session by client_id."),
+    "sessions_rotated_total": ("faultmaven_sessions_rotated", "Session ids rotated."),
+    "sessions_revoked_total": ("faultmaven_sessions_revoked", "Live sessions ended by a revoke-all."),
 }
 
 
@@ -43,12 +53,18 @@ class SessionCollector:
             yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=0)
             return
         yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=1)
-        for key, (name, doc) in _GAUGES.items():
+        for key, (name, doc, factor) in _GAUGES.items():
             value = metrics.get(key)
             if value is not None:
-                yield GaugeMetricFamily(name, doc, value=float(value))
+                yield GaugeMetricFamily(name, doc, value=float(value) * factor)
         for key, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
+        ended = CounterMetricFamily(
+            "faultmaven_sessions_ended", "Sessions ended by this process, by reason.", labels=["reason"]
+        )
+        for reason, count in self._manager().ended_by_reason().items():
+            ended.add_metric([reason], float(count))
+        yield ended
         hist = self._manager().cleanup_durations
         yield HistogramMetricFamily(
             "faultmaven_session_cleanup_duration_seconds",

@@ -19,6 +19,7 @@ class BatchResult:
     """What one cleanup batch did."""
 
     removed: int = 0
+    idle: int = 0  # of the removed, those a max-age run took before they expired
     lifetime_s: float = 0.0  # sum of last_activity - created_at over the removed sessions
     freed_bytes: int = 0
     failed: list[str] = field(default_factory=list)  # ids whose removal failed; the run skips them

@@ -429,7 +429,7 @@ class ExpiryLists:
         index, lanes, mark, cfrontier = self._index, self._lanes, self._mark, self._cfrontier
         report, swept = self.report_ended, self._swept.append
         requeue: list[float] = []
-        space, count, freed, lifetime, counted = room(), 0, 0, 0.0, 0
+        space, count, freed, lifetime, counted, idle = room(), 0, 0, 0.0, 0, 0
         head = unset = object()  # the creation list's new head, once a removal moved it
         old_head: str | None = None  # the head this pass removed last (its successor's back link names it)
         for timeout in self._due_lanes(heap, is_due, deadline_heap):
@@ -457,12 +457,13 @@ class ExpiryLists:
                 else:
                     self._unlink_creation_middle(cprev, node[3])
                 static = node[6]
-                if report:
-                    if max_idle_s is None or now >= active + timeout or now >= static[5]:
-                        swept(sid)  # two appends: the cheapest record of an expired session
-                        swept(node)
-                    else:
+                if max_idle_s is not None and now < active + timeout and now < static[5]:
+                    idle += 1  # removed by the max age, not expired
+                    if report:
                         self._ended += (sid, node, "idle")
+                elif report:
+                    swept(sid)  # two appends: the cheapest record of an expired session
+                    swept(node)
                 if node[5] == mark:  # counted: it may be a frontier
                     counted += 1
                     if sid == lane.frontier:
@@ -491,6 +492,7 @@ class ExpiryLists:
         result.freed_bytes += freed
         result.lifetime_s += lifetime
         result.removed += count
+        result.idle += idle
         for timeout in requeue:
             self._requeue(timeout, deadline_heap)
 

@@ -257,7 +257,7 @@ local max_idle = tonumber(ARGV[3])
 local report = ARGV[5] == '1'  -- endings only while someone listens: they cost the reply its size
 local excluded = {}
 for i = 6, #ARGV do excluded[ARGV[i]] = true end
-local removed, freed, lifetime, failed, gone, keys, ended = 0, 0, 0, {}, {}, {}, {}
+local removed, idle, freed, lifetime, failed, gone, keys, ended = 0, 0, 0, 0, {}, {}, {}, {}
 local seen = {}  -- ids the first sweep took: the second one (max age) must not count them again
 local function sweep(index, upto, by_idle)
   local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 5)
@@ -277,6 +277,7 @@ local function sweep(index, upto, by_idle)
         if not expired and not (by_idle and now - active >= max_idle) then
           return  -- the re-check: in use again, and everything after it in this index too
         end
+        if not expired then idle = idle + 1 end
         if report then ended[#ended + 1] = {id, f[6], f[7], f[4], f[1], expired and 'expired' or 'idle'} end
         gone[#gone + 1] = id
         keys[#keys + 1] = key
@@ -301,7 +302,7 @@ for i = 1, #keys, 500 do
   redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
 end
 if freed > 0 then redis.call('HINCRBY', KEYS[3], 'bytes', -freed) end
-return {removed, freed, num(lifetime), failed, ended}
+return {removed, freed, num(lifetime), failed, ended, idle}
 """
 )
 
@@ -563,10 +564,11 @@ class RedisStore:
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
         skip = [sid for sid in exclude if shard_of_id(sid) == part]
         args = [shard.prefix, repr(now), max_idle, limit, int(self.report_ended), *skip]
-        removed, freed, lifetime, failed, ended = await self._run("remove_idle", shard.indexes, args)
+        removed, freed, lifetime, failed, ended, idle = await self._run("remove_idle", shard.indexes, args)
         self._report(ended)
         return BatchResult(
             removed=int(removed),
+            idle=int(idle),
             lifetime_s=float(lifetime),
             freed_bytes=int(freed),
             failed=[f.decode() for f in failed],

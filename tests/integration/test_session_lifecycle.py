@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores import BatchResult, MemoryStore, SessionStore
 from tests.conftest import open_client
 from tests.support import DownStore, FakeClock, HookedStore
 
@@ -234,3 +235,43 @@ async def test_admin_cleanup_route(clock: FakeClock) -> None:
 async def test_admin_cleanup_route_is_off_without_a_token(client: httpx.AsyncClient) -> None:
     response = await client.post(f"{API}/cleanup", headers={"authorization": "Bearer anything"})
     assert response.status_code == 404
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.M)
+    assert match, f"{name}{labels} is not exported"
+    return float(match.group(1))
+
+
+async def test_prometheus_ends_by_reason_in_base_units(make_store: Callable[[], SessionStore], clock: FakeClock) -> None:
+    """Every way a session ends lands in faultmaven_sessions_ended_total under its own reason; memory is in
+    bytes and durations in seconds (Prometheus conventions), the JSON metrics keep their units."""
+    settings = Settings(max_per_user=1, cleanup_enabled=False, user_header="X-User-ID")
+    manager = SessionManager(make_store(), settings=settings, clock=clock)
+    async for client in open_client(manager):
+        ann, bob = {"X-User-ID": "ann"}, {"X-User-ID": "bob"}
+        first = (await client.post(API, headers=ann)).json()["session_id"]
+        second = (await client.post(API, headers=ann)).json()["session_id"]  # ends `first`: user_limit
+        assert (await client.post(f"{API}/{second}/rotate", headers=ann)).status_code == 200  # rotated
+        await client.post(API, headers=bob)
+        assert (await client.delete(API, headers=bob)).json() == {"revoked": 1}  # revoked
+        doomed = (await client.post(API, headers={"X-User-ID": "cy"})).json()["session_id"]
+        assert (await client.delete(f"{API}/{doomed}", headers={"X-User-ID": "cy"})).status_code == 204  # deleted
+        for user in ("dee", "eve"):
+            await client.post(API, headers={"X-User-ID": user})
+        clock.advance(minutes=10)
+        assert await manager.cleanup_inactive_sessions(max_age_minutes=5) == 3  # idle: ann's, dee's, eve's
+        await client.post(API, headers={"X-User-ID": "fay"})
+        clock.advance(minutes=31)
+        assert await manager.cleanup_inactive_sessions() == 1  # expired: fay's
+        text = (await client.get("/metrics")).text
+        as_json = (await client.get(f"{API}/metrics")).json()
+    expected = {"expired": 1, "idle": 3, "deleted": 1, "revoked": 1, "user_limit": 1, "evicted": 0, "rotated": 1}
+    for reason, count in expected.items():
+        assert _sample(text, "faultmaven_sessions_ended_total", f'{{reason="{reason}"}}') == count
+    for name, key in [("created", "sessions_created_total"), ("rotated", "sessions_rotated_total")]:
+        assert _sample(text, f"faultmaven_sessions_{name}_total") == as_json[key] > 0
+    assert _sample(text, "faultmaven_session_store_memory_bytes") == as_json["memory_usage_mb"] * 1024 * 1024
+    seconds = _sample(text, "faultmaven_session_cleanup_last_duration_seconds")
+    assert seconds == as_json["last_cleanup_duration_ms"] / 1000 and seconds < 60
+    assert "faultmaven_session_store_memory_mb" not in text
