@@ -243,7 +243,9 @@ def _sample(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1))
 
 
-async def test_prometheus_ends_by_reason_in_base_units(make_store: Callable[[], SessionStore], clock: FakeClock) -> None:
+async def test_prometheus_ends_by_reason_in_base_units(
+    make_store: Callable[[], SessionStore], clock: FakeClock
+) -> None:
     """Every way a session ends lands in faultmaven_sessions_ended_total under its own reason; memory is in
     bytes and durations in seconds (Prometheus conventions), the JSON metrics keep their units."""
     settings = Settings(max_per_user=1, cleanup_enabled=False, user_header="X-User-ID")
@@ -252,6 +254,7 @@ async def test_prometheus_ends_by_reason_in_base_units(make_store: Callable[[], 
         ann, bob = {"X-User-ID": "ann"}, {"X-User-ID": "bob"}
         first = (await client.post(API, headers=ann)).json()["session_id"]
         second = (await client.post(API, headers=ann)).json()["session_id"]  # ends `first`: user_limit
+        assert (await client.get(f"{API}/{first}", headers=ann)).status_code == 404
         assert (await client.post(f"{API}/{second}/rotate", headers=ann)).status_code == 200  # rotated
         await client.post(API, headers=bob)
         assert (await client.delete(API, headers=bob)).json() == {"revoked": 1}  # revoked
