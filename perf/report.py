@@ -75,6 +75,54 @@ def redis_lines(results: Results) -> list[str]:
     return lines
 
 
+HTTP_KINDS = {
+    "http-get": "GET /sessions/{id}",
+    "http-heartbeat": "POST .../heartbeat",
+    "http-create": "POST /sessions",
+    "http-health": "GET /health",
+    "http-get-redis-2-workers": "GET, Redis, 2 workers",
+}
+
+
+def http_results(results: Results) -> dict[str, dict[str, object]]:
+    return {kind: value for (kind, _, _), value in results.by_tag.items() if kind in HTTP_KINDS}
+
+
+def plot_http(results: Results, path: Path) -> None:
+    """One bar per route: its requests/s as a fraction of the bare FastAPI route's, measured beside it."""
+    found = http_results(results)
+    names = [HTTP_KINDS[kind] for kind in HTTP_KINDS if kind in found]
+    ratios = [float(found[kind]["ratio"]) for kind in HTTP_KINDS if kind in found]  # type: ignore[arg-type]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh(names[::-1], ratios[::-1], color="#3e7cb1")
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="requests/s as a fraction of the bare route's (wrk, same run)", xlim=(0, 1.1),
+           title="HTTP: our routes against a bare FastAPI route")  # fmt: skip
+    for y, ratio in enumerate(ratios[::-1]):
+        ax.text(ratio + 0.01, y, f"{ratio:.2f}x", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def http_lines(results: Results) -> list[str]:
+    found = http_results(results)
+    if not found:
+        return []
+    lines = ["", "## HTTP path (wrk against uvicorn, a bare FastAPI route beside it)", ""]
+    lines += ["![ratios to the bare route](plots/http_ratios.png)", ""]
+    lines += ["| route | ours req/s | p50 | p99 | bare req/s | p50 | p99 | ratio |", "|---" * 8 + "|"]
+    for kind, name in HTTP_KINDS.items():
+        if kind in found:
+            ours, bare = found[kind]["ours"], found[kind]["bare"]
+            lines.append(
+                f"| {name} | {ours['rps']:,.0f} | {ours['p50_ms']:.1f} ms | {ours['p99_ms']:.1f} ms | "  # type: ignore[index]
+                f"{bare['rps']:,.0f} | {bare['p50_ms']:.1f} ms | {bare['p99_ms']:.1f} ms | "  # type: ignore[index]
+                f"{found[kind]['ratio']:.2f}x |"
+            )
+    return lines
+
+
 def markdown(results: Results, data: dict[str, object]) -> str:
     lines = [
         "# Benchmark report",
@@ -125,6 +173,7 @@ def markdown(results: Results, data: dict[str, object]) -> str:
         f"- Per operation with 100,000 stored: create {ops['create'] * 1e6:.1f} µs, get {ops['get'] * 1e6:.1f} µs, "
         f"touch {ops['touch'] * 1e6:.1f} µs.",
         *redis_lines(results),
+        *http_lines(results),
         "",
         "## Gate",
         "",
@@ -146,6 +195,9 @@ def main(argv: list[str]) -> int:
     plot_expired(results, HERE / "plots" / "cleanup_expired.png")
     print("report: plotting cleanup among live sessions")
     plot_live(results, HERE / "plots" / "cleanup_among_live.png")
+    if http_results(results):
+        print("report: plotting the HTTP ratios")
+        plot_http(results, HERE / "plots" / "http_ratios.png")
     (HERE / "report.md").write_text(markdown(results, data))
     print(f"report: wrote {HERE / 'report.md'} and {HERE / 'plots'}/*.png")
     return 0

@@ -48,7 +48,7 @@ def test_cleanup_expired_ours(benchmark: Any, loop: asyncio.AbstractEventLoop, n
         assert loop.run_until_complete(manager.cleanup_inactive_sessions()) == n
         benchmark.extra_info["paired_ours_s"].append(time.perf_counter() - started)
 
-    benchmark.pedantic(run, setup=setup, rounds=rounds_for(n), iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=max(5, rounds_for(n)), iterations=1)  # the gate takes a median
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -42,7 +42,7 @@ class Server:
             env=full_env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # our access log writes a JSON line per request here, as in production
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -70,12 +70,12 @@ class Server:
 
 def serve_ours(workers: int, store_url: str = "memory://") -> Server:
     env = {"SESSION_STORE_URL": store_url, "SESSION_HEALTH_MAX_ACTIVE": "100000000", "SESSION_MAX_MEMORY_MB": "4096"}
-    args = ["-m", "faultmaven", "--log-level", "warning", "--workers", str(workers)]
+    args = ["-m", "faultmaven", "--workers", str(workers)]  # as served by default: info, the access log on
     return Server(args, env, "/health")
 
 
 def serve_bare(workers: int) -> Server:
-    args = ["-m", "uvicorn", "tests.performance.bare_app:app", "--log-level", "warning", "--no-access-log"]
+    args = ["-m", "uvicorn", "tests.performance.bare_app:app", "--log-level", "warning"]
     return Server([*args, "--workers", str(workers)], {}, "/bare")
 
 
