@@ -123,10 +123,11 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         rate = cluster["sessions_per_s"] / node["sessions_per_s"]
         found.append(Check("redis cluster (3 masters) / one node: cleanup rate", rate, 0.5, "x", ok=_ge))
     if ("http-get", 32, 0) in results.by_tag:
-        # Measured 0.47x with uvicorn[standard] and the access log on (wrk and the server on 2 shared cores);
-        # the 0.6x is not reached: what is left is FastAPI's routing and parameter handling.
+        # Measured 0.47x here and 0.38x in a CI run, with uvicorn[standard] and the access log on (wrk and the
+        # server on 2 shared cores); the 0.6x is not reached: what is left is FastAPI's routing and
+        # parameter handling. The bound stays below the lowest measurement with room for the noise.
         get = results.get("http-get", 32)
-        found.append(Check("HTTP GET of a session / bare FastAPI route, req/s", get["ratio"], 0.3, "x", ok=_ge))
+        found.append(Check("HTTP GET of a session / bare FastAPI route, req/s", get["ratio"], 0.25, "x", ok=_ge))
     if baseline:
         for name, value in current.items():
             if name in baseline and name in GATED_RATIOS:
