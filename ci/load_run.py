@@ -30,8 +30,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 P99_RATIO_BOUND = 1.25
-# Measured 10 to 15 ms at full load on 2 shared cores (README); a cleanup that blocked would show far above.
-STALL_BOUND_MS = 50.0
+# Measured 10 to 15 ms at full load on 2 shared cores when this bound was set, then 35 ms and, with
+# uvicorn[standard] serving 857 req/s, 42 ms in CI-like runs (README). The guard against a cleanup that
+# blocks the loop is the stall benchmark of tox -e perf (a 1M cleanup, 0.6 ms, gate 5 ms); this bound
+# catches a server that stalls for a large part of a request's budget.
+STALL_BOUND_MS = 80.0
 LOAD_ADMIN_TOKEN = secrets.token_hex(16)  # the members' revoke-all needs the admin token
 
 
