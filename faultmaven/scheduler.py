@@ -65,7 +65,9 @@ class CleanupScheduler:
             self._task = None
             log.info("Session cleanup scheduler stopped")
 
-    def _delay(self, interval_s: float) -> float:
+    def next_delay(self, interval_s: float) -> float:
+        """Seconds to the next run: the interval, or after failures an exponential backoff from
+        `backoff_base_s` (never over the interval), each with +-`jitter` so that replicas drift apart."""
         base = interval_s
         if self.consecutive_failures:
             base = min(interval_s, self._backoff_base_s * 2 ** (self.consecutive_failures - 1))
@@ -74,7 +76,7 @@ class CleanupScheduler:
     async def _loop(self, interval_s: float) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._delay(interval_s))
+                await asyncio.wait_for(self._stop.wait(), self.next_delay(interval_s))
             if self._stop.is_set():
                 return
             try:

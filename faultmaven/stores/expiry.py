@@ -110,14 +110,13 @@ class _Lane:
 
 
 class _UserList:
-    """One user's sessions in activity order (most recent last), and how many are stored."""
+    """One user's sessions in activity order (most recent last)."""
 
-    __slots__ = ("count", "first", "last")
+    __slots__ = ("first", "last")
 
     def __init__(self, sid: str) -> None:
         self.first: str | None = sid
         self.last: str | None = sid
-        self.count = 1
 
 
 class NodeEndings:
@@ -257,7 +256,6 @@ class ExpiryLists:
         prev = users.last
         self._ulinks[prev] = (self._ulinks[prev][0], sid)  # type: ignore[index]
         users.last = sid
-        users.count += 1
         return prev
 
     def _move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
@@ -295,7 +293,6 @@ class ExpiryLists:
             return
         users = self._users[user]
         self._user_relink(users, *self._ulinks.pop(sid))
-        users.count -= 1
         if users.first is None:
             del self._users[user]
 
@@ -394,14 +391,12 @@ class ExpiryLists:
             head = self._index[lane.first][ACTIVE]  # type: ignore[index]
             self._set_key(lane, timeout, head + timeout if deadline_heap else head, deadline_heap)
 
-    def _remove_due(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], need: int | None = None
-    ) -> BatchResult:
+    def _remove_due(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
         """One batch: the due prefix of each due lane, then of the creation list; one relink per pass."""
         result = BatchResult()
 
         def room() -> int:
-            return 0 if need is not None and result.freed_bytes >= need else limit - result.removed
+            return limit - result.removed
 
         self._lanes_pass(self._deadlines, lambda key: now >= key, True, now, max_idle_s, room, exclude, result)
         if max_idle_s is not None and room() > 0:

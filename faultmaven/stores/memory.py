@@ -20,7 +20,6 @@ from faultmaven.stores.expiry import (
     CLIENT,
     COST,
     CREATED,
-    LNEXT,
     META,
     STATIC,
     USER,
@@ -32,6 +31,8 @@ from faultmaven.stores.expiry import (
 )
 
 __all__ = ["MemoryStore", "session_bytes"]
+
+_EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 
 
 class MemoryStore(ExpiryLists):
@@ -59,9 +60,8 @@ class MemoryStore(ExpiryLists):
         if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
             return
         evicted = BatchResult()
-        protect = {keep} if keep is not None else set()
-        while self._bytes + incoming > self.max_bytes:
-            batch = self._remove_due(now, None, 64, protect, need=self._bytes + incoming - self.max_bytes)
+        while self._bytes + incoming > self.max_bytes:  # `keep` was just touched: never expired here
+            batch = self._remove_due(now, None, _EVICT_BATCH, frozenset())
             if not batch.removed:
                 break
             _add(evicted, batch)
@@ -80,12 +80,11 @@ class MemoryStore(ExpiryLists):
         best: tuple[float, str] | None = None
         for lane in self._lanes.values():  # O(timeouts in use), and only when the budget is full
             sid = lane.first
-            if sid == keep and sid is not None:
-                sid = self._index[sid][LNEXT]
-            if sid is not None:
-                active = self._index[sid][ACTIVE]
-                if best is None or active < best[0]:
-                    best = (active, sid)
+            if sid is None or sid == keep:  # `keep` was just moved to its lane's tail: it heads it only alone
+                continue
+            active = self._index[sid][ACTIVE]
+            if best is None or active < best[0]:
+                best = (active, sid)
         return None if best is None else best[1]
 
     # -- SessionStore ------------------------------------------------------------------------------

@@ -74,3 +74,9 @@ def populated_manager(
 def rounds_for(n: int) -> int:
     """Rounds for a benchmark on n sessions: each round at 1M fills a million first (seconds here)."""
     return 3 if n >= 1_000_000 else 5 if n >= 100_000 else 10 if n >= 10_000 else 20
+
+
+def peer_rounds_for(n: int) -> int:
+    """Rounds for a peer (naive scan, TTLCache, the dict floor alone): one at 1M. No gate reads a peer's
+    own rounds (the floor ratio is paired inside ours), and each round there costs a fill of seconds."""
+    return 1 if n >= 1_000_000 else rounds_for(n)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.performance import peers
-from tests.performance.conftest import populated_manager, rounds_for, session_ids
+from tests.performance.conftest import peer_rounds_for, populated_manager, rounds_for, session_ids
 
 SIZES = [1_000, 10_000, 100_000, 1_000_000]
 LIVE = [1_000, 100_000, 1_000_000]
@@ -62,7 +62,7 @@ def test_cleanup_expired_naive_scan(benchmark: Any, n: int) -> None:
     def run(store: dict[str, Any]) -> None:
         assert peers.naive_cleanup(store, peers.EPOCH + peers.TIMEOUT_S) == n
 
-    benchmark.pedantic(run, setup=setup, rounds=rounds_for(n), iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=peer_rounds_for(n), iterations=1)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -77,7 +77,7 @@ def test_cleanup_expired_ttlcache(benchmark: Any, n: int) -> None:
         cache.expire()
         assert len(cache) == 0
 
-    benchmark.pedantic(run, setup=setup, rounds=rounds_for(n), iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=peer_rounds_for(n), iterations=1)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -88,7 +88,7 @@ def test_cleanup_expired_dict_floor(benchmark: Any, n: int) -> None:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (peers.floor_dict(ids), ids), {}
 
-    benchmark.pedantic(peers.floor_delete, setup=setup, rounds=rounds_for(n), iterations=1)
+    benchmark.pedantic(peers.floor_delete, setup=setup, rounds=peer_rounds_for(n), iterations=1)
 
 
 # -- 1,000 expired among many live ---------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_cleanup_1k_among_live_naive_scan(benchmark: Any, live: int) -> None:
     def run(store: dict[str, Any]) -> None:
         assert peers.naive_cleanup(store, peers.EPOCH + peers.TIMEOUT_S) == 1000
 
-    benchmark.pedantic(run, setup=setup, rounds=rounds_for(live), iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=peer_rounds_for(live), iterations=1)
 
 
 # -- the spec's two tests, responsiveness and memory -----------------------------------------------------

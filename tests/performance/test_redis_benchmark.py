@@ -119,7 +119,8 @@ def test_redis_cleanup_scan(benchmark: Any, redis_server: RedisServer, redis_loo
     def run() -> None:
         assert redis_loop.run_until_complete(scan_cleanup(redis_server.url, EPOCH + TIMEOUT_S)) == N
 
-    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    # One round: the peer runs about 18 s here, 9x ours against a gate of 3x, so one round decides it.
+    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
     benchmark.extra_info["sessions_per_s"] = N / benchmark.stats.stats.min
 
 

@@ -405,7 +405,7 @@ async def test_backoff_grows_and_is_capped_by_the_interval() -> None:
     delays = []
     for failures in range(8):
         scheduler.consecutive_failures = failures
-        delays.append(scheduler._delay(60.0))
+        delays.append(scheduler.next_delay(60.0))
     assert delays == [60.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
 
 

@@ -1,0 +1,235 @@
+"""The manager's edges that `tox -e mutation` found unpinned: page bounds and defaults, what an eviction
+run logs and counts, the session and end-event fields the clients read (perf/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.session import SessionEnd, check_client_id, fingerprint
+from faultmaven.session_management import MAX_PAGE, NODE, SessionManager
+from faultmaven.stores import MemoryStore
+from tests.support import FakeClock, exactly
+
+PAYLOAD = {"blob": "x" * 500}
+
+
+def runs_logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """Every cleanup or eviction run the service log recorded, as its extra fields."""
+    return [vars(r) for r in caplog.records if r.getMessage() == "Session cleanup completed"]
+
+
+@pytest.mark.parametrize("limit", [0, MAX_PAGE + 1, True, 2.0, "5"])
+async def test_a_page_limit_outside_1_to_max_page_is_a_clear_error(manager: SessionManager, limit: Any) -> None:
+    with pytest.raises(ValueError, match=exactly(f"limit must be an integer from 1 to {MAX_PAGE}")):
+        await manager.user_session_page("alice", limit=limit)
+
+
+@pytest.mark.parametrize("offset", [-1, True, 1.0, "0"])
+async def test_a_negative_or_non_integer_offset_is_a_clear_error(manager: SessionManager, offset: Any) -> None:
+    with pytest.raises(ValueError, match=exactly("offset must be an integer >= 0")):
+        await manager.list_user_sessions("alice", offset=offset)
+
+
+async def test_pages_default_to_the_first_50_and_take_limit_and_offset(clock: FakeClock) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, max_per_user=0), clock=clock)
+    ids = []
+    for _ in range(MAX_PAGE + 1):
+        ids.append((await manager.create_session("alice")).session_id)
+        clock.advance(0.001)
+    newest_first = ids[::-1]
+    assert [s.session_id for s in await manager.list_user_sessions("alice")] == newest_first[:50]
+    page, total = await manager.user_session_page("alice")
+    assert [s.session_id for s in page] == newest_first[:50] and total == MAX_PAGE + 1
+    assert [s.session_id for s in await manager.list_user_sessions("alice", limit=2, offset=3)] == newest_first[3:5]
+    page, _ = await manager.user_session_page("alice", limit=MAX_PAGE)
+    assert len(page) == MAX_PAGE
+
+
+async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = MemoryStore()
+    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
+    one = probe.stats(0.0).memory_bytes
+    assert one is not None
+    manager = SessionManager(MemoryStore(max_bytes=one * 3), settings=Settings(max_per_user=0), clock=clock)
+    deleted = (await manager.create_session("u", PAYLOAD)).session_id
+    oldest = (await manager.create_session("u", PAYLOAD)).session_id
+    clock.advance(10)
+    await manager.touch_session(deleted)
+    await manager.delete_session(deleted)  # ended after 10 s
+    clock.advance(30)
+    await manager.touch_session(oldest)  # will be evicted after 40 s
+    clock.advance(10)
+    await manager.create_session("u", PAYLOAD)  # will be evicted after 0 s
+    clock.advance(10)
+    await manager.create_session("u", PAYLOAD)
+    caplog.set_level(logging.INFO, "faultmaven")
+    await manager.create_session("u", {"blob": "x" * 1400})  # needs two sessions' room
+
+    (run,) = runs_logged(caplog)
+    assert run["cleanup_count"] == 2 and run["errors_encountered"] == 0 and run["duration_ms"] == 0.0
+    assert run["memory_freed_mb"] == round(2 * one / (1024 * 1024), 6)
+    audit = run["audit"]
+    assert audit["trigger"] == "eviction" and re.fullmatch(r"[0-9a-f]{12}", audit["run_id"])
+    assert audit["reason"] == "memory budget (SESSION_MAX_MEMORY_MB): least recently active sessions evicted"
+    metrics = manager.get_session_metrics()
+    assert metrics["sessions_evicted_total"] == 2
+    assert metrics["average_session_duration"] == pytest.approx((10 + 40 + 0) / 3)
+    await manager.close()
+
+
+async def test_an_end_event_names_the_user_and_the_client(manager: SessionManager) -> None:
+    seen: list[SessionEnd] = []
+    manager.add_session_end_listener(seen.append)
+    sid = (await manager.create_session("alice", client_id="browser-tab-1")).session_id
+    await manager.delete_session(sid)
+    await manager._events.drain()
+    assert [(e.session_id, e.user_id, e.client_id, e.reason) for e in seen] == [
+        (sid, "alice", "browser-tab-1", "deleted")
+    ]
+
+
+@pytest.mark.parametrize("value", [12345678, None, "short", "x" * 129, "bad id!!"])
+def test_a_bad_client_id_is_a_value_error_naming_the_rule(value: Any) -> None:
+    with pytest.raises(ValueError, match=exactly("client_id must be 8 to 128 characters of [A-Za-z0-9_-]")):
+        check_client_id(value)
+
+
+async def test_a_session_reports_both_deadlines(clock: FakeClock) -> None:
+    settings = Settings(cleanup_enabled=False, absolute_timeout_minutes=120)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    body = (await manager.create_session("alice", timeout_minutes=30)).to_dict()
+    assert body["expires_at"] == (await manager.get_session(body["session_id"])).to_dict()["expires_at"]  # type: ignore[union-attr]
+    assert body["absolute_expires_at"] is not None and body["absolute_expires_at"] > body["expires_at"]
+    await manager.close()
+
+
+async def test_rotation_keeps_the_session_in_place_in_every_list(clock: FakeClock) -> None:
+    """Rotate the third of four sessions of one user, then let them expire one by one: the idle lane, the
+    creation list (absolute lifetime), the user's list and the expired count all still hold the new id
+    where the old one was."""
+    settings = Settings(cleanup_enabled=False, max_per_user=0, absolute_timeout_minutes=90)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    seen: list[SessionEnd] = []
+    manager.add_session_end_listener(seen.append)
+    ids = []
+    for _ in range(4):
+        ids.append((await manager.create_session("alice", client_id=f"browser-tab-{len(ids)}")).session_id)
+        clock.advance(1)
+    clock.advance(minutes=30, seconds=-3.5)  # the first is expired, the others are not
+    assert manager.get_session_metrics()["expired_sessions"] == 1
+    rotated = (await manager.rotate_session(ids[2])).session_id
+    assert [s.session_id for s in await manager.list_user_sessions("alice")] == [ids[3], rotated, ids[1]]
+    again = await manager.create_session("alice", client_id="browser-tab-2")  # resumes by the new id
+    assert again.session_resumed and again.session_id == rotated
+    clock.advance(2)
+    assert manager.get_session_metrics()["expired_sessions"] == 2  # ids[0], ids[1]; the resumed one is live
+    await manager.touch_session(ids[3])
+    clock.advance(minutes=20)
+    await manager.touch_session(ids[3])
+    assert manager.get_session_metrics()["expired_sessions"] == 2
+    assert await manager.cleanup_inactive_sessions() == 2
+    clock.advance(minutes=20)
+    await manager.touch_session(ids[3])
+    assert await manager.cleanup_inactive_sessions() == 1  # the rotated one, idle 40 min
+    assert [s.session_id for s in await manager.list_user_sessions("alice")] == [ids[3]]
+    clock.advance(minutes=21)  # ids[3] was active 21 min ago, but is past its 90 min lifetime
+    assert manager.get_session_metrics()["expired_sessions"] == 1
+    assert await manager.cleanup_inactive_sessions() == 1
+    await manager._events.drain()
+    assert [(e.session_id, e.reason) for e in seen] == [
+        (ids[2], "rotated"),
+        (ids[0], "expired"),
+        (ids[1], "expired"),
+        (rotated, "expired"),
+        (ids[3], "expired"),
+    ]
+    assert [(e.user_id, e.client_id) for e in seen[1:]] == [("alice", f"browser-tab-{i}") for i in (0, 1, 2, 3)]
+    await manager.close()
+
+
+async def test_rotation_revocation_and_the_user_limit_write_audit_records(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, max_per_user=2), clock=clock)
+    caplog.set_level(logging.INFO, "faultmaven.audit")
+    first = (await manager.create_session("alice")).session_id
+    await manager.rotate_session(first)
+    await manager.create_session("alice")
+    await manager.create_session("alice")  # over the limit of 2: the least recently active ends
+    assert await manager.revoke_user_sessions("alice") == 2
+    await manager.rotate_session((await manager.create_session("bob")).session_id)
+    await manager.rotate_session((await manager.create_session(None)).session_id)
+    records = [r for r in caplog.records if r.name == "faultmaven.audit"]
+    at = datetime.fromtimestamp(clock.now, UTC).isoformat()
+    alice, bob = fingerprint("alice"), fingerprint("bob")
+    assert [(r.getMessage(), r.event, r.user, r.count, r.at) for r in records] == [  # type: ignore[attr-defined]
+        ("session rotated", "rotated", alice, 1, at),
+        ("session user_limit", "user_limit", alice, 1, at),
+        ("session revoked", "revoked", alice, 2, at),
+        ("session rotated", "rotated", bob, 1, at),
+        ("session rotated", "rotated", None, 1, at),
+    ]
+    assert all(r.node == NODE for r in records)  # type: ignore[attr-defined]
+    metrics = manager.get_session_metrics()
+    assert (metrics["sessions_rotated_total"], metrics["sessions_revoked_total"]) == (3, 2)
+    assert await manager.revoke_user_sessions("bob") == 1
+    assert manager.get_session_metrics()["sessions_revoked_total"] == 3
+    await manager.close()
+
+
+async def test_deletions_are_counted_and_logged_at_debug_by_fingerprint(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False), clock=clock)
+    caplog.set_level(logging.DEBUG, "faultmaven.sessions")
+    ids = [(await manager.create_session()).session_id for _ in range(3)]
+    clock.advance(30)
+    assert await manager.delete_session(ids[0]) is True
+    clock.advance(30)
+    assert await manager.delete_session(ids[1]) is True
+    deleted = [r for r in caplog.records if r.getMessage() == "Session deleted"]
+    assert [(r.session, r.was_live) for r in deleted] == [(fingerprint(ids[0]), True), (fingerprint(ids[1]), True)]  # type: ignore[attr-defined]
+    assert manager.ended_by_reason()["deleted"] == 2
+    assert manager.get_session_metrics()["average_session_duration"] == 0.0  # never active after creation
+    await manager.touch_session(ids[2])
+    assert await manager.delete_session(ids[2]) is True
+    assert manager.get_session_metrics()["average_session_duration"] == pytest.approx(60 / 3)
+    await manager.close()
+
+
+@pytest.mark.parametrize("bad_id", ["not-an-id", "a" * 43])
+async def test_rotating_or_updating_no_live_session_says_so(manager: SessionManager, bad_id: str) -> None:
+    with pytest.raises(SessionNotFoundError, match=exactly("no live session with this id")):
+        await manager.rotate_session(bad_id)
+    with pytest.raises(SessionNotFoundError, match=exactly("no live session with this id")):
+        await manager.update_session(bad_id, {"v": 1})
+
+
+async def test_an_update_counts_the_metadata_against_the_data_limit(clock: FakeClock) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, max_data_bytes=100), clock=clock)
+    sid = (await manager.create_session(None, {"v": 1}, metadata={"m": "x" * 60})).session_id
+    with pytest.raises(SessionDataTooLargeError):
+        await manager.update_session(sid, {"v": "y" * 40})  # 49 bytes alone, 116 with the metadata
+    assert (await manager.get_session(sid)).data == {"v": 1}  # type: ignore[union-attr]
+    await manager.close()
+
+
+async def test_a_session_ends_exactly_at_its_absolute_deadline(clock: FakeClock) -> None:
+    settings = Settings(cleanup_enabled=False, absolute_timeout_minutes=60)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    sid = (await manager.create_session("alice")).session_id
+    for _ in range(5):
+        clock.advance(minutes=11.9)
+        assert await manager.touch_session(sid) is not None
+    clock.advance(minutes=0.5)  # 60 minutes after creation, active 0.5 min ago
+    assert await manager.touch_session(sid) is None
+    await manager.close()

@@ -1,0 +1,220 @@
+"""The memory store at its edges: the budget's exact boundary, which session eviction picks, what an
+eviction reports, and the store's own answers (what `create` returns, the errors it raises). Each test
+here kills mutants `tox -e mutation` found alive (perf/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
+from faultmaven.session import SessionEnd, SessionRecord, new_session_id
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores.memory import session_bytes
+from tests.support import EPOCH, FakeClock, exactly
+
+BLOB = b'{"blob":"' + b"x" * 200 + b'"}'
+META = b'{"client":"copilot"}'
+
+
+def record(
+    *,
+    sid: str | None = None,
+    user: str | None = None,
+    client: str | None = None,
+    created: float = EPOCH,
+    active: float | None = None,
+    timeout_s: float = 1800.0,
+    blob: bytes = BLOB,
+    meta: bytes = b"{}",
+) -> SessionRecord:
+    active = created if active is None else active
+    return SessionRecord(
+        sid or new_session_id(), user, client, "troubleshooting", created, active, timeout_s, EPOCH + 10**6, blob, meta
+    )
+
+
+def cost(r: SessionRecord) -> int:
+    return session_bytes(r.session_id, r.user_id, r.blob, r.meta, r.client_id)
+
+
+def listened(store: MemoryStore) -> list[BatchResult]:
+    runs: list[BatchResult] = []
+    store.listen_evictions(runs.append)
+    return runs
+
+
+async def test_a_session_of_exactly_the_budget_fits_and_one_byte_less_refuses_it() -> None:
+    r = record(user="alice", client="tab-1", meta=META)
+    store = MemoryStore(max_bytes=cost(r))
+    assert (await store.create(r, EPOCH))[1:] == (False, 0)
+    assert store.stats(EPOCH).memory_bytes == cost(r)  # every part of the estimate: id, user, data, meta, client
+
+    small = MemoryStore(max_bytes=cost(r) - 1)
+    with pytest.raises(SessionOverMemoryBudgetError) as refused:
+        await small.create(r, EPOCH)
+    assert (refused.value.size, refused.value.limit) == (cost(r), cost(r) - 1)
+    assert small.stats(EPOCH).stored == 0
+
+
+async def test_filling_the_budget_exactly_evicts_nothing() -> None:
+    a, b = record(user="alice"), record(user="bob")
+    store = MemoryStore(max_bytes=cost(a) + cost(b))
+    runs = listened(store)
+    await store.create(a, EPOCH)
+    await store.create(b, EPOCH)
+    assert runs == [] and store.stats(EPOCH).stored == 2
+
+
+async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> None:
+    """Two least recently active sessions make room for a session twice their size."""
+    now = EPOCH + 100
+    olds = [record(created=EPOCH, active=EPOCH + 10 + i) for i in range(3)]
+    big = record(created=now, blob=BLOB * 2 + b" " * 200)
+    assert cost(olds[0]) < cost(big) <= 2 * cost(olds[0])
+    store = MemoryStore(max_bytes=sum(map(cost, olds)))
+    runs = listened(store)
+    for r in olds:
+        await store.create(r, r.last_activity)
+    await store.create(big, now)
+    (run,) = runs
+    assert run.removed == 2
+    assert run.freed_bytes == cost(olds[0]) + cost(olds[1])
+    assert run.lifetime_s == pytest.approx(10 + 11)
+    assert [await store.touch(r.session_id, now) is not None for r in olds] == [False, False, True]
+    assert store.stats(now).memory_bytes == cost(olds[2]) + cost(big)
+
+
+async def test_expired_sessions_go_first_even_when_a_live_one_is_less_recently_active() -> None:
+    """A live session with a long timeout, idle longer than an expired one with a short timeout: only the
+    expired one makes room."""
+    live = record(created=EPOCH, timeout_s=3600)
+    expired = record(created=EPOCH + 600, timeout_s=300)
+    incoming = record(created=EPOCH + 1200)
+    store = MemoryStore(max_bytes=cost(live) + cost(expired))
+    await store.create(live, EPOCH)
+    await store.create(expired, EPOCH + 600)
+    await store.create(incoming, EPOCH + 1200)
+    assert await store.touch(live.session_id, EPOCH + 1200) is not None
+    assert store.stats(EPOCH + 1200).stored == 2
+
+
+async def test_making_room_removes_expired_sessions_a_batch_at_a_time_and_reports_them_all() -> None:
+    """100 expired sessions and a write that needs the room of 70: two batches (64, then 36) remove all
+    the expired ones, one eviction run reports them, and the live ones stay."""
+    live = [record(created=EPOCH + 90, timeout_s=3600) for _ in range(5)]
+    expired = [record(created=EPOCH, active=EPOCH + 10, timeout_s=60) for _ in range(100)]
+    unit = cost(expired[0])
+    big = record(created=EPOCH + 120, blob=b"y" * (unit * 70 - cost(record(blob=b""))))
+    store = MemoryStore(max_bytes=unit * 105)
+    runs = listened(store)
+    for r in expired:
+        await store.create(r, EPOCH + 10)
+    for r in live:
+        await store.create(r, EPOCH + 90)
+    await store.create(big, EPOCH + 120)
+    (run,) = runs
+    assert run.removed == 100 and run.freed_bytes == unit * 100
+    assert run.lifetime_s == pytest.approx(100 * 10)
+    assert store.stats(EPOCH + 120).stored == 6
+    assert all([await store.touch(r.session_id, EPOCH + 120) is not None for r in live])
+
+
+async def test_the_least_recently_active_is_found_across_lanes() -> None:
+    """Different timeouts live in different lanes; eviction compares the head of every lane (and works
+    with no eviction listener at all)."""
+    recent = record(created=EPOCH, active=EPOCH + 50, timeout_s=3600)
+    oldest = record(created=EPOCH, active=EPOCH + 10, timeout_s=1800)
+    middle = record(created=EPOCH, active=EPOCH + 30, timeout_s=900)
+    store = MemoryStore(max_bytes=cost(recent) * 3)
+    for r in (recent, oldest, middle):
+        await store.create(r, r.last_activity)
+    await store.create(record(created=EPOCH + 60), EPOCH + 60)
+    alive = [await store.touch(r.session_id, EPOCH + 60) is not None for r in (recent, oldest, middle)]
+    assert alive == [True, False, True]
+
+
+async def test_a_growing_write_never_evicts_the_session_it_grows() -> None:
+    """The grown session is alone in its lane, and every session was last active at the same moment:
+    eviction must still pass over it (it heads the first lane) and take another."""
+    grown = record(created=EPOCH, timeout_s=3600)
+    others = [record(created=EPOCH) for _ in range(2)]
+    store = MemoryStore(max_bytes=cost(grown) * 3)
+    runs = listened(store)
+    for r in (grown, *others):
+        await store.create(r, EPOCH)
+    bigger = BLOB + b" " * 100
+    updated = await store.replace_data(grown.session_id, bigger, EPOCH)
+    assert updated is not None and updated.session_id == grown.session_id and updated.blob == bigger
+    assert [run.removed for run in runs] == [1]
+    kept = await store.touch(grown.session_id, EPOCH)
+    assert kept is not None and kept.blob == bigger
+    assert store.stats(EPOCH).memory_bytes == cost(updated) + cost(others[1])
+
+
+async def test_replace_data_limit_counts_data_and_metadata_and_its_boundary_fits() -> None:
+    r = record(user="alice", client="tab-1", meta=META)
+    store = MemoryStore()
+    await store.create(r, EPOCH)
+    new = b'{"v":' + b"1" * 50 + b"}"
+    exact = len(new) + len(META)
+    assert await store.replace_data(r.session_id, new, EPOCH, limit=exact) is not None
+    with pytest.raises(SessionDataTooLargeError) as refused:
+        await store.replace_data(r.session_id, new + b" ", EPOCH, limit=exact)
+    assert (refused.value.size, refused.value.limit) == (exact + 1, exact)
+    stored = await store.touch(r.session_id, EPOCH)
+    assert stored is not None and stored.blob == new
+    assert store.stats(EPOCH).memory_bytes == session_bytes(r.session_id, "alice", new, META, "tab-1")
+
+
+async def test_create_reports_no_limit_evictions_on_resume_or_without_a_limit() -> None:
+    store = MemoryStore()
+    first = record(user="alice", client="tab-1")
+    assert (await store.create(first, EPOCH, max_per_user=1))[1:] == (False, 0)
+    again = record(user="alice", client="tab-1")
+    resumed, was_resumed, limited = await store.create(again, EPOCH + 1, max_per_user=1)
+    assert (resumed.session_id, was_resumed, limited) == (first.session_id, True, 0)
+    for _ in range(2):  # no max_per_user: no limit
+        assert (await store.create(record(user="alice"), EPOCH + 2))[1:] == (False, 0)
+    assert (await store.list_user("alice", EPOCH + 2, 10, 0))[1] == 3
+
+
+async def test_an_id_already_stored_is_refused_with_a_clear_error() -> None:
+    store = MemoryStore()
+    a, b = record(), record()
+    await store.create(a, EPOCH)
+    await store.create(b, EPOCH)
+    with pytest.raises(SessionStoreException, match=exactly("session id already stored")):
+        await store.create(record(sid=a.session_id), EPOCH)
+    with pytest.raises(SessionStoreException, match=exactly("session id already stored")):
+        await store.rotate(a.session_id, b.session_id, EPOCH)
+    assert store.stats(EPOCH).stored == 2
+
+
+async def test_revoking_a_user_reports_expired_sessions_as_expired(clock: FakeClock) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, max_per_user=0), clock=clock)
+    seen: list[SessionEnd] = []
+    manager.add_session_end_listener(seen.append)
+    await manager.create_session("bob", timeout_minutes=5)
+    for _ in range(2):
+        await manager.create_session("bob")
+    clock.advance(minutes=10)
+    assert await manager.revoke_user_sessions("bob") == 2
+    await manager._events.drain()
+    assert Counter(end.reason for end in seen) == Counter({"revoked": 2, "expired": 1})
+    await manager.close()
+
+
+async def test_a_scheduled_run_on_the_memory_store_cleans_every_batch(clock: FakeClock) -> None:
+    """A scheduled run renews its lease between batches; the memory store's lease never runs out."""
+    settings = Settings(cleanup_enabled=False, cleanup_batch_size=10)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    for _ in range(35):
+        await manager.create_session(None, timeout_minutes=5)
+    clock.advance(minutes=5)
+    assert await manager.run_cleanup(trigger="scheduled") == 35
+    assert manager.get_session_metrics()["active_sessions"] == 0
+    await manager.close()
