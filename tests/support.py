@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores import BatchResult, MemoryStore
 from faultmaven.stores import expiry as mem
 
@@ -30,6 +31,25 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def session_record(
+    *,
+    sid: str | None = None,
+    user: str | None = None,
+    client: str | None = None,
+    created: float = EPOCH,
+    active: float | None = None,
+    timeout_s: float = 1800.0,
+    absolute_at: float = EPOCH + 10**6,
+    blob: bytes = b'{"blob":"' + b"x" * 200 + b'"}',
+    meta: bytes = b"{}",
+) -> SessionRecord:
+    """A record as the manager would hand it to a store, for store-level tests."""
+    active = created if active is None else active
+    return SessionRecord(
+        sid or new_session_id(), user, client, "troubleshooting", created, active, timeout_s, absolute_at, blob, meta
+    )
 
 
 class FakeClock:

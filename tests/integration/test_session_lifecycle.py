@@ -181,7 +181,7 @@ async def test_health_is_200_and_unhealthy_when_the_store_is_down(clock: FakeClo
         body = response.json()
         assert body["status"] == "degraded"
         assert body["services"]["session_manager"]["status"] == "unhealthy"
-        assert "unreachable" in body["services"]["session_manager"]["error"]
+        assert body["services"]["session_manager"]["error"] == "SessionStoreException: store unreachable (injected)"
 
 
 async def test_health_degrades_on_cleanup_error_rate(clock: FakeClock) -> None:

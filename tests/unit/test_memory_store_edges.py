@@ -10,31 +10,15 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
-from faultmaven.session import SessionEnd, SessionRecord, new_session_id
+from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from faultmaven.stores.memory import session_bytes
 from tests.support import EPOCH, FakeClock, exactly
+from tests.support import session_record as record
 
 BLOB = b'{"blob":"' + b"x" * 200 + b'"}'
 META = b'{"client":"copilot"}'
-
-
-def record(
-    *,
-    sid: str | None = None,
-    user: str | None = None,
-    client: str | None = None,
-    created: float = EPOCH,
-    active: float | None = None,
-    timeout_s: float = 1800.0,
-    blob: bytes = BLOB,
-    meta: bytes = b"{}",
-) -> SessionRecord:
-    active = created if active is None else active
-    return SessionRecord(
-        sid or new_session_id(), user, client, "troubleshooting", created, active, timeout_s, EPOCH + 10**6, blob, meta
-    )
 
 
 def cost(r: SessionRecord) -> int:

@@ -107,3 +107,26 @@ def test_just_inside_each_bound_is_healthy() -> None:
     inside = {"memory_usage_mb": 94.99, "cleanup_errors_total": 5, "sessions_cleaned_total": 95}
     assert degradation_reasons(HEALTHY | inside, settings) == []
     assert degradation_reasons(HEALTHY | {"scheduler_running": False}, Settings(cleanup_enabled=False)) == []
+
+
+async def test_a_run_that_outlives_the_grace_period_is_cancelled_and_the_stop_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)  # a run that never looks at `stopping`
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    scheduler = CleanupScheduler(stuck, jitter=0.0)
+    caplog.set_level(logging.INFO, "faultmaven.scheduler")
+    scheduler.start(0.001)
+    async with asyncio.timeout(10):
+        await started.wait()
+        await scheduler.stop(grace_s=0.05)
+    assert cancelled.is_set() and not scheduler.running
+    assert [r.getMessage() for r in caplog.records] == ["Session cleanup scheduler stopped"]
