@@ -29,6 +29,15 @@ Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, strict=False)]
 
 
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of redis+cluster://[user:password@]host:port[,host:port...]; ValueError if
+    any is not a host:port."""
+    items = urlsplit(url).netloc.rpartition("@")[2].split(",")
+    if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
+        raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
+    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in items)]
+
+
 class Settings(BaseSettings):
     """Validated configuration; construct it directly in code or with `from_env`."""
 
@@ -85,10 +94,7 @@ class Settings(BaseSettings):
     def _known_store(cls, value: str) -> str:
         text = value.strip()
         if text.startswith("redis+cluster://"):
-            nodes = urlsplit(text).netloc.rpartition("@")[2]
-            items = nodes.split(",")
-            if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
-                raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
+            cluster_nodes(text)
             return text
         try:
             parts = urlsplit(text)

@@ -47,8 +47,9 @@ class SessionCollector:
         self._monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
+        manager = self._manager()  # one manager for the whole scrape, even if the app swaps it meanwhile
         try:
-            metrics = self._manager().get_session_metrics()
+            metrics = manager.get_session_metrics()
         except SessionStoreException:
             yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=0)
             return
@@ -62,10 +63,10 @@ class SessionCollector:
         ended = CounterMetricFamily(
             "faultmaven_sessions_ended", "Sessions ended by this process, by reason.", labels=["reason"]
         )
-        for reason, count in self._manager().ended_by_reason().items():
+        for reason, count in manager.ended_by_reason().items():
             ended.add_metric([reason], float(count))
         yield ended
-        hist = self._manager().cleanup_durations
+        hist = manager.cleanup_durations
         yield HistogramMetricFamily(
             "faultmaven_session_cleanup_duration_seconds",
             "Duration of finished cleanup runs.",

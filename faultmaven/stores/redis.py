@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
+from faultmaven.config.config import cluster_nodes
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
@@ -373,8 +374,7 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5, **options)
         return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     parts = urlsplit(url)
-    hosts = parts.netloc.rpartition("@")[2]
-    nodes = [ClusterNode(host, int(port)) for host, _, port in (item.rpartition(":") for item in hosts.split(","))]
+    nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
     if parts.username:
         options["username"] = unquote(parts.username)
     if parts.password:

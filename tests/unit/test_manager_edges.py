@@ -233,3 +233,29 @@ async def test_a_session_ends_exactly_at_its_absolute_deadline(clock: FakeClock)
     clock.advance(minutes=0.5)  # 60 minutes after creation, active 0.5 min ago
     assert await manager.touch_session(sid) is None
     await manager.close()
+
+
+CONTRACT_METRICS = {
+    "active_sessions", "expired_sessions", "cleanup_runs", "last_cleanup_time", "average_session_duration",
+    "memory_usage_mb", "sessions_cleaned_total", "cleanup_errors_total", "last_cleanup_duration_ms",
+    "scheduler_running", "sessions_created_total", "sessions_resumed_total", "sessions_rotated_total",
+    "sessions_revoked_total", "sessions_user_limit_total", "session_end_listener_errors_total",
+}  # fmt: skip
+OURS = {"sessions_evicted_total", "sessions_rejected_total", "cleanup_skipped_total", "store_stats_age_s"}
+
+
+class _Leaseless(MemoryStore):
+    """Another replica holds the lease (fault injection)."""
+
+    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
+        return None
+
+
+async def test_metrics_keys_are_the_contract_plus_four_and_a_skipped_run_counts(clock: FakeClock) -> None:
+    manager = SessionManager(_Leaseless(), settings=Settings(cleanup_enabled=False), clock=clock)
+    metrics = manager.get_session_metrics()
+    assert set(metrics) == CONTRACT_METRICS | OURS
+    assert (metrics["cleanup_skipped_total"], metrics["store_stats_age_s"]) == (0, 0.0)
+    assert await manager.run_cleanup(trigger="scheduled") == 0
+    assert manager.get_session_metrics()["cleanup_skipped_total"] == 1
+    await manager.close()
