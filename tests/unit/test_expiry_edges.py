@@ -5,13 +5,19 @@ mutants `tox -e mutation` found alive (perf/mutation-survivors.md)."""
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.session import SessionRecord
+from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores import expiry as expiry_module
+from faultmaven.stores import memory as memory_module
+from faultmaven.stores.memory import session_bytes
 from tests.support import EPOCH, FakeClock
 from tests.support import session_record as record
 
@@ -88,3 +94,120 @@ async def test_depth_is_checked_past_a_scalar(manager: SessionManager) -> None:
         deep = [deep]
     with pytest.raises(ValueError, match="nested too deeply"):
         await manager.create_session(None, {"deep": deep, "z": 1})  # "z" is checked first
+
+
+async def idle_and_expired(idle: int, expired: int) -> tuple[MemoryStore, float]:
+    """`expired` sessions past their 30 min timeout and `idle` ones 20 min idle under a 60 min timeout."""
+    store = MemoryStore()
+    for _ in range(expired):
+        await store.create(record(created=EPOCH, timeout_s=1800), EPOCH)
+    for i in range(idle):
+        await store.create(record(created=EPOCH + 600 + i, timeout_s=3600), EPOCH + 600 + i)
+    return store, EPOCH + 1800 + 600 + idle
+
+
+async def test_a_max_age_batch_respects_its_limit_across_both_passes_and_sums_both() -> None:
+    store, now = await idle_and_expired(idle=25, expired=10)
+    unit = store.stats(now).memory_bytes // 35  # type: ignore[operator]
+    first = await store.remove_idle(now, 600.0, 12, set())
+    assert (first.removed, first.idle, first.exhausted) == (12, 2, False)  # 10 expired, then 2 idle
+    assert first.freed_bytes == 12 * unit
+    assert first.lifetime_s == 0.0
+    batches = [await store.remove_idle(now, 600.0, 12, set()) for _ in range(3)]
+    assert [(b.removed, b.idle, b.exhausted) for b in batches] == [(12, 12, False), (11, 11, True), (0, 0, True)]
+    assert store.stats(now).stored == 0
+
+
+async def test_one_batch_adds_up_bytes_and_lifetimes_over_its_passes() -> None:
+    store = MemoryStore()
+    expired = record(created=EPOCH, active=EPOCH + 5, timeout_s=60)
+    idle = record(created=EPOCH, active=EPOCH + 7, timeout_s=3600)
+    old = record(created=EPOCH, active=EPOCH + 9, timeout_s=3600, absolute_at=EPOCH + 100)
+    for r in (expired, idle, old):
+        await store.create(r, r.last_activity)
+    result = await store.remove_idle(EPOCH + 101, 90.0, 10, set())  # one per pass: expired, idle, absolute
+    assert (result.removed, result.idle) == (3, 1)
+    assert result.freed_bytes == sum(session_bytes(r.session_id, None, r.blob) for r in (expired, idle, old))
+    assert result.lifetime_s == 5 + 7 + 9
+
+
+async def test_a_max_age_cleanup_reports_each_ending_as_idle_or_expired(clock: FakeClock) -> None:
+    settings = Settings(cleanup_enabled=False, absolute_timeout_minutes=120)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    seen: list[SessionEnd] = []
+    manager.add_session_end_listener(seen.append)
+    at_deadline = (await manager.create_session(timeout_minutes=240)).session_id
+    clock.advance(minutes=60)
+    idle = [(await manager.create_session(timeout_minutes=240)).session_id for _ in range(2)]
+    clock.advance(minutes=60)  # the first is at its absolute deadline exactly; the others idle 60 min
+    assert await manager.cleanup_inactive_sessions(max_age_minutes=60) == 3
+    await manager._events.drain()
+    assert {e.session_id: e.reason for e in seen} == {at_deadline: "expired", idle[0]: "idle", idle[1]: "idle"}
+    assert len(seen) == 3
+    assert manager.ended_by_reason()["idle"] == 2 and manager.ended_by_reason()["expired"] == 1
+    await manager.close()
+
+
+async def test_a_batch_that_empties_the_store_exactly_leaves_it_ready_for_new_sessions() -> None:
+    """The batch is full when the lanes are empty, so the absolute pass (which relinks the creation list
+    as a side effect) does not run: the lanes pass alone must leave the creation list empty and valid."""
+    store = MemoryStore()
+    for round_ in range(3):
+        start = EPOCH + 100 * round_
+        for _ in range(5):
+            await store.create(record(created=start, timeout_s=60), start)
+        assert (await store.remove_idle(start + 60, None, 5, set())).removed == 5
+    await store.create(record(created=EPOCH + 300, timeout_s=60), EPOCH + 300)
+    assert store.stats(EPOCH + 300).stored == 1
+
+
+async def test_a_max_age_cleanup_leaves_excluded_idle_sessions() -> None:
+    store, now = await idle_and_expired(idle=4, expired=0)
+    keep = next(iter(store._index))
+    result = await store.remove_idle(now, 600.0, 10, {keep})
+    assert (result.removed, result.exhausted) == (3, False)  # an excluded session may still be due
+    assert await store.touch(keep, now) is not None
+
+
+def lines_run(call: Callable[[], object]) -> int:
+    """Lines executed inside the store's modules by `call` (the work it does, free of timing noise)."""
+    count = 0
+    files = {expiry_module.__file__, memory_module.__file__}
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename in files:
+            if event == "line":
+                count += 1
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+async def test_counting_expired_sessions_again_costs_nothing_per_session_already_counted() -> None:
+    """The expired count walks only sessions that expired since the last count, in the lanes and in the
+    creation list, also after a deletion or a rotation at the counting frontier."""
+    store = MemoryStore()
+
+    def made(at: float, timeout_s: float) -> SessionRecord:  # a 500 s absolute lifetime for all
+        return record(created=at, timeout_s=timeout_s, absolute_at=at + 500)
+
+    idle = [made(EPOCH + i, 60) for i in range(200)]  # idle-expired by EPOCH + 260
+    old = [made(EPOCH + 200 + i, 10**5) for i in range(200)]  # past their lifetime by EPOCH + 900
+    for r in idle + old:
+        await store.create(r, r.created_at)
+    now = EPOCH + 1000
+    assert store.stats(now).expired == 400
+    again = lines_run(lambda: store.stats(now))
+    assert again < 60
+    await store.delete(idle[-1].session_id, now)  # the lane's frontier
+    await store.delete(old[-1].session_id, now)  # the creation list's frontier
+    await store.rotate(idle[-2].session_id, "r" * 43, now)  # the lane's new frontier
+    assert lines_run(lambda: store.stats(now)) <= again
+    assert store.stats(now).expired == 398
