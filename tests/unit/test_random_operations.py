@@ -51,13 +51,11 @@ async def test_random_operations_agree_with_a_plain_model(seed: int) -> None:
     manager.add_session_end_listener(ended.append)
     model: dict[str, Model] = {}
     reasons: Counter[str] = Counter()
-    tick = 0
 
     def live(sid: str) -> bool:
         return sid in model and not model[sid].expired(clock.now)
 
-    for _ in range(700):
-        tick += 1
+    for tick in range(1, 701):
         now, op = clock.now, rng.random()
         known = list(model) or ["x" * 43]
         if op < 0.25:
