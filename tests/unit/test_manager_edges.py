@@ -3,6 +3,7 @@ run logs and counts, the session and end-event fields the clients read (perf/mut
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import UTC, datetime
@@ -12,10 +13,10 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionDataTooLargeError, SessionNotFoundError
-from faultmaven.session import SessionEnd, check_client_id, fingerprint
+from faultmaven.session import Session, SessionEnd, check_client_id, check_user_id, fingerprint
 from faultmaven.session_management import MAX_PAGE, NODE, SessionManager
 from faultmaven.stores import MemoryStore
-from tests.support import FakeClock, exactly
+from tests.support import EPOCH, FakeClock, exactly
 
 PAYLOAD = {"blob": "x" * 500}
 
@@ -193,16 +194,17 @@ async def test_deletions_are_counted_and_logged_at_debug_by_fingerprint(
     caplog.set_level(logging.DEBUG, "faultmaven.sessions")
     ids = [(await manager.create_session()).session_id for _ in range(3)]
     clock.advance(30)
-    assert await manager.delete_session(ids[0]) is True
+    await manager.touch_session(ids[0])
+    assert await manager.delete_session(ids[0]) is True  # lived 30 s
     clock.advance(30)
-    assert await manager.delete_session(ids[1]) is True
+    assert await manager.delete_session(ids[1]) is True  # lived 0 s: never active after its creation
     deleted = [r for r in caplog.records if r.getMessage() == "Session deleted"]
     assert [(r.session, r.was_live) for r in deleted] == [(fingerprint(ids[0]), True), (fingerprint(ids[1]), True)]  # type: ignore[attr-defined]
     assert manager.ended_by_reason()["deleted"] == 2
-    assert manager.get_session_metrics()["average_session_duration"] == 0.0  # never active after creation
+    assert manager.get_session_metrics()["average_session_duration"] == pytest.approx(30 / 2)
     await manager.touch_session(ids[2])
-    assert await manager.delete_session(ids[2]) is True
-    assert manager.get_session_metrics()["average_session_duration"] == pytest.approx(60 / 3)
+    assert await manager.delete_session(ids[2]) is True  # lived 60 s
+    assert manager.get_session_metrics()["average_session_duration"] == pytest.approx((30 + 0 + 60) / 3)
     await manager.close()
 
 
@@ -259,3 +261,21 @@ async def test_metrics_keys_are_the_contract_plus_four_and_a_skipped_run_counts(
     assert await manager.run_cleanup(trigger="scheduled") == 0
     assert manager.get_session_metrics()["cleanup_skipped_total"] == 1
     await manager.close()
+
+
+@pytest.mark.parametrize("value", ["", "x" * 257, "eve\x00", 42])
+def test_a_bad_user_id_is_a_value_error_naming_the_rule(value: Any) -> None:
+    with pytest.raises(ValueError, match=exactly("user_id must be 1 to 256 characters without control characters")):
+        check_user_id(value)
+
+
+def test_a_session_built_without_an_absolute_deadline_serialises_it_as_null() -> None:
+    at = datetime.fromtimestamp(EPOCH, UTC)
+    session = Session("s" * 43, None, at, at, at, {})
+    assert session.to_dict()["absolute_expires_at"] is None
+
+
+async def test_the_scheduler_task_is_named_for_task_dumps(manager: SessionManager) -> None:
+    await manager.start_cleanup_scheduler(60)
+    assert "faultmaven-session-cleanup" in {task.get_name() for task in asyncio.all_tasks()}
+    await manager.stop_cleanup_scheduler()

@@ -202,3 +202,18 @@ async def test_a_scheduled_run_on_the_memory_store_cleans_every_batch(clock: Fak
     assert await manager.run_cleanup(trigger="scheduled") == 35
     assert manager.get_session_metrics()["active_sessions"] == 0
     await manager.close()
+
+
+async def test_endings_of_several_calls_are_all_handed_over_at_once() -> None:
+    """A store keeps every ending (a deletion, a rotation, a removal) until they are taken."""
+    store = MemoryStore()
+    store.report_ended = True
+    a, b = record(user="alice"), record(user="alice")
+    for r in (a, b):
+        await store.create(r, EPOCH)
+    await store.delete(a.session_id, EPOCH)
+    await store.rotate(b.session_id, "n" * 43, EPOCH)
+    await store.delete("n" * 43, EPOCH)
+    taken = [(sid, reason) for sid, *_, reason in store.take_ended()]
+    assert taken == [(a.session_id, "deleted"), (b.session_id, "rotated"), ("n" * 43, "deleted")]
+    assert len(store.take_ended()) == 0
