@@ -122,13 +122,13 @@ async def test_one_batch_adds_up_bytes_and_lifetimes_over_its_passes() -> None:
     store = MemoryStore()
     expired = record(created=EPOCH, active=EPOCH + 5, timeout_s=60)
     idle = record(created=EPOCH, active=EPOCH + 7, timeout_s=3600)
-    old = record(created=EPOCH, active=EPOCH + 9, timeout_s=3600, absolute_at=EPOCH + 100)
+    old = record(created=EPOCH, active=EPOCH + 50, timeout_s=3600, absolute_at=EPOCH + 100)
     for r in (expired, idle, old):
         await store.create(r, r.last_activity)
     result = await store.remove_idle(EPOCH + 101, 90.0, 10, set())  # one per pass: expired, idle, absolute
     assert (result.removed, result.idle) == (3, 1)
     assert result.freed_bytes == sum(session_bytes(r.session_id, None, r.blob) for r in (expired, idle, old))
-    assert result.lifetime_s == 5 + 7 + 9
+    assert result.lifetime_s == 5 + 7 + 50
 
 
 async def test_a_max_age_cleanup_reports_each_ending_as_idle_or_expired(clock: FakeClock) -> None:
@@ -211,3 +211,17 @@ async def test_counting_expired_sessions_again_costs_nothing_per_session_already
     await store.rotate(idle[-2].session_id, "r" * 43, now)  # the lane's new frontier
     assert lines_run(lambda: store.stats(now)) <= again
     assert store.stats(now).expired == 398
+
+
+async def test_an_absolute_removal_leaves_the_lane_count_of_excluded_expired_sessions_right() -> None:
+    """a and b expired by idleness and excluded from this batch; c, last active in their lane, past its
+    absolute lifetime: c goes, and a and b are still counted as expired (nothing counted them before)."""
+    store = MemoryStore()
+    c = record(created=EPOCH, timeout_s=100, absolute_at=EPOCH + 500)
+    a = record(created=EPOCH + 10, timeout_s=100, absolute_at=EPOCH + 510)
+    b = record(created=EPOCH + 20, timeout_s=100, absolute_at=EPOCH + 520)
+    for r in (c, a, b):
+        await store.create(r, r.created_at)
+    await store.touch(c.session_id, EPOCH + 450)  # the creation list: c, a, b; the lane: a, b, c
+    result = await store.remove_idle(EPOCH + 505, None, 10, {a.session_id, b.session_id})
+    assert result.removed == 1 and store.stats(EPOCH + 505).expired == 2
