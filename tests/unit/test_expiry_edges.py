@@ -5,7 +5,9 @@ mutants `tox -e mutation` found alive (perf/mutation-survivors.md)."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -225,3 +227,91 @@ async def test_an_absolute_removal_leaves_the_lane_count_of_excluded_expired_ses
     await store.touch(c.session_id, EPOCH + 450)  # the creation list: c, a, b; the lane: a, b, c
     result = await store.remove_idle(EPOCH + 505, None, 10, {a.session_id, b.session_id})
     assert result.removed == 1 and store.stats(EPOCH + 505).expired == 2
+
+
+async def test_listeners_hear_of_a_cleanup_only_after_it_ends(clock: FakeClock) -> None:
+    """Endings are queued during the run (its batches yield to the event loop) and delivered after it."""
+    manager = SessionManager(
+        MemoryStore(), settings=Settings(cleanup_enabled=False, cleanup_batch_size=10), clock=clock
+    )
+    runs_seen: list[object] = []
+    manager.add_session_end_listener(lambda end: runs_seen.append(manager.get_session_metrics()["cleanup_runs"]))
+    for _ in range(30):
+        await manager.create_session()
+    clock.advance(minutes=30)
+    assert await manager.cleanup_inactive_sessions() == 30
+    await manager._events.drain()
+    assert runs_seen == [1] * 30
+    await manager.close()
+
+
+async def test_cleanups_add_their_lifetimes_and_audit_their_reason(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False), clock=clock)
+    caplog.set_level(logging.INFO, "faultmaven")
+    for _ in range(2):
+        sid = (await manager.create_session()).session_id
+        clock.advance(60)
+        await manager.touch_session(sid)  # each lives 60 s
+    clock.advance(minutes=30)
+    assert await manager.cleanup_inactive_sessions() == 2
+    await manager.create_session()
+    clock.advance(minutes=10)
+    assert await manager.cleanup_inactive_sessions(max_age_minutes=7.5) == 1  # lived 0 s
+    assert manager.get_session_metrics()["average_session_duration"] == pytest.approx(120 / 3)
+    runs = [r.audit for r in caplog.records if r.getMessage() == "Session cleanup completed"]  # type: ignore[attr-defined]
+    assert [run["reason"] for run in runs] == ["expired", "expired or idle for at least 7.5 minutes"]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", run["run_id"]) for run in runs) and runs[0]["run_id"] != runs[1]["run_id"]
+    await manager.close()
+
+
+async def test_idle_removals_are_counted_in_both_lane_passes() -> None:
+    """With a max age, the deadline pass also takes idle sessions behind an expired head; the idle pass
+    takes those of lanes not due by deadline. One batch counts both."""
+    store = MemoryStore()
+    expired = record(created=EPOCH, timeout_s=60)
+    behind = record(created=EPOCH + 50, timeout_s=60)  # not expired at EPOCH + 100, but idle 50 s
+    other = record(created=EPOCH + 10, timeout_s=3600)  # idle 90 s
+    for r in (expired, other, behind):
+        await store.create(r, r.created_at)
+    result = await store.remove_idle(EPOCH + 100, 40.0, 10, set())
+    assert (result.removed, result.idle) == (3, 2)
+
+
+@pytest.mark.parametrize("kind", ["idle", "absolute"])
+async def test_a_batch_with_one_place_left_still_runs_the_next_pass(kind: str) -> None:
+    store = MemoryStore()
+    for _ in range(2):
+        await store.create(record(created=EPOCH, timeout_s=60), EPOCH)
+    if kind == "idle":
+        last = record(created=EPOCH, timeout_s=3600)  # idle 100 s under a 40 s max age
+    else:
+        last = record(created=EPOCH, timeout_s=3600, absolute_at=EPOCH + 100)
+    await store.create(last, EPOCH)
+    result = await store.remove_idle(EPOCH + 100, 40.0 if kind == "idle" else None, 3, set())
+    assert (result.removed, result.exhausted) == (3, False)
+    assert store.stats(EPOCH + 100).stored == 0
+
+
+async def test_ended_anonymous_client_sessions_leave_no_memory_behind(clock: FakeClock) -> None:
+    """The resume pair of a removed session goes with it: a second round of 2,000 sessions with new client
+    ids, created and cleaned up, leaves the traced memory where the first round left it."""
+    manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False), clock=clock)
+
+    async def round_trip(tag: str) -> None:
+        for i in range(2000):
+            await manager.create_session(None, client_id=f"client-{tag}-{i:05d}")
+        clock.advance(minutes=30)
+        assert await manager.cleanup_inactive_sessions() == 2000
+
+    tracemalloc.start()
+    try:
+        await round_trip("first")  # grows the dicts to their working size
+        before = tracemalloc.get_traced_memory()[0]
+        await round_trip("second")
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 2000 * 20  # a stale resume pair alone costs ~150 B
+    await manager.close()
