@@ -224,7 +224,8 @@ async def test_an_absolute_removal_leaves_the_lane_count_of_excluded_expired_ses
     b = record(created=EPOCH + 20, timeout_s=100, absolute_at=EPOCH + 520)
     for r in (c, a, b):
         await store.create(r, r.created_at)
-    await store.touch(c.session_id, EPOCH + 450)  # the creation list: c, a, b; the lane: a, b, c
+    for at in range(90, 451, 90):  # the creation list: c, a, b; the lane: a, b, c
+        assert await store.touch(c.session_id, EPOCH + at) is not None
     result = await store.remove_idle(EPOCH + 505, None, 10, {a.session_id, b.session_id})
     assert result.removed == 1 and store.stats(EPOCH + 505).expired == 2
 
