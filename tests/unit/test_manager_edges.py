@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.exceptions import SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeError, SessionNotFoundError
 from faultmaven.session import Session, SessionEnd, check_client_id, check_user_id, fingerprint
 from faultmaven.session_management import MAX_PAGE, NODE, SessionManager
-from faultmaven.stores import MemoryStore
-from tests.support import EPOCH, FakeClock, exactly
+from faultmaven.stores import BatchResult, MemoryStore
+from tests.support import EPOCH, DownStore, FakeClock, HookedStore, exactly
 
 PAYLOAD = {"blob": "x" * 500}
 
@@ -258,8 +258,41 @@ async def test_metrics_keys_are_the_contract_plus_four_and_a_skipped_run_counts(
     metrics = manager.get_session_metrics()
     assert set(metrics) == CONTRACT_METRICS | OURS
     assert (metrics["cleanup_skipped_total"], metrics["store_stats_age_s"]) == (0, 0.0)
-    assert await manager.run_cleanup(trigger="scheduled") == 0
-    assert manager.get_session_metrics()["cleanup_skipped_total"] == 1
+    for _ in range(2):
+        assert await manager.run_cleanup(trigger="scheduled") == 0
+    assert manager.get_session_metrics()["cleanup_skipped_total"] == 2
+    await manager.close()
+
+
+async def test_a_skipped_run_is_logged(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    manager = SessionManager(_Leaseless(), settings=Settings(cleanup_enabled=False), clock=clock)
+    caplog.set_level(logging.INFO, "faultmaven.sessions")
+    await manager.run_cleanup(trigger="scheduled")
+    skipped = "Session cleanup skipped: other replicas hold every cleanup lease"
+    assert [r.getMessage() for r in caplog.records if r.name == "faultmaven.sessions"] == [skipped]
+    await manager.close()
+
+
+async def test_failed_runs_are_counted_one_by_one(clock: FakeClock) -> None:
+    store = DownStore()
+    manager = SessionManager(store, settings=Settings(cleanup_enabled=False), clock=clock)
+    store.down = True
+    for _ in range(2):
+        with pytest.raises(SessionCleanupException):
+            await manager.cleanup_inactive_sessions()
+    store.down = False
+    assert manager.get_session_metrics()["cleanup_errors_total"] == 2
+    await manager.close()
+
+
+async def test_the_run_duration_is_measured_in_milliseconds(clock: FakeClock) -> None:
+    async def slow_batch(_: BatchResult) -> None:
+        await asyncio.sleep(0.05)
+
+    manager = SessionManager(HookedStore(slow_batch), settings=Settings(cleanup_enabled=False), clock=clock)
+    await manager.cleanup_inactive_sessions()
+    duration_ms = manager.get_session_metrics()["last_cleanup_duration_ms"]
+    assert duration_ms is not None and 50 <= duration_ms < 60_000  # real time: the fake clock does not move
     await manager.close()
 
 
