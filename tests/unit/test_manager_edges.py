@@ -312,3 +312,42 @@ async def test_the_scheduler_task_is_named_for_task_dumps(manager: SessionManage
     await manager.start_cleanup_scheduler(60)
     assert "faultmaven-session-cleanup" in {task.get_name() for task in asyncio.all_tasks()}
     await manager.stop_cleanup_scheduler()
+
+
+async def test_a_failed_run_is_logged_audited_and_raised_with_its_cause(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DownStore()
+    manager = SessionManager(store, settings=Settings(cleanup_enabled=False), clock=clock)
+    caplog.set_level(logging.INFO, "faultmaven")
+    await manager.create_session()
+    clock.advance(minutes=30)
+    await manager.run_cleanup()  # completed, trigger "manual" by default
+    store.down = True
+    with pytest.raises(SessionCleanupException) as failed:
+        await manager.cleanup_inactive_sessions()
+    runs = [r for r in caplog.records if r.getMessage().startswith("Session cleanup ")]
+    assert [(r.getMessage(), r.levelno) for r in runs] == [
+        ("Session cleanup completed", logging.INFO),
+        ("Session cleanup failed", logging.ERROR),
+    ]
+    done, bad = (r.audit for r in runs)  # type: ignore[attr-defined]
+    assert (done["outcome"], done["cleanup_count"], done["errors"], done["trigger"]) == ("completed", 1, 0, "manual")
+    assert (bad["outcome"], bad["cleanup_count"], bad["errors"], bad["reason"]) == ("failed", 0, 1, "failed: expired")
+    assert runs[1].error_type == "SessionStoreException"  # type: ignore[attr-defined]
+    run_id = bad["run_id"]
+    assert str(failed.value) == f"cleanup run {run_id} failed: SessionStoreException: store unreachable (injected)"
+    assert isinstance(runs[0].duration_ms, float) and runs[0].duration_ms == round(runs[0].duration_ms, 3)  # type: ignore[attr-defined]
+    await manager.close()
+
+
+async def test_the_duration_histogram_takes_seconds(clock: FakeClock) -> None:
+    async def slow_batch(_: BatchResult) -> None:
+        await asyncio.sleep(0.02)
+
+    manager = SessionManager(HookedStore(slow_batch), settings=Settings(cleanup_enabled=False), clock=clock)
+    await manager.cleanup_inactive_sessions()
+    last_ms = manager.get_session_metrics()["last_cleanup_duration_ms"]
+    assert last_ms is not None
+    assert manager.cleanup_durations.total_s == pytest.approx(last_ms / 1000.0)
+    await manager.close()
