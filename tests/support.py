@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections.abc import Awaitable, Callable, Set
 from typing import Any
 
@@ -13,8 +14,32 @@ import pytest
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores import BatchResult, MemoryStore
 from faultmaven.stores import expiry as mem
+from faultmaven.stores import memory as memory_module
 
 EPOCH = 1_700_000_000.0
+
+
+class StoreLines:
+    """Counts the lines executed in the store's modules while the block runs: the work a call does, free
+    of timing noise (awaits inside the block count too; tracing is per thread)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._files = {mem.__file__, memory_module.__file__}
+
+    def _trace(self, frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename in self._files:
+            if event == "line":
+                self.count += 1
+            return self._trace
+        return None
+
+    def __enter__(self) -> StoreLines:
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
 
 
 def exactly(message: str) -> str:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -17,10 +15,8 @@ from faultmaven.config import Settings
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores import expiry as expiry_module
-from faultmaven.stores import memory as memory_module
 from faultmaven.stores.memory import session_bytes
-from tests.support import EPOCH, FakeClock
+from tests.support import EPOCH, FakeClock, StoreLines
 from tests.support import session_record as record
 
 ABSOLUTE = 3600.0
@@ -172,24 +168,9 @@ async def test_a_max_age_cleanup_leaves_excluded_idle_sessions() -> None:
 
 
 def lines_run(call: Callable[[], object]) -> int:
-    """Lines executed inside the store's modules by `call` (the work it does, free of timing noise)."""
-    count = 0
-    files = {expiry_module.__file__, memory_module.__file__}
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal count
-        if frame.f_code.co_filename in files:
-            if event == "line":
-                count += 1
-            return tracer
-        return None
-
-    sys.settrace(tracer)
-    try:
+    with StoreLines() as lines:
         call()
-    finally:
-        sys.settrace(None)
-    return count
+    return lines.count
 
 
 async def test_counting_expired_sessions_again_costs_nothing_per_session_already_counted() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
 from datetime import UTC, timedelta
-from typing import Any
 
 import pytest
 
@@ -16,9 +14,7 @@ from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeEr
 from faultmaven.session import is_valid_id
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores import expiry as expiry_module
-from faultmaven.stores import memory as memory_module
-from tests.support import DownStore, FakeClock, HookedStore, PoisonStore, UntouchableStore
+from tests.support import DownStore, FakeClock, HookedStore, PoisonStore, StoreLines, UntouchableStore
 
 TIMEOUT_S = 30 * 60
 
@@ -449,23 +445,10 @@ async def test_cleanup_cost_follows_expired_sessions_not_stored(clock: FakeClock
         clock.advance(minutes=31)
         for i in range(live):
             await manager.create_session(timeout_minutes=60 + i % timeouts)
-        count = 0
-
-        def tracer(frame: Any, event: str, arg: Any) -> Any:
-            nonlocal count
-            if frame.f_code.co_filename in (memory_module.__file__, expiry_module.__file__):
-                if event == "line":
-                    count += 1
-                return tracer
-            return None
-
-        sys.settrace(tracer)
-        try:
+        with StoreLines() as lines:
             removed = await manager.cleanup_inactive_sessions(max_age)
-        finally:
-            sys.settrace(None)
         assert removed == 20
-        return count
+        return lines.count
 
     small, large, spread = await lines_executed(50, 1), await lines_executed(5000, 1), await lines_executed(5000, 400)
     assert small > 20 * 5  # the trace did see the loop
