@@ -113,7 +113,13 @@ class Settings(BaseSettings):
         return value
 
     def _check_bounds(self) -> None:
-        """Bounds that contradict each other are bad values too."""
+        """Bounds meant for clients never refuse the operator's default timeout: a bound left unset widens
+        to include SESSION_TIMEOUT_MINUTES. Bounds set explicitly that contradict each other are bad values."""
+        given = self.model_fields_set
+        if "min_timeout_minutes" not in given and self.timeout_minutes < self.min_timeout_minutes:
+            object.__setattr__(self, "min_timeout_minutes", self.timeout_minutes)
+        if "max_timeout_minutes" not in given and self.timeout_minutes > self.max_timeout_minutes:
+            object.__setattr__(self, "max_timeout_minutes", self.timeout_minutes)
         lo, hi = self.min_timeout_minutes, self.max_timeout_minutes
         if lo > hi:
             raise ConfigError(f"SESSION_MIN_TIMEOUT_MINUTES={lo!r} is above SESSION_MAX_TIMEOUT_MINUTES={hi!r}")

@@ -88,14 +88,24 @@ def test_bad_values_raise_one_line_naming_variable_and_value(name: str, value: s
     "env",
     [
         {"SESSION_MIN_TIMEOUT_MINUTES": "60", "SESSION_MAX_TIMEOUT_MINUTES": "30", "SESSION_TIMEOUT_MINUTES": "45"},
-        {"SESSION_TIMEOUT_MINUTES": "0.5"},  # below the default minimum of 1
-        {"SESSION_MAX_TIMEOUT_MINUTES": "20"},  # the default timeout of 30 above it
+        {"SESSION_TIMEOUT_MINUTES": "0.5", "SESSION_MIN_TIMEOUT_MINUTES": "1"},  # a set minimum above it
+        {"SESSION_TIMEOUT_MINUTES": "90", "SESSION_MAX_TIMEOUT_MINUTES": "60"},  # a set maximum below it
+        {"SESSION_MAX_TIMEOUT_MINUTES": "20"},  # the default timeout of 30 above a set maximum
     ],
 )
 def test_bounds_that_contradict_each_other_are_bad_values(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert "\n" not in str(info.value) and any(name in str(info.value) for name in env)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "lo", "hi"),
+    [("0.05", 0.05, 1440.0), ("2000", 1.0, 2000.0), ("30", 1.0, 1440.0)],
+)
+def test_bounds_left_unset_widen_to_include_the_default_timeout(timeout: str, lo: float, hi: float) -> None:
+    s = Settings.from_env({"SESSION_TIMEOUT_MINUTES": timeout})
+    assert (s.timeout_minutes, s.min_timeout_minutes, s.max_timeout_minutes) == (float(timeout), lo, hi)
 
 
 def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,3 +173,20 @@ def test_importing_the_app_never_fails_on_the_environment() -> None:
     env["SESSION_TIMEOUT_MINUTES"] = "garbage"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+async def test_a_default_timeout_below_the_client_minimum_serves_sessions_of_that_timeout() -> None:
+    from faultmaven.session_management import SessionManager
+    from tests.support import FakeClock
+
+    clock = FakeClock()
+    manager = SessionManager(settings=Settings.from_env({"SESSION_TIMEOUT_MINUTES": "0.05"}), clock=clock)
+    try:
+        session = await manager.create_session()
+        clock.advance(2.9)
+        assert await manager.touch_session(session.session_id) is not None
+        clock.advance(3.0)
+        assert await manager.get_session(session.session_id) is None  # idle 3 s: expired
+    finally:
+        await manager.close()
+
