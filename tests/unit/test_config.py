@@ -189,4 +189,3 @@ async def test_a_default_timeout_below_the_client_minimum_serves_sessions_of_tha
         assert await manager.get_session(session.session_id) is None  # idle 3 s: expired
     finally:
         await manager.close()
-
