@@ -5,8 +5,17 @@
 - Churner: creates sessions and abandons them, so that every cleanup run has real work.
 - Member: logs in (a session with its own user), rotates the id once, uses it, and now and then revokes all
   of its sessions and logs in again. A 404 on a session it has not revoked or rotated away is "live
-  session lost". Revoking needs the admin token (LOADTEST_ADMIN_TOKEN; the runner sets both sides).
+  session lost".
 - Observer: one user reading /health and the session metrics once a second.
+
+It runs against a server with its default settings. Two environment variables add what needs more:
+- LOADTEST_TIMEOUTS: comma-separated idle timeouts in minutes for the churners' sessions (e.g.
+  `0.08,0.1,0.12,0.15`, for a server whose SESSION_MIN_TIMEOUT_MINUTES allows them), so that cleanup runs
+  have expired sessions to remove during the run. Unset: churners use the server's default timeout.
+- LOADTEST_ADMIN_TOKEN: the server's SESSION_ADMIN_TOKEN; members then revoke all their sessions now and
+  then. Unset: members never revoke.
+Each unset variable is reported once at start. A create answered 503 with `Retry-After` (the store is at
+its budget and refuses new sessions) is the documented answer, not a failure; the user tries again later.
 
 Set LOADTEST_REQUEST_LOG to a file path to get every request as a JSON line (start time, latency, name);
 the runner (ci/load_run.py) uses it to compare latency in windows with and without a cleanup run.
@@ -22,11 +31,36 @@ import uuid
 from typing import Any
 
 from locust import FastHttpUser, between, constant, events, task
+from locust.env import Environment
 
 API = "/api/v1/sessions"
 LOST = "live session lost"
 _requests: list[tuple[float, float, str, bool]] = []
 _observed: list[dict[str, Any]] = []
+
+
+def _timeouts(raw: str | None) -> list[float] | None:
+    """LOADTEST_TIMEOUTS as a list of minutes, or None when unset or empty."""
+    if not raw or not raw.strip():
+        return None
+    return [float(item) for item in raw.split(",") if item.strip()]
+
+
+TIMEOUTS = _timeouts(os.environ.get("LOADTEST_TIMEOUTS"))
+ADMIN_TOKEN = os.environ.get("LOADTEST_ADMIN_TOKEN") or None
+
+
+@events.init.add_listener
+def _announce(environment: Environment, **_: Any) -> None:
+    if TIMEOUTS is None:
+        print("loadtest: LOADTEST_TIMEOUTS not set: churners' sessions use the server's default timeout")
+    if ADMIN_TOKEN is None:
+        print("loadtest: LOADTEST_ADMIN_TOKEN not set: members do not revoke their sessions")
+
+
+def refused_for_now(response: Any) -> bool:
+    """A create the store refused at its budget: 503 with Retry-After, the answer the service documents."""
+    return bool(response.status_code == 503 and response.headers.get("Retry-After"))
 
 
 @events.request.add_listener
@@ -56,8 +90,10 @@ class Keeper(FastHttpUser):
 
     def new_session(self) -> None:
         body = {"user_id": self.user_id, "data": {"role": "keeper"}}
-        response = self.client.post(API, json=body, name=API)
-        self.session_id = response.json()["session_id"] if response.status_code == 201 else None
+        with self.client.post(API, json=body, name=API, catch_response=True) as response:
+            self.session_id = response.json()["session_id"] if response.status_code == 201 else None
+            if refused_for_now(response):
+                response.success()  # no session yet; the next task tries again
 
     def use(self, method: str, path: str, name: str) -> None:
         if self.session_id is None:
@@ -79,24 +115,27 @@ class Keeper(FastHttpUser):
         self.use("POST", f"{API}/{self.session_id}/heartbeat", f"{API}/{{id}}/heartbeat")
 
 
-TIMEOUTS = [0.08, 0.1, 0.12, 0.15]  # minutes: around the server's 6 s default (the harness allows 0.01 and up)
-
-
 class Churner(FastHttpUser):
     weight = 2
     wait_time = constant(0.02)
 
     @task
     def create_and_abandon(self) -> None:
-        """A copilot-shaped create: its own client id and one of several idle timeouts (several lanes)."""
-        body = {
+        """A copilot-shaped create: its own client id and, with LOADTEST_TIMEOUTS, one of several idle
+        timeouts (several expiry lanes)."""
+        body: dict[str, Any] = {
             "client_id": uuid.uuid4().hex,
             "session_type": "troubleshooting",
-            "timeout_minutes": random.choice(TIMEOUTS),
             "metadata": {"source": "loadtest"},
             "data": {"abandoned": True, "notes": "x" * 200},
         }
-        self.client.post(API, json=body, name=API)
+        if TIMEOUTS is not None:
+            body["timeout_minutes"] = random.choice(TIMEOUTS)
+        with self.client.post(API, json=body, name=API, catch_response=True) as response:
+            if refused_for_now(response):
+                response.success()
+            elif response.status_code != 201:
+                response.failure(f"create answered {response.status_code}")
 
 
 class Member(Keeper):
@@ -119,10 +158,10 @@ class Member(Keeper):
 
     @task(1)
     def revoke_all(self) -> None:
-        if random.random() > 0.1:
+        if ADMIN_TOKEN is None or random.random() > 0.1:
             return
         self.session_id = None  # revoked by its own user: no longer expected to live
-        headers = {"Authorization": f"Bearer {os.environ.get('LOADTEST_ADMIN_TOKEN', '')}"}
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with self.client.delete(
             API, params={"user_id": self.user_id}, headers=headers, name=API + " (revoke)", catch_response=True
         ) as response:
