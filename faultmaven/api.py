@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from faultmaven.conditional import BadIfMatch, etag, if_match_version
 from faultmaven.exceptions import (
     SessionCleanupException,
     SessionDataTooLargeError,
     SessionNotFoundError,
     SessionStoreException,
+    SessionVersionConflict,
 )
 from faultmaven.observability.loop_monitor import LoopMonitor
-from faultmaven.session import MAX_USER_ID_LENGTH, check_user_id
+from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
@@ -39,8 +43,15 @@ class CreateSession(BaseModel):
 
 
 class UpdateSession(BaseModel):
+    """The new data, or with Content-Type application/merge-patch+json an RFC 7396 merge patch of it."""
+
     model_config = ConfigDict(extra="forbid")
     data: dict[str, Any]
+
+
+MERGE_PATCH = "application/merge-patch+json"
+_PATCH_TYPES = {"application/json": False, MERGE_PATCH: True}  # media type -> is a merge patch
+_ACCEPT_PATCH = {"Accept-Patch": ", ".join(_PATCH_TYPES)}
 
 
 def manager_of(request: Request) -> SessionManager:
@@ -88,6 +99,11 @@ def _json(content: dict[str, Any], code: int = status.HTTP_200_OK, headers: dict
     return JSONResponse(content, code, headers)
 
 
+def _session_json(session: Session, code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None) -> Response:
+    """A per-session answer: the session JSON with its data version as the ETag."""
+    return _json(session.to_dict(), code, {"ETag": etag(session.version)} | (headers or {}))
+
+
 def _too_large(exc: SessionDataTooLargeError) -> HTTPException:
     return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc))
 
@@ -117,7 +133,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     except (TypeError, ValueError) as exc:
         raise _invalid(exc) from None
     code = status.HTTP_200_OK if session.session_resumed else status.HTTP_201_CREATED
-    return _json(session.to_dict(), code, {"Location": f"{router.prefix}/{session.session_id}"})
+    return _session_json(session, code, {"Location": f"{router.prefix}/{session.session_id}"})
 
 
 @router.get("/metrics")
@@ -209,7 +225,7 @@ async def get_session(session_id: str, request: Request) -> Response:
     session = await manager.get_session(session_id, user_id=caller)
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
-    return _json(session.to_dict())
+    return _session_json(session)
 
 
 @router.post("/{session_id}/heartbeat", response_model=dict[str, Any])
@@ -225,7 +241,9 @@ async def heartbeat(session_id: str, request: Request) -> Response:
             "expires_at": session.expires_at.isoformat(),
             "last_activity": session.last_activity.isoformat(),
             "status": session.status,
-        }
+            "version": session.version,
+        },
+        headers={"ETag": etag(session.version)},
     )
 
 
@@ -237,21 +255,77 @@ async def rotate_session(session_id: str, request: Request) -> Response:
         session = await manager.rotate_session(session_id, user_id=caller)
     except SessionNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
-    return _json(session.to_dict(), headers={"Location": f"{router.prefix}/{session.session_id}"})
+    return _session_json(session, headers={"Location": f"{router.prefix}/{session.session_id}"})
 
 
-@router.patch("/{session_id}", response_model=dict[str, Any])
-async def update_session(session_id: str, body: UpdateSession, request: Request) -> Response:
+def _patch_kind(request: Request) -> bool:
+    """Whether the PATCH body is a merge patch (True) or the new data (False); 415 for other media types."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return False  # as FastAPI reads a body without a type: JSON
+    kind = _PATCH_TYPES.get(content_type.partition(";")[0].strip().lower())
+    if kind is None:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=f"use {' or '.join(_PATCH_TYPES)}", headers=_ACCEPT_PATCH
+        )
+    return kind
+
+
+async def _patch_body(request: Request) -> UpdateSession:
+    """The body parsed and validated as FastAPI does for a model parameter (its 422 and 400 answers), read
+    here because FastAPI would take any JSON type (e.g. application/json-patch+json) as this body."""
+    raw = await request.body()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
+        raise RequestValidationError([error | {"ctx": {"error": exc.msg}}]) from None
+    except (ValueError, RecursionError):  # not UTF-8, or nested past the parser's reach
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="There was an error parsing the body") from None
+    try:
+        return UpdateSession.model_validate(parsed)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [error | {"loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
+_PATCH_BODY = {"schema": UpdateSession.model_json_schema()}
+
+
+@router.patch(
+    "/{session_id}",
+    response_model=dict[str, Any],
+    responses={412: {"description": "If-Match names another version"}, 415: {"description": "other media type"}},
+    openapi_extra={"requestBody": {"required": True, "content": dict.fromkeys(_PATCH_TYPES, _PATCH_BODY)}},
+)
+async def update_session(session_id: str, request: Request) -> Response:
+    """Replace the data (application/json) or apply an RFC 7396 merge patch to it (application/merge-patch+json);
+    with If-Match, only if it names the current version (else 412 with that version, nothing changed)."""
+    merge = _patch_kind(request)
+    body = await _patch_body(request)
+    try:
+        if_version = if_match_version(request.headers.getlist("if-match"))
+    except BadIfMatch as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
     manager, caller = manager_of(request), caller_of(request)
     try:
-        session = await manager.update_session(session_id, body.data, user_id=caller)
+        session = await manager.update_session(
+            session_id, body.data, user_id=caller, merge=merge, if_version=if_version
+        )
     except SessionNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
+    except SessionVersionConflict as exc:
+        current = exc.current_version
+        detail = "If-Match does not name the current version of the session's data"
+        return _json(
+            {"detail": detail, "version": current}, status.HTTP_412_PRECONDITION_FAILED, {"ETag": etag(current)}
+        )
     except SessionDataTooLargeError as exc:
         raise _too_large(exc) from None
     except (TypeError, ValueError) as exc:
         raise _invalid(exc) from None
-    return _json(session.to_dict())
+    return _session_json(session)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -31,5 +31,16 @@ class SessionOverMemoryBudgetError(SessionDataTooLargeError):
         self.limit = limit
 
 
+class SessionVersionConflict(Exception):
+    """A conditional write named a version of the session's data that is not the current one; nothing changed.
+
+    `current_version` is the version the write would have had to name (HTTP: 412 with it as the ETag).
+    """
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the session's data is at version {current_version}, not the one the write expected")
+        self.current_version = current_version
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming the variable and value."""

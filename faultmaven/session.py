@@ -114,6 +114,7 @@ class SessionRecord:
     absolute_at: float
     blob: bytes
     meta: bytes = b"{}"
+    version: int = 1  # of the data: 1 at creation, +1 on every write that changes it
 
     @property
     def expires_at(self) -> float:
@@ -133,6 +134,7 @@ class SessionRecord:
             timeout_minutes=self.timeout_s / 60.0,
             absolute_expires_at=_utc(self.absolute_at),
             session_resumed=resumed,
+            version=self.version,
         )
 
 
@@ -153,6 +155,7 @@ class Session:
     absolute_expires_at: datetime | None = None
     status: str = "active"
     session_resumed: bool = False
+    version: int = 1  # of `data`: 1 at creation, +1 on every change of it, never on activity; the HTTP ETag
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape served over HTTP."""
@@ -168,6 +171,7 @@ class Session:
             "absolute_expires_at": self.absolute_expires_at.isoformat() if self.absolute_expires_at else None,
             "timeout_minutes": self.timeout_minutes,
             "session_resumed": self.session_resumed,
+            "version": self.version,
             "data": self.data,
             "metadata": self.metadata,
         }

@@ -273,14 +273,33 @@ class SessionManager:
             },
         )
 
-    async def update_session(self, session_id: str, data: Mapping[str, Any], *, user_id: str | None = None) -> Session:
-        """Replace the data (and record activity); SessionNotFoundError if there is no live session."""
+    async def update_session(
+        self,
+        session_id: str,
+        data: Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        merge: bool = False,
+        if_version: int | None = None,
+    ) -> Session:
+        """Replace the data, or with `merge` apply `data` to it as an RFC 7396 merge patch (null removes a
+        key, objects merge recursively, anything else replaces), and record activity.
+
+        The version goes up by one when the data changes. With `if_version`, the write happens only if that
+        is still the current version, checked atomically with it: otherwise SessionVersionConflict (with
+        `current_version`) and nothing changes. SessionNotFoundError if there is no live session (of this
+        user); SessionDataTooLargeError if the result (or the patch itself) is over SESSION_MAX_DATA_BYTES
+        together with the metadata, nothing changed."""
         if not is_valid_id(session_id):
             raise SessionNotFoundError("no live session with this id")
+        if if_version is not None and (isinstance(if_version, bool) or not isinstance(if_version, int)):
+            raise TypeError(f"if_version must be an integer version, not {type(if_version).__name__}")
         limit = self.settings.max_data_bytes
-        blob = encode_data(data, limit)
+        blob = encode_data(data, limit, "merge patch" if merge else "session data")
         with self._count_rejection():
-            record = await self.store.replace_data(session_id, blob, self._now(), user_id, limit)
+            record = await self.store.replace_data(
+                session_id, blob, self._now(), user_id, limit, merge=bool(merge), if_version=if_version
+            )
         self._publish()  # what a write evicted under the memory budget
         if record is None:
             raise SessionNotFoundError("no live session with this id")

@@ -97,9 +97,20 @@ class SessionStore(Protocol):
         """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""
 
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, limit: int | None = None
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        limit: int | None = None,
+        *,
+        merge: bool = False,
+        if_version: int | None = None,
     ) -> SessionRecord | None:
-        """Replace the data and record activity, or return None if unknown, expired or not the user's;
+        """Replace the data (with `merge`: apply `blob` to it as an RFC 7396 merge patch) and record activity,
+        or return None if unknown, expired or not the user's. The data's version goes up by one if its
+        encoded bytes changed. One atomic step, which changes nothing when it raises:
+        SessionVersionConflict if `if_version` is given and is not the current version;
         SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`."""
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:

@@ -31,8 +31,8 @@ from typing import Any, Final, TypeAlias
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ending
 
-# user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost
-Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int]
+# user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost, version
+Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int, int]
 USER: Final = 0
 CLIENT: Final = 1
 TYPE: Final = 2
@@ -42,6 +42,7 @@ ABSOLUTE: Final = 5
 BLOB: Final = 6
 META: Final = 7
 COST: Final = 8
+VERSION: Final = 9
 # lane prev, lane next, creation prev, creation next, last activity, counted mark, static fields
 Node: TypeAlias = tuple[str | None, str | None, str | None, str | None, float, int, Static]
 LPREV: Final = 0
@@ -59,7 +60,7 @@ _Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last act
 
 # Bytes one session costs besides its strings: both tuples, three floats, two ints, its share of the dict
 # (entry plus index slot at the dict's average fill). Checked against tracemalloc in tests.
-_NODE_BYTES = sys.getsizeof((None,) * 7) + sys.getsizeof((None,) * 9) + 3 * sys.getsizeof(0.0) + 2 * 32 + 48
+_NODE_BYTES = sys.getsizeof((None,) * 7) + sys.getsizeof((None,) * 10) + 3 * sys.getsizeof(0.0) + 2 * 32 + 48
 _USER_LINK_BYTES = sys.getsizeof((None, None)) + 48  # the user links and their share of that dict
 _PAIR_ENTRY_BYTES = 48  # a resume pair's share of its dict
 
@@ -596,5 +597,5 @@ class ExpiryLists:
 
 def _to_record(sid: str, active: float, s: Static) -> SessionRecord:
     return SessionRecord(
-        sid, s[USER], s[CLIENT], s[TYPE], s[CREATED], active, s[TIMEOUT], s[ABSOLUTE], s[BLOB], s[META]
+        sid, s[USER], s[CLIENT], s[TYPE], s[CREATED], active, s[TIMEOUT], s[ABSOLUTE], s[BLOB], s[META], s[VERSION]
     )

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence, Set
 
-from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
+from faultmaven.exceptions import (
+    SessionDataTooLargeError,
+    SessionOverMemoryBudgetError,
+    SessionStoreException,
+    SessionVersionConflict,
+)
+from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
 from faultmaven.stores.expiry import (
@@ -23,6 +29,7 @@ from faultmaven.stores.expiry import (
     META,
     STATIC,
     USER,
+    VERSION,
     ExpiryLists,
     Static,
     _to_record,
@@ -117,6 +124,7 @@ class MemoryStore(ExpiryLists):
             record.blob,
             record.meta,
             cost,
+            record.version,
         )
         self._append(sid, record.last_activity, static)
         self._bytes += cost
@@ -132,17 +140,30 @@ class MemoryStore(ExpiryLists):
         return _to_record(session_id, now, node[STATIC])
 
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, limit: int | None = None
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        limit: int | None = None,
+        *,
+        merge: bool = False,
+        if_version: int | None = None,
     ) -> SessionRecord | None:
         node = self._live(session_id, now, user_id)
         if node is None:
             return None
         old = node[STATIC]
+        if if_version is not None and if_version != old[VERSION]:
+            raise SessionVersionConflict(old[VERSION])
+        if merge:
+            blob = merge_blobs(old[BLOB], blob)
         if limit is not None and len(blob) + len(old[META]) > limit:
             raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
         cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
         self._check_budget(cost)
-        static: Static = (*old[:BLOB], blob, old[META], cost)
+        version = old[VERSION] + 1 if blob != old[BLOB] else old[VERSION]
+        static: Static = (*old[:BLOB], blob, old[META], cost, version)
         self._move_to_tail(session_id, node, now, static)
         self._evict_for(cost - old[COST], now, keep=session_id)
         self._bytes += cost - old[COST]

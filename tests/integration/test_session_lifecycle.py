@@ -40,7 +40,14 @@ async def test_crud_over_http(client: httpx.AsyncClient, clock: FakeClock) -> No
 
     clock.advance(60)
     beat = await client.post(f"{API}/{sid}/heartbeat")
-    assert beat.status_code == 200 and set(beat.json()) == {"ok", "session_id", "expires_at", "last_activity", "status"}
+    assert beat.status_code == 200 and set(beat.json()) == {
+        "ok",
+        "session_id",
+        "expires_at",
+        "last_activity",
+        "status",
+        "version",
+    }
 
     patched = await client.patch(f"{API}/{sid}", json={"data": {"case": 2}})
     assert patched.status_code == 200 and patched.json()["data"] == {"case": 2}
