@@ -8,14 +8,16 @@ finished runs, never for a time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from faultmaven.config import Settings
+from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionEnd
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import SessionStore
+from faultmaven.stores import BatchResult, SessionStore
 from tests.support import FakeClock
 
 TICK_MINUTES = 0.0005  # 30 ms between scheduled runs
@@ -106,3 +108,78 @@ async def test_scheduled_runs_on_two_replicas_end_each_session_once(any_redis_ur
     finally:
         for replica in replicas:
             await replica.close()
+
+
+class Hooked:
+    """Any store, with `before_batch` awaited before each cleanup batch (a fault or a stop lands there)."""
+
+    def __init__(self, inner: SessionStore, before_batch: Callable[[], Awaitable[None]]) -> None:
+        self._inner = inner
+        self.before_batch = before_batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def remove_idle(self, *args: Any, **kwargs: Any) -> BatchResult:
+        await self.before_batch()
+        result: BatchResult = await self._inner.remove_idle(*args, **kwargs)
+        return result
+
+
+async def test_a_failing_store_never_ends_the_scheduler_and_the_next_run_cleans_up(
+    make_store: Callable[[], SessionStore], clock: FakeClock
+) -> None:
+    failures = 3
+
+    async def flaky() -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise SessionStoreException("store unreachable")
+
+    manager = SessionManager(Hooked(make_store(), flaky), settings=_settings(), clock=clock)  # type: ignore[arg-type]
+    try:
+        for i in range(25):
+            await manager.create_session(f"user-{i}")
+        clock.advance(minutes=31)
+        await manager.start_cleanup_scheduler(TICK_MINUTES)
+        async with asyncio.timeout(30):
+            while manager.get_session_metrics()["sessions_cleaned_total"] != 25:
+                assert manager.get_session_metrics()["scheduler_running"]
+                await asyncio.sleep(0.01)
+        assert failures == 0 and manager.get_session_metrics()["cleanup_errors_total"] == 3
+        await manager.stop_cleanup_scheduler()
+        assert await active(manager) == 0
+    finally:
+        await manager.close()
+
+
+async def test_a_stop_during_a_scheduled_run_lets_the_batch_finish_and_leaves_the_rest(
+    make_store: Callable[[], SessionStore], clock: FakeClock
+) -> None:
+    stopper: asyncio.Task[None] | None = None
+
+    async def stop_once() -> None:
+        nonlocal stopper
+        if stopper is None:
+            stopper = asyncio.create_task(manager.stop_cleanup_scheduler())
+            await asyncio.sleep(0)  # the stop is asked for while this batch is under way
+
+    manager = SessionManager(Hooked(make_store(), stop_once), settings=_settings(), clock=clock)  # type: ignore[arg-type]
+    try:
+        for i in range(30):
+            await manager.create_session(f"user-{i}")
+        clock.advance(minutes=31)
+        await manager.start_cleanup_scheduler(TICK_MINUTES)
+        async with asyncio.timeout(30):
+            while stopper is None or not stopper.done():
+                await asyncio.sleep(0.01)
+        metrics = manager.get_session_metrics()
+        cleaned = metrics["sessions_cleaned_total"]
+        assert not metrics["scheduler_running"] and metrics["cleanup_runs"] == 1
+        # The batch under way finishes (one SESSION_CLEANUP_BATCH_SIZE at most); a sharded store's first part
+        # may hold none of the 30.
+        assert cleaned == 10 if len(manager.store.cleanup_parts()) == 1 else cleaned <= 10  # type: ignore[operator]
+        assert await manager.cleanup_inactive_sessions() == 30 - cleaned  # type: ignore[operator]
+    finally:
+        await manager.close()
