@@ -16,7 +16,7 @@ shards spread evenly over a cluster's masters. Per shard:
   replicas clean different shards at the same time.
 The same layout runs on one node (`redis://`) and on a cluster (`redis+cluster://host:port[,host:port]`).
 
-Every operation that checks idleness and acts on it is one Lua script, so it runs atomically in Redis: a
+Every operation that checks idleness and acts on it is one Lua script (lua/*.lua), so it runs atomically in Redis: a
 touch racing a cleanup either lands first (and the cleanup's re-check keeps the session) or finds the
 session gone (and never writes it back). Timestamps travel as repr() strings, so Lua compares exactly the
 doubles Python computed.
@@ -43,279 +43,8 @@ from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreExceptio
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
 from faultmaven.stores.memory import session_bytes
+from faultmaven.stores.scripts import SCRIPTS
 from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner, shard_tags
-
-# Fields of a session hash, in the order the scripts return them.
-_FIELDS = "'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost'"
-
-# Shared Lua: the expiry rule, activity, and removal with every index kept in step. `user` fields hold
-# "u:" + the user id, or '' for none.
-_LIB = f"""
-local FIELDS = {{{_FIELDS}}}
-local function deadline(f) return math.min(tonumber(f[5]) + tonumber(f[6]), tonumber(f[7])) end
-local function ttl_ms(f, now)
-  return math.floor((math.min(tonumber(f[5]) + 2 * tonumber(f[6]), tonumber(f[7])) - now + 60) * 1000)
-end
-local function num(x) return string.format('%.17g', x) end  -- exact: Lua's own tostring keeps 14 digits
-local function user_key(prefix, user) return prefix .. 'u:' .. string.sub(user, 3) end
-local function activity(prefix, key, idx, exp, stats, id, f, now, now_text)
-  f[5] = now_text
-  local ttl = ttl_ms(f, now)
-  redis.call('HSET', key, 'active', now_text)
-  redis.call('ZADD', idx, now_text, id)
-  redis.call('ZADD', exp, num(deadline(f)), id)
-  redis.call('PEXPIRE', key, ttl)
-  if f[1] ~= '' then  -- the user's index in activity order (a sequence: no ties), kept as long as its sessions
-    local uk = user_key(prefix, f[1])
-    redis.call('ZADD', uk, redis.call('HINCRBY', stats, 'seq', 1), id)
-    if redis.call('PTTL', uk) < ttl then redis.call('PEXPIRE', uk, ttl) end
-  end
-end
-local function pair_key(prefix, user, client)
-  if user == '' then return prefix .. 'c:' .. client end
-  return prefix .. 'c:' .. client .. string.char(31) .. string.sub(user, 3)
-end
-local function drop_pair(prefix, id, user, client)
-  if client and client ~= '' then
-    local pk = pair_key(prefix, user, client)
-    if redis.call('GET', pk) == id then redis.call('DEL', pk) end
-  end
-end
-local function remove(prefix, idx, exp, stats, id, f)
-  redis.call('ZREM', idx, id)
-  redis.call('ZREM', exp, id)
-  redis.call('DEL', prefix .. 's:' .. id)
-  redis.call('HINCRBY', stats, 'bytes', -tonumber(f[10]))
-  drop_pair(prefix, id, f[1], f[2])
-  if f[1] ~= '' then redis.call('ZREM', user_key(prefix, f[1]), id) end
-end
-local function ending(id, f, reason) return {{id, f[1], f[2], f[4], f[5], reason}} end
--- The user's sessions, least recently active first, as {{id, fields}}; index entries whose hash is gone
--- (the TTL safety net took it) are dropped on the way, so they never linger or count.
-local function user_sessions(prefix, user)
-  local uk = user_key(prefix, user)
-  local out = {{}}
-  for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
-    local f = redis.call('HMGET', prefix .. 's:' .. id, unpack(FIELDS))
-    if f[5] then out[#out + 1] = {{id, f}} else redis.call('ZREM', uk, id) end
-  end
-  return out
-end
-"""
-
-# KEYS: session, idx, exp, stats. ARGV: id, prefix, now, user, client, type, created, active, timeout, abs,
-# data, meta, cost, max per user (0: none). Resumes the live session of the (user, client) pair, else
-# inserts, first ending the user's least recently active live sessions past the limit.
-# Returns {id[, fields]} and the endings.
-_CREATE = (
-    _LIB
-    + """
-local now = tonumber(ARGV[3])
-local pk = nil
-if ARGV[5] ~= '' then
-  pk = pair_key(ARGV[2], ARGV[4], ARGV[5])
-  local existing = redis.call('GET', pk)
-  if existing then
-    local key = ARGV[2] .. 's:' .. existing
-    local f = redis.call('HMGET', key, unpack(FIELDS))
-    if f[5] and now < deadline(f) then
-      activity(ARGV[2], key, KEYS[2], KEYS[3], KEYS[4], existing, f, now, ARGV[3])
-      return {{existing, f}, {}}
-    end
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local ended = {}
-local limit = tonumber(ARGV[14])
-if ARGV[4] ~= '' and limit > 0 then
-  local live = {}
-  for _, s in ipairs(user_sessions(ARGV[2], ARGV[4])) do
-    if now < deadline(s[2]) then live[#live + 1] = s end
-  end
-  for i = 1, #live - limit + 1 do
-    remove(ARGV[2], KEYS[2], KEYS[3], KEYS[4], live[i][1], live[i][2])
-    ended[#ended + 1] = ending(live[i][1], live[i][2], 'user_limit')
-  end
-end
-local f = {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]}
-for i = 1, #FIELDS do redis.call('HSET', KEYS[1], FIELDS[i], f[i]) end
-redis.call('HINCRBY', KEYS[4], 'bytes', ARGV[13])
-activity(ARGV[2], KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f, now, ARGV[3])
-if pk then redis.call('SET', pk, ARGV[1], 'PX', math.floor((tonumber(ARGV[10]) - now + 60) * 1000)) end
-return {{ARGV[1]}, ended}
-"""
-)
-
-# KEYS: session, idx, exp, stats. ARGV: id, prefix, now, user ('' for anyone)[, data, cost, limit]
-_TOUCH = (
-    _LIB
-    + """
-local f = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-if not f[5] then return false end
-local now = tonumber(ARGV[3])
-if now >= deadline(f) then return false end
-if ARGV[4] ~= '' and f[1] ~= '' and f[1] ~= ARGV[4] then return false end
-if ARGV[5] then
-  local size = #ARGV[5] + #f[9]
-  if size > tonumber(ARGV[7]) then return size end
-  redis.call('HSET', KEYS[1], 'data', ARGV[5], 'cost', ARGV[6])
-  redis.call('HINCRBY', KEYS[4], 'bytes', tonumber(ARGV[6]) - tonumber(f[10]))
-  f[8] = ARGV[5]
-end
-activity(ARGV[2], KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f, now, ARGV[3])
-return f
-"""
-)
-
-# KEYS: session, idx, exp, stats. ARGV: id, prefix, user ('' for anyone)
-_DELETE = (
-    _LIB
-    + """
-local f = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-if not f[5] then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return false
-end
-if ARGV[3] ~= '' and f[1] ~= '' and f[1] ~= ARGV[3] then return false end
-remove(ARGV[2], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f)
-return f
-"""
-)
-
-# KEYS: old session, new session, idx, exp, stats. ARGV: old id, new id, prefix, now, user ('' for anyone).
-# RENAME keeps every field (last activity included); every index and the resume pair move to the new id,
-# at the old id's place, in the same step.
-_ROTATE = (
-    _LIB
-    + """
-local f = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-if not f[5] then return false end
-local now = tonumber(ARGV[4])
-if now >= deadline(f) then return false end
-if ARGV[5] ~= '' and f[1] ~= '' and f[1] ~= ARGV[5] then return false end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])  -- keeps every field and the TTL
-redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[3], ARGV[1]), ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], redis.call('ZSCORE', KEYS[4], ARGV[1]), ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[1])
-if f[1] ~= '' then
-  local uk = user_key(ARGV[3], f[1])
-  redis.call('ZADD', uk, redis.call('ZSCORE', uk, ARGV[1]), ARGV[2])
-  redis.call('ZREM', uk, ARGV[1])
-end
-if f[2] ~= '' then
-  local pk = pair_key(ARGV[3], f[1], f[2])
-  if redis.call('GET', pk) == ARGV[1] then redis.call('SET', pk, ARGV[2], 'KEEPTTL') end
-end
-return {f, {ARGV[1], f[1], f[2], f[4], f[5], 'rotated'}}
-"""
-)
-
-# KEYS: idx, exp, stats. ARGV: prefix, now, user ("u:" + id), limit, offset. The user's live sessions,
-# most recently active first: {total, {id, fields}...} for the page.
-_LIST_USER = (
-    _LIB
-    + """
-local now = tonumber(ARGV[2])
-local live = {}
-for _, s in ipairs(user_sessions(ARGV[1], ARGV[3])) do
-  if now < deadline(s[2]) then live[#live + 1] = s end
-end
-local page = {}
-local first = #live - tonumber(ARGV[5])
-for i = first, math.max(1, first - tonumber(ARGV[4]) + 1), -1 do page[#page + 1] = live[i] end
-return {#live, page}
-"""
-)
-
-# KEYS: idx, exp, stats. ARGV: prefix, now, user ("u:" + id). Ends every session of the user.
-_REVOKE_USER = (
-    _LIB
-    + """
-local now = tonumber(ARGV[2])
-local ended = {}
-for _, s in ipairs(user_sessions(ARGV[1], ARGV[3])) do
-  remove(ARGV[1], KEYS[1], KEYS[2], KEYS[3], s[1], s[2])
-  ended[#ended + 1] = ending(s[1], s[2], now < deadline(s[2]) and 'revoked' or 'expired')
-end
-redis.call('DEL', user_key(ARGV[1], ARGV[3]))
-return ended
-"""
-)
-
-# KEYS: idx, exp, stats. ARGV: key prefix, now, max_idle ('' for none), limit, report endings (1/0),
-# excluded ids...
-# First the expired (the deadline index up to now), then, for a max-age run, the idle (the activity index,
-# read a little past the cutoff, the exact rule applied to each id in activity order). Each candidate is
-# re-read and re-checked before it goes.
-_REMOVE_IDLE = (
-    _LIB
-    + """
-local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local max_idle = tonumber(ARGV[3])
-local report = ARGV[5] == '1'  -- endings only while someone listens: they cost the reply its size
-local excluded = {}
-for i = 6, #ARGV do excluded[ARGV[i]] = true end
-local removed, idle, freed, lifetime, failed, gone, keys, ended = 0, 0, 0, 0, {}, {}, {}, {}
-local seen = {}  -- ids the first sweep took: the second one (max age) must not count them again
-local function sweep(index, upto, by_idle)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', upto, 'LIMIT', 0, limit + #ARGV - 5)
-  for _, id in ipairs(ids) do
-    if removed + #failed >= limit then return end
-    if not excluded[id] and not seen[id] then
-      local key = prefix .. 's:' .. id
-      local ok, f = pcall(redis.call, 'HMGET', key, 'active', 'timeout', 'abs', 'created', 'cost', 'user', 'client')
-      if not ok then
-        failed[#failed + 1] = id
-      elseif not f[1] then  -- its hash already expired by TTL: drop the stale index entries
-        gone[#gone + 1] = id
-        removed = removed + 1
-      else
-        local active = tonumber(f[1])
-        local expired = now >= math.min(active + tonumber(f[2]), tonumber(f[3]))
-        if not expired and not (by_idle and now - active >= max_idle) then
-          return  -- the re-check: in use again, and everything after it in this index too
-        end
-        if not expired then idle = idle + 1 end
-        if report then ended[#ended + 1] = {id, f[6], f[7], f[4], f[1], expired and 'expired' or 'idle'} end
-        gone[#gone + 1] = id
-        keys[#keys + 1] = key
-        removed = removed + 1
-        freed = freed + tonumber(f[5])
-        lifetime = lifetime + (active - tonumber(f[4]))
-        if f[7] ~= '' then drop_pair(prefix, id, f[6], f[7]) end
-        if f[6] ~= '' then redis.call('ZREM', user_key(prefix, f[6]), id) end
-      end
-      if max_idle then seen[id] = true end
-    end
-  end
-end
-sweep(KEYS[2], ARGV[2], false)
-if max_idle then sweep(KEYS[1], num(now - max_idle + 1), true) end
-for i = 1, #gone, 500 do
-  local last = math.min(i + 499, #gone)
-  redis.call('ZREM', KEYS[1], unpack(gone, i, last))
-  redis.call('ZREM', KEYS[2], unpack(gone, i, last))
-end
-for i = 1, #keys, 500 do
-  redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
-end
-if freed > 0 then redis.call('HINCRBY', KEYS[3], 'bytes', -freed) end
-return {removed, freed, num(lifetime), failed, ended, idle}
-"""
-)
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _decode_user(raw: bytes) -> str | None:
@@ -327,7 +56,7 @@ def _user_arg(user_id: str | None) -> str:
 
 
 def _record(session_id: str, f: list[bytes]) -> SessionRecord:
-    """A session from the hash fields in _FIELDS order."""
+    """A session from the hash fields in the scripts' FIELDS order (lua/common.lua)."""
     user, client, kind, created, active, timeout, absolute, data, meta, _cost = f
     return SessionRecord(
         session_id,
@@ -396,20 +125,7 @@ class RedisStore:
         self._client = connect(url)
         self._shards = [_Shard(f"{prefix}{{{tag}}}") for tag in shard_tags()]
         self._leases: dict[str, _Shard] = {}  # token -> the shard it holds
-        self._scripts = {
-            name: self._client.register_script(lua)
-            for name, lua in [
-                ("create", _CREATE),
-                ("rotate", _ROTATE),
-                ("list_user", _LIST_USER),
-                ("revoke_user", _REVOKE_USER),
-                ("touch", _TOUCH),
-                ("delete", _DELETE),
-                ("remove_idle", _REMOVE_IDLE),
-                ("renew", _RENEW),
-                ("release", _RELEASE),
-            ]
-        }
+        self._scripts = {name: self._client.register_script(lua) for name, lua in SCRIPTS.items()}
         self._preparing = asyncio.Lock()
         self._prepared = False
         self.report_ended = False

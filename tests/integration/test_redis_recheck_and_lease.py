@@ -17,11 +17,12 @@ import pytest
 import faultmaven.session_management as session_management
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import _REMOVE_IDLE, RedisStore
+from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.scripts import SCRIPTS
 from faultmaven.stores.shards import shard_of_owner
 from tests.support import FakeClock
 
-RECHECK = "        if not expired and not (by_idle and now - active >= max_idle) then\n"
+RECHECK = "          if not expired and not (by_idle and now - active >= max_idle) then\n"
 
 
 class _NoRecheck(RedisStore):
@@ -29,8 +30,8 @@ class _NoRecheck(RedisStore):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        broken = _REMOVE_IDLE.replace(RECHECK, "        if false then\n")
-        assert broken != _REMOVE_IDLE, "the variant did not change the script"
+        broken = SCRIPTS["remove_idle"].replace(RECHECK, "          if false then\n")
+        assert broken != SCRIPTS["remove_idle"], "the variant did not change the script"
         self._scripts["remove_idle"] = self._client.register_script(broken)
 
 

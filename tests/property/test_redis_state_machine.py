@@ -8,7 +8,7 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from faultmaven.stores.redis import _TOUCH
+from faultmaven.stores.scripts import SCRIPTS
 from tests.property import machine
 from tests.redis_server import RedisServer
 
@@ -41,7 +41,8 @@ class _RedisScriptVariant(machine.PeekableRedisStore):
         self._scripts["touch"] = self._client.register_script(self.broken_touch)
 
 
-_CHECK = "if now >= deadline(f) then return false end\n"
+_TOUCH = SCRIPTS["touch"]
+_CHECK = "  if now >= deadline(fields) then return nil end\n"
 
 
 class _RedisNoLazyExpiry(_RedisScriptVariant):
@@ -53,7 +54,8 @@ class _RedisExpiryOffByOne(_RedisScriptVariant):
 
 
 class _RedisTouchPastAbsoluteLifetime(_RedisScriptVariant):
-    broken_touch = _TOUCH.replace(_CHECK, _CHECK.replace("deadline(f)", "tonumber(f[5]) + tonumber(f[6])"))
+    idle_only = "tonumber(fields[ACTIVE]) + tonumber(fields[TIMEOUT])"
+    broken_touch = _TOUCH.replace(_CHECK, _CHECK.replace("deadline(fields)", idle_only))
 
 
 @pytest.mark.parametrize("broken", [_RedisNoLazyExpiry, _RedisExpiryOffByOne, _RedisTouchPastAbsoluteLifetime])

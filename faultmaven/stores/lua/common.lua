@@ -1,0 +1,111 @@
+-- Shared by the session scripts and prepended to each of them when the store loads it (a Redis script
+-- cannot include a file): the session hash's fields, the expiry rule, the "is this session live" check,
+-- activity, and removal with every index kept in step. It reads no KEYS or ARGV itself.
+--
+-- Every `user` value is "u:" + the user id, or '' for none. Timestamps arrive as repr() strings of
+-- Python floats, so tonumber() gives back exactly the doubles Python computed.
+
+-- The fields of a session hash, in the order the scripts read them and return them to the store.
+local FIELDS = {'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost'}
+-- The place of each field in FIELDS (and in an HMGET of FIELDS).
+local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+
+-- The session's exact deadline: its idle timeout past its last activity, capped by its absolute deadline.
+local function deadline(fields)
+  return math.min(tonumber(fields[ACTIVE]) + tonumber(fields[TIMEOUT]), tonumber(fields[ABS]))
+end
+
+-- The hash's native TTL (ms), a safety net for sessions no cleanup reaches: 60 s past the earlier of
+-- twice the idle timeout and the absolute deadline.
+local function ttl_ms(fields, now)
+  local active, timeout, abs = tonumber(fields[ACTIVE]), tonumber(fields[TIMEOUT]), tonumber(fields[ABS])
+  return math.floor((math.min(active + 2 * timeout, abs) - now + 60) * 1000)
+end
+
+local function num(x) return string.format('%.17g', x) end  -- exact: Lua's own tostring keeps 14 digits
+
+local function user_key(prefix, user) return prefix .. 'u:' .. string.sub(user, 3) end
+
+-- Whether `user` ('' for anyone) may act on the session: anyone on a session of no user, else its owner.
+local function owned_by(fields, user)
+  local owner = fields[USER]
+  return user == '' or owner == '' or owner == user
+end
+
+-- The session's fields if its hash is stored, its deadline is still ahead at `now` and `user` may act
+-- on it; else nil. One HMGET.
+local function live_session(key, now, user)
+  local fields = redis.call('HMGET', key, unpack(FIELDS))
+  if not fields[ACTIVE] then return nil end
+  if now >= deadline(fields) then return nil end
+  if not owned_by(fields, user) then return nil end
+  return fields
+end
+
+-- Activity at `now`: the last-activity field, both shard indexes, the hash's TTL, and the user's index.
+local function activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
+  fields[ACTIVE] = now_text
+  local ttl = ttl_ms(fields, now)
+  redis.call('HSET', key, 'active', now_text)
+  redis.call('ZADD', idx, now_text, id)
+  redis.call('ZADD', exp, num(deadline(fields)), id)
+  redis.call('PEXPIRE', key, ttl)
+  local user = fields[USER]
+  if user ~= '' then  -- the user's index in activity order (a sequence: no ties), kept as long as its sessions
+    local uk = user_key(prefix, user)
+    redis.call('ZADD', uk, redis.call('HINCRBY', stats, 'seq', 1), id)
+    if redis.call('PTTL', uk) < ttl then redis.call('PEXPIRE', uk, ttl) end
+  end
+end
+
+-- The key of the session a client resumes: per client, and per user for a signed-in one.
+local function pair_key(prefix, user, client)
+  if user == '' then return prefix .. 'c:' .. client end
+  return prefix .. 'c:' .. client .. string.char(31) .. string.sub(user, 3)
+end
+
+-- Drops the client's resume pair if it still names this session.
+local function drop_pair(prefix, id, user, client)
+  if client and client ~= '' then
+    local pk = pair_key(prefix, user, client)
+    if redis.call('GET', pk) == id then redis.call('DEL', pk) end
+  end
+end
+
+-- Removes the session and every entry that names it: both shard indexes, its bytes, pair and user index.
+local function remove(prefix, idx, exp, stats, id, fields)
+  local user = fields[USER]
+  redis.call('ZREM', idx, id)
+  redis.call('ZREM', exp, id)
+  redis.call('DEL', prefix .. 's:' .. id)
+  redis.call('HINCRBY', stats, 'bytes', -tonumber(fields[COST]))
+  drop_pair(prefix, id, user, fields[CLIENT])
+  if user ~= '' then redis.call('ZREM', user_key(prefix, user), id) end
+end
+
+-- An ending as the store reads it: {id, user, client, created, last activity, reason}.
+local function ending(id, fields, reason)
+  return {id, fields[USER], fields[CLIENT], fields[CREATED], fields[ACTIVE], reason}
+end
+
+-- The user's sessions, least recently active first, as {id, fields}; index entries whose hash is gone
+-- (the TTL safety net took it) are dropped on the way, so they never linger or count.
+local function user_sessions(prefix, user)
+  local uk = user_key(prefix, user)
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
+    local fields = redis.call('HMGET', prefix .. 's:' .. id, unpack(FIELDS))
+    if fields[ACTIVE] then out[#out + 1] = {id, fields} else redis.call('ZREM', uk, id) end
+  end
+  return out
+end
+
+-- The user's sessions still live at `now`, least recently active first, as {id, fields}.
+local function live_user_sessions(prefix, user, now)
+  local live = {}
+  for _, s in ipairs(user_sessions(prefix, user)) do
+    if now < deadline(s[2]) then live[#live + 1] = s end
+  end
+  return live
+end
+

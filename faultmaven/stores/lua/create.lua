@@ -1,0 +1,62 @@
+-- Resumes the live session of the (user, client) pair, else inserts the new session, first ending the
+-- user's least recently active live sessions past the per-user limit.
+-- Uses common.lua.
+--
+-- KEYS[1]  the new session's hash (<prefix>s:<id>)
+-- KEYS[2]  the shard's activity index (idx)
+-- KEYS[3]  the shard's deadline index (exp)
+-- KEYS[4]  the shard's stats hash
+-- ARGV[1]  the new session's id
+-- ARGV[2]  the shard's key prefix, "<prefix>{<tag>}"
+-- ARGV[3]  now
+-- ARGV[4]  user ("u:" + id, or '')
+-- ARGV[5]  client id ('' for none)
+-- ARGV[6]  session type
+-- ARGV[7]  created
+-- ARGV[8]  last activity
+-- ARGV[9]  idle timeout (s)
+-- ARGV[10] absolute deadline
+-- ARGV[11] data
+-- ARGV[12] metadata
+-- ARGV[13] cost (bytes)
+-- ARGV[14] most live sessions per user (0: no limit)
+-- Returns {{id, fields}, {}} for a resumed session, {{id}, endings} for an inserted one, false if the id
+-- is already stored.
+
+local id, prefix, now_text, user, client = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local absolute_text, cost_text = ARGV[10], ARGV[13]
+local max_per_user = tonumber(ARGV[14])
+local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = tonumber(now_text)
+
+local pk = nil
+if client ~= '' then
+  pk = pair_key(prefix, user, client)
+  local existing = redis.call('GET', pk)
+  if existing then
+    local existing_key = prefix .. 's:' .. existing
+    local fields = live_session(existing_key, now, '')
+    if fields then
+      activity(prefix, existing_key, idx, exp, stats, existing, fields, now, now_text)
+      return {{existing, fields}, {}}
+    end
+  end
+end
+if redis.call('EXISTS', key) == 1 then return false end
+
+local ended = {}
+if user ~= '' and max_per_user > 0 then
+  local live = live_user_sessions(prefix, user, now)
+  for i = 1, #live - max_per_user + 1 do
+    local old_id, old_fields = live[i][1], live[i][2]
+    remove(prefix, idx, exp, stats, old_id, old_fields)
+    ended[#ended + 1] = ending(old_id, old_fields, 'user_limit')
+  end
+end
+
+local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text}
+for i = 1, #FIELDS do redis.call('HSET', key, FIELDS[i], fields[i]) end
+redis.call('HINCRBY', stats, 'bytes', cost_text)
+activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
+if pk then redis.call('SET', pk, id, 'PX', math.floor((tonumber(absolute_text) - now + 60) * 1000)) end
+return {{id}, ended}

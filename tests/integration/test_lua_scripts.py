@@ -1,0 +1,73 @@
+"""The Redis store's Lua files: each script compiles in a real redis-server, the store runs exactly the
+assembled scripts, no file in the folder goes unused, and each header names the KEYS and ARGV it reads."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib.resources import files
+
+import pytest
+import redis.asyncio as aioredis
+
+from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.scripts import COMMON, SCRIPT_FILES, SCRIPTS, read_lua
+
+LUA_DIR = files("faultmaven.stores") / "lua"
+SLOTS = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
+
+
+def _lua_files() -> set[str]:
+    return {entry.name for entry in LUA_DIR.iterdir() if entry.name.endswith(".lua")}
+
+
+def _header(text: str) -> str:
+    """The leading comment block of a file."""
+    lines = text.splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.startswith("--")), len(lines))
+    return "\n".join(lines[:end])
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+async def test_every_script_compiles_in_redis(redis_url: str, name: str) -> None:
+    """SCRIPT LOAD compiles the text: a syntax error in a file or in common.lua fails here, not on a call."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        sha = await client.script_load(SCRIPTS[name])
+        assert sha == hashlib.sha1(SCRIPTS[name].encode()).hexdigest()
+        assert await client.script_exists(sha) == [True]
+    finally:
+        await client.aclose()
+
+
+async def test_the_store_runs_the_assembled_scripts(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    try:
+        assert {name: script.script for name, script in store._scripts.items()} == dict(SCRIPTS)
+    finally:
+        await store.close()
+
+
+def test_every_lua_file_is_used_by_a_script() -> None:
+    used = {name for parts in SCRIPT_FILES.values() for name in parts}
+    assert _lua_files() == used, "a .lua file no script is made of, or a script part that is not shipped"
+
+
+def test_common_is_prepended_and_reads_no_keys_or_argv() -> None:
+    common = read_lua(COMMON)
+    assert not SLOTS.search(common.replace(_header(common), ""))
+    for name, parts in SCRIPT_FILES.items():
+        if COMMON in parts:
+            assert parts[0] == COMMON and SCRIPTS[name].startswith(common)
+
+
+@pytest.mark.parametrize("name", sorted(_lua_files() - {COMMON}))
+def test_each_header_names_the_keys_and_argv_the_script_reads(name: str) -> None:
+    text = read_lua(name)
+    header = _header(text)
+    body = text[len(header) :]
+    assert header, f"{name} has no header comment"
+    read = set(SLOTS.findall(body))
+    named = set(SLOTS.findall(header))
+    assert read, f"{name} reads no KEYS or ARGV"
+    assert read <= named, f"{name} reads {sorted(read - named)} without naming them in its header"
