@@ -39,7 +39,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 from faultmaven.config.config import cluster_nodes
-from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
+from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException, SessionVersionConflict
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
 from faultmaven.stores.memory import session_bytes
@@ -57,7 +57,7 @@ def _user_arg(user_id: str | None) -> str:
 
 def _record(session_id: str, f: list[bytes]) -> SessionRecord:
     """A session from the hash fields in the scripts' FIELDS order (lua/common.lua)."""
-    user, client, kind, created, active, timeout, absolute, data, meta, _cost = f
+    user, client, kind, created, active, timeout, absolute, data, meta, _cost, version = f
     return SessionRecord(
         session_id,
         _decode_user(user),
@@ -69,6 +69,7 @@ def _record(session_id: str, f: list[bytes]) -> SessionRecord:
         float(absolute),
         bytes(data),
         bytes(meta),
+        int(version) if version else 1,  # a hash stored before sessions had versions: version 1
     )
 
 
@@ -197,7 +198,7 @@ class RedisStore:
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
         args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
-        args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user]
+        args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user, record.version]
         found = await self._run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
             raise SessionStoreException("session id already stored")
@@ -207,27 +208,42 @@ class RedisStore:
             return record, False, len(ended)
         return _record(stored[0].decode(), stored[1]), True, 0
 
-    async def _touch(
-        self, session_id: str, now: float, user_id: str | None, blob: bytes | None = None, limit: int | None = None
-    ) -> SessionRecord | None:
+    async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         shard = self._shard(session_id)
         if shard is None:
             return None
-        args: list[Any] = [session_id, shard.prefix, repr(now), _user_arg(user_id)]
-        if blob is not None:
-            args += [blob, session_bytes(session_id, None, blob), limit if limit is not None else 2**62]
+        args = [session_id, shard.prefix, repr(now), _user_arg(user_id)]
         found = await self._run("touch", [shard.key(session_id), *shard.indexes], args)
-        if isinstance(found, int) and limit is not None:
-            raise SessionDataTooLargeError(found, limit)
         return _record(session_id, found) if found else None
 
-    async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
-        return await self._touch(session_id, now, user_id)
-
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, limit: int | None = None
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        limit: int | None = None,
+        *,
+        merge: bool = False,
+        if_version: int | None = None,
     ) -> SessionRecord | None:
-        return await self._touch(session_id, now, user_id, blob, limit)
+        """One script (lua/update.lua) checks the version, merges on the stored text, checks the size and
+        writes, so concurrent writers never lose each other's keys."""
+        shard = self._shard(session_id)
+        if shard is None:
+            return None
+        base_cost = session_bytes(session_id, None, b"")  # the script adds the stored data's length
+        args: list[Any] = [session_id, shard.prefix, repr(now), _user_arg(user_id), blob, base_cost]
+        args += [limit if limit is not None else 2**62, "" if if_version is None else if_version, int(merge)]
+        found = await self._run("update", [shard.key(session_id), *shard.indexes], args)
+        if not found:
+            return None
+        if len(found) == 2:
+            refusal, value = found[0], int(found[1])
+            if refusal == b"version":
+                raise SessionVersionConflict(value)
+            raise SessionDataTooLargeError(value, limit if limit is not None else 2**62)
+        return _record(session_id, found)
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
         shard = self._shard(session_id)

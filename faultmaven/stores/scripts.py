@@ -12,6 +12,8 @@ from types import MappingProxyType
 
 LUA_PACKAGE_DIR = "lua"
 COMMON = "common.lua"
+MERGE_PATCH = "merge_patch.lua"  # the RFC 7396 merge over JSON text, for update.lua
+LIBRARIES = (COMMON, MERGE_PATCH)  # prepended to scripts; they read no KEYS or ARGV themselves
 
 # The files each script is made of, in order: the store's name for a script -> its files.
 SCRIPT_FILES = MappingProxyType(
@@ -21,6 +23,7 @@ SCRIPT_FILES = MappingProxyType(
         "list_user": (COMMON, "list_user.lua"),
         "revoke_user": (COMMON, "revoke_user.lua"),
         "touch": (COMMON, "touch.lua"),
+        "update": (COMMON, MERGE_PATCH, "update.lua"),
         "delete": (COMMON, "delete.lua"),
         "remove_idle": (COMMON, "remove_idle.lua"),
         "renew": ("renew_lease.lua",),

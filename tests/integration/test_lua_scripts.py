@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from faultmaven.stores.redis import RedisStore
-from faultmaven.stores.scripts import COMMON, SCRIPT_FILES, SCRIPTS, read_lua
+from faultmaven.stores.scripts import COMMON, LIBRARIES, SCRIPT_FILES, SCRIPTS, read_lua
 
 LUA_DIR = files("faultmaven.stores") / "lua"
 SLOTS = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
@@ -55,13 +55,16 @@ def test_every_lua_file_is_used_by_a_script() -> None:
 
 def test_common_is_prepended_and_reads_no_keys_or_argv() -> None:
     common = read_lua(COMMON)
-    assert not SLOTS.search(common.replace(_header(common), ""))
+    for library in LIBRARIES:
+        text = read_lua(library)
+        assert not SLOTS.search(text.replace(_header(text), "")), library
     for name, parts in SCRIPT_FILES.items():
         if COMMON in parts:
             assert parts[0] == COMMON and SCRIPTS[name].startswith(common)
+        assert all(part in LIBRARIES for part in parts[:-1]), f"{name}: only libraries come before the script"
 
 
-@pytest.mark.parametrize("name", sorted(_lua_files() - {COMMON}))
+@pytest.mark.parametrize("name", sorted(_lua_files() - set(LIBRARIES)))
 def test_each_header_names_the_keys_and_argv_the_script_reads(name: str) -> None:
     text = read_lua(name)
     header = _header(text)

@@ -5,10 +5,11 @@
 -- Every `user` value is "u:" + the user id, or '' for none. Timestamps arrive as repr() strings of
 -- Python floats, so tonumber() gives back exactly the doubles Python computed.
 
--- The fields of a session hash, in the order the scripts read them and return them to the store.
-local FIELDS = {'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost'}
+-- The fields of a session hash, in the order the scripts read them and return them to the store. A hash
+-- stored before sessions had versions has no 'version' (false in an HMGET): its data is at version 1.
+local FIELDS = {'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost', 'version'}
 -- The place of each field in FIELDS (and in an HMGET of FIELDS).
-local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST, VERSION = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
 -- The session's exact deadline: its idle timeout past its last activity, capped by its absolute deadline.
 local function deadline(fields)

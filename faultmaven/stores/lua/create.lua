@@ -20,6 +20,7 @@
 -- ARGV[12] metadata
 -- ARGV[13] cost (bytes)
 -- ARGV[14] most live sessions per user (0: no limit)
+-- ARGV[15] the data's version (1 for a new session)
 -- Returns {{id, fields}, {}} for a resumed session, {{id}, endings} for an inserted one, false if the id
 -- is already stored.
 
@@ -54,7 +55,7 @@ if user ~= '' and max_per_user > 0 then
   end
 end
 
-local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text}
+local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text, ARGV[15]}
 for i = 1, #FIELDS do redis.call('HSET', key, FIELDS[i], fields[i]) end
 redis.call('HINCRBY', stats, 'bytes', cost_text)
 activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
