@@ -2,7 +2,8 @@
 
 The model is a dict of session id -> Model (activity, data, its own timeout, creation, user, client) and
 the rule "expired from min(last_activity + timeout, created + ABSOLUTE) on"; resume by (user, client) and
-ownership (another user's session is absent) are modelled too. The machine is built by
+ownership (another user's session is absent) are modelled too, and so is the data's version: writes
+replace the data or merge a patch into it (RFC 7396), optionally conditional on a version. The machine is built by
 `build_machine(make_store)` so the same rules run against every store, and against the deliberately
 broken stores of the power check.
 """
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from faultmaven.config import Settings
-from faultmaven.exceptions import SessionNotFoundError
+from faultmaven.exceptions import SessionNotFoundError, SessionVersionConflict
+from faultmaven.merge_patch import merge_patch
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from faultmaven.stores.redis import RedisStore
@@ -42,11 +44,21 @@ SMALL_STEPS = st.sampled_from([0.25, 0.5, 1.0, 5.0, 10.0, 20.0])
 LARGE_STEPS = st.sampled_from([15.0, 30.0, 45.0, 59.75, 60.0, 60.25, 90.0, 1000.0])
 MAX_AGES = st.sampled_from([0.0, 0.25, 0.5, 0.99, 1.0, 1.01, 1.5, 2.0])  # minutes: below, at, above T
 DATA = st.dictionaries(st.text(string.ascii_letters, max_size=4), st.integers(-5, 5) | st.text(max_size=4), max_size=3)
+# Merge patches over few keys (so they hit stored ones): null removes, objects merge, the rest replaces.
+PATCH_KEYS = st.sampled_from(["a", "b", "n", "op"])
+PATCH_VALUES = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(PATCH_KEYS, inner, max_size=3),
+    max_leaves=5,
+)
+PATCHES = st.dictionaries(PATCH_KEYS, PATCH_VALUES, max_size=3)
+# What a write expects of the version: nothing, the current one, or one that is not current.
+CONDITIONS = st.sampled_from([None, "current", "stale"])
 UNKNOWN_IDS = st.text("ab", min_size=43, max_size=43)  # well formed, never issued
 MALFORMED_IDS = st.sampled_from(["", "x", "a" * 42, "a" * 44, "a" * 42 + "!", "../etc/passwd"])
 OPS = st.lists(
     # The index counts in activity order, so small ones hit the sessions the cleanup is about to reach.
-    st.tuples(st.sampled_from(["touch", "get", "update", "delete", "create", "advance"]), st.integers(0, 9)),
+    st.tuples(st.sampled_from(["touch", "get", "update", "merge", "delete", "create", "advance"]), st.integers(0, 9)),
     max_size=6,
 )
 
@@ -64,9 +76,9 @@ class PeekableStore(MemoryStore):
             sid = links[0] if links is not None else None
         return ids
 
-    async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
+    async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
         record = self._record(session_id)
-        return None if record is None else (record.last_activity, json.loads(record.blob))
+        return None if record is None else (record.last_activity, json.loads(record.blob), record.version)
 
 
 class PeekableRedisStore(RedisStore):
@@ -76,12 +88,13 @@ class PeekableRedisStore(RedisStore):
         key = f"{self._owner_shard(user).prefix}u:{user}"
         return [sid.decode() for sid in await self._client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
 
-    async def peek(self, session_id: str) -> tuple[float, dict[str, Any]] | None:
+    async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
         shard = self._shard(session_id)
         if shard is None:
             return None
-        active, data = await self._client.hmget(shard.key(session_id), ["active", "data"])  # type: ignore[misc]
-        return None if active is None else (float(active), json.loads(data))
+        fields = ["active", "data", "version"]
+        active, data, version = await self._client.hmget(shard.key(session_id), fields)  # type: ignore[misc]
+        return None if active is None else (float(active), json.loads(data), int(version or 1))
 
 
 class GatedManager(SessionManager):
@@ -118,6 +131,7 @@ class Model:
     user: str | None = None
     client: str | None = None
     order: int = 0  # activity order (the stores keep each user's sessions in it)
+    version: int = 1  # of the data: +1 whenever a write changes its encoded bytes
 
     def expires_at(self) -> float:
         return min(self.last_activity + self.timeout, self.created + ABSOLUTE)
@@ -163,8 +177,8 @@ class SessionMachine(RuleBasedStateMachine):
 
     # -- model helpers ---------------------------------------------------------------------------------
 
-    def peek(self, sid: str) -> tuple[float, dict[str, Any]] | None:
-        result: tuple[float, dict[str, Any]] | None = self.run(self.store.peek(sid))
+    def peek(self, sid: str) -> tuple[float, dict[str, Any], int] | None:
+        result: tuple[float, dict[str, Any], int] | None = self.run(self.store.peek(sid))
         return result
 
     def live(self, sid: str) -> bool:
@@ -208,7 +222,7 @@ class SessionMachine(RuleBasedStateMachine):
         if self.visible(sid, user):
             assert returned is not None, "a live session was not returned"
             self.activity(sid)
-            assert returned.data == self.model[sid].data
+            assert (returned.data, returned.version) == (self.model[sid].data, self.model[sid].version)
             assert returned.last_activity.timestamp() == self.clock.now
         else:
             assert returned is None, "an expired, deleted or unknown session was returned"
@@ -244,18 +258,44 @@ class SessionMachine(RuleBasedStateMachine):
         assert session.expires_at.timestamp() == self.model[session.session_id].expires_at()
         return str(session.session_id)
 
-    def do_update(self, sid: str, data: dict[str, Any], user: str | None = None) -> None:
-        if self.visible(sid, user):
-            session = self.run(self.manager.update_session(sid, data, user_id=user))
-            assert session.data == data
-            self.activity(sid)
-            self.model[sid].data = data
-        else:
+    def do_update(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        user: str | None = None,
+        *,
+        merge: bool = False,
+        condition: str | None = None,
+    ) -> None:
+        """A write of the data (or with `merge` a merge patch of it), optionally conditional on the version:
+        the current one, or a stale one (a conflict that changes nothing, not even activity)."""
+        entry = self.model.get(sid)
+        if_version = None
+        if condition is not None:
+            current = entry.version if entry is not None else 1
+            if_version = current if condition == "current" else current - 1 - self.ticks % 2 * 2  # stale
+        call = self.manager.update_session(sid, data, user_id=user, merge=merge, if_version=if_version)
+        if not self.visible(sid, user):
             try:
-                self.run(self.manager.update_session(sid, data, user_id=user))
+                self.run(call)
             except SessionNotFoundError:
                 return
             raise AssertionError("update of a session that is not live succeeded")
+        assert entry is not None
+        if condition == "stale":
+            try:
+                self.run(call)
+            except SessionVersionConflict as conflict:
+                assert conflict.current_version == entry.version
+                return
+            raise AssertionError("a write naming a stale version succeeded")
+        session = self.run(call)
+        new = merge_patch(entry.data, data) if merge else data
+        if _encoded(new) != _encoded(entry.data):
+            entry.version += 1
+        assert session.data == new and session.version == entry.version
+        self.activity(sid)
+        entry.data = new
 
     def do_delete(self, sid: str, user: str | None = None) -> None:
         was_live = self.visible(sid, user)
@@ -306,6 +346,14 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, data=DATA, user=USERS)
     def update(self, sid: str, data: dict[str, Any], user: str | None) -> None:
         self.do_update(sid, data, user)
+
+    @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, patch=PATCHES, user=USERS, condition=CONDITIONS)
+    def merge(self, sid: str, patch: dict[str, Any], user: str | None, condition: str | None) -> None:
+        self.do_update(sid, patch, user, merge=True, condition=condition)
+
+    @rule(sid=sessions, data=DATA, condition=CONDITIONS)
+    def conditional_update(self, sid: str, data: dict[str, Any], condition: str | None) -> None:
+        self.do_update(sid, data, condition=condition)
 
     @rule(sid=sessions | UNKNOWN_IDS | MALFORMED_IDS, user=USERS)
     def delete(self, sid: str, user: str | None) -> None:
@@ -381,6 +429,8 @@ class SessionMachine(RuleBasedStateMachine):
             self.expect_activity(sid, self.run(self.manager.get_session(sid)))
         elif kind == "update":
             self.do_update(sid, {"op": index})
+        elif kind == "merge":
+            self.do_update(sid, {"op": index, "n": None}, merge=True, condition=[None, "current", "stale"][index % 3])
         else:
             self.do_delete(sid)
 
@@ -400,6 +450,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.model[new] = entry  # everything kept, its last activity and its place in every order too
         assert session.last_activity.timestamp() == entry.last_activity
         assert (session.data, session.user_id, session.client_id) == (entry.data, entry.user, entry.client)
+        assert session.version == entry.version
         assert session.created_at.timestamp() == entry.created
         return str(new)
 
@@ -438,7 +489,7 @@ class SessionMachine(RuleBasedStateMachine):
         for sid, entry in self.model.items():
             stored = self.peek(sid)
             assert stored is not None, "a session the model holds is missing from the store"
-            assert stored == (entry.last_activity, entry.data)
+            assert stored == (entry.last_activity, entry.data, entry.version)
 
     @invariant()
     def user_index_matches_the_model(self) -> None:
@@ -470,6 +521,11 @@ class SessionMachine(RuleBasedStateMachine):
             assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
         if isinstance(self.store, MemoryStore):
             assert_store_consistent(self.store)
+
+
+def _encoded(data: dict[str, Any]) -> str:
+    """The data as the stores keep it (compact JSON, in key order): a version moves when this changes."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def build_machine(make_store: Callable[[], Any], name: str) -> type[SessionMachine]:

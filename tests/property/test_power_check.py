@@ -178,6 +178,45 @@ class RotatesByCopyAndDelete(PeekableStore):
         return copy
 
 
+class MergeReplacesTheData(PeekableStore):
+    """A merge patch replaces the whole data, as a PATCH that knows no merges does."""
+
+    async def replace_data(self, *args: Any, merge: bool = False, if_version: int | None = None) -> Any:
+        return await super().replace_data(*args, if_version=if_version)
+
+
+class IgnoresTheExpectedVersion(PeekableStore):
+    """A conditional write goes through whatever version it names."""
+
+    async def replace_data(self, *args: Any, merge: bool = False, if_version: int | None = None) -> Any:
+        return await super().replace_data(*args, merge=merge)
+
+
+class ActivityMovesTheVersion(PeekableStore):
+    """A touch counts as a change of the data."""
+
+    async def touch(self, session_id: str, now: float, user_id: str | None = None) -> Any:
+        node = self._live(session_id, now, user_id)
+        if node is None:
+            return None
+        static = node[mem.STATIC]
+        bumped = (*static[: mem.VERSION], static[mem.VERSION] + 1)
+        self._move_to_tail(session_id, node, now, bumped)  # type: ignore[arg-type]
+        return mem._to_record(session_id, now, bumped)  # type: ignore[arg-type]
+
+
+class RotationRestartsTheVersion(PeekableStore):
+    """The rotated session's data starts again at version 1."""
+
+    async def rotate(self, session_id: str, new_id: str, now: float, user_id: str | None = None) -> Any:
+        record = await super().rotate(session_id, new_id, now, user_id)
+        if record is None:
+            return None
+        node = self._index[new_id]
+        self._index[new_id] = (*node[: mem.STATIC], (*node[mem.STATIC][: mem.VERSION], 1))  # type: ignore[assignment]
+        return dataclasses.replace(record, version=1)
+
+
 POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, database=None, phases=[Phase.generate])
 
 
@@ -195,6 +234,10 @@ POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, datab
         ForgetsTheUserIndexOnCleanup,
         FiresAnEventTwice,
         RotatesByCopyAndDelete,
+        MergeReplacesTheData,
+        IgnoresTheExpectedVersion,
+        ActivityMovesTheVersion,
+        RotationRestartsTheVersion,
     ],
 )
 def test_state_machine_catches(broken: type[PeekableStore]) -> None:
