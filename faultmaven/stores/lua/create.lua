@@ -55,7 +55,8 @@ if user ~= '' and max_per_user > 0 then
   end
 end
 
-local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text, ARGV[15]}
+local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text,
+  ARGV[15]}
 for i = 1, #FIELDS do redis.call('HSET', key, FIELDS[i], fields[i]) end
 redis.call('HINCRBY', stats, 'bytes', cost_text)
 activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
