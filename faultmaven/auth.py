@@ -283,7 +283,9 @@ class KeyFile:
         try:
             self._keys = parse_key_file(data, self._configured)
         except KeyFileError as exc:
-            log.warning("JWT key file not usable; keeping the keys read before", extra={"path": self.path, "error": str(exc)})
+            log.warning(
+                "JWT key file not usable; keeping the keys read before", extra={"path": self.path, "error": str(exc)}
+            )
             return
         log.info("JWT key file re-read", extra={"path": self.path, "keys": len(self._keys)})
 
