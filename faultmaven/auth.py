@@ -9,9 +9,11 @@ HS-signed token against a public key (key confusion) out. Nothing here logs a to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +39,7 @@ EDDSA = "EdDSA"
 KNOWN_ALGORITHMS = (*HMAC_ALGORITHMS, *RSA_ALGORITHMS, *EC_ALGORITHMS.values(), EDDSA)
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: a key at least the hash's size
 MIN_RSA_BITS = 2048
+VERIFIED_CACHE_SIZE = 4096  # tokens remembered as verified (a client sends the same token on every call)
 MAX_TOKEN_CHARS = 8192  # far above any real token; longer is refused before it is decoded
 RECHECK_SECONDS = 1.0  # how often a key file is looked at
 _RACY_SECONDS = 2.0  # a file changed this recently may change again without its mtime or size moving
@@ -246,6 +249,7 @@ class KeyFile:
         self._data = _read(path)
         self._racy = self._is_racy(self._stamp)
         self._keys: Keys = parse_key_file(self._data, configured)
+        self.generation = 0  # +1 each time the keys are replaced: what a remembered verification was made with
         self._next_check = clock() + recheck_seconds
 
     def keys(self) -> Keys:
@@ -282,6 +286,7 @@ class KeyFile:
             return
         try:
             self._keys = parse_key_file(data, self._configured)
+            self.generation += 1
         except KeyFileError as exc:
             log.warning(
                 "JWT key file not usable; keeping the keys read before", extra={"path": self.path, "error": str(exc)}
@@ -295,16 +300,25 @@ class _FixedKeys:
     """A key that never changes: the shared secret."""
 
     fixed: Keys
+    generation: int = 0
 
     def keys(self) -> Keys:
         return self.fixed
 
 
 class TokenVerifier:
-    """Checks `Authorization: Bearer <JWT>` against the configured key and returns the token's user."""
+    """Checks `Authorization: Bearer <JWT>` against the configured key and returns the token's user.
+
+    A token that passed is remembered (by a keyed digest, never the token itself) with its user and the
+    instant it expires (exp plus the leeway), so the same token on the next call costs a dict lookup
+    instead of PyJWT's decode and a signature check. A remembered verification counts only while the
+    keys it was made with are the current ones; refusals are never remembered.
+    """
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self._verified: dict[bytes, tuple[str, float, int]] = {}  # digest -> (user, valid until, generation)
+        self._digest_key = secrets.token_bytes(16)
         configured = settings.jwt_algorithm_names
         self._source: _FixedKeys | KeyFile
         if settings.jwt_secret is not None:
@@ -330,7 +344,21 @@ class TokenVerifier:
     def user_of(self, authorization: str | None) -> str:
         """The user the bearer token names; InvalidToken saying why when there is no valid one."""
         token = _bearer_token(authorization)
-        key = self._key_for(token)
+        keys = self._source.keys()
+        generation = self._source.generation
+        digest = hashlib.blake2b(token.encode(), digest_size=16, key=self._digest_key).digest()
+        known = self._verified.get(digest)
+        if known is not None and known[2] == generation and time.time() < known[1]:
+            return known[0]
+        user, valid_until = self._verify(token, keys)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)), None)  # the oldest goes
+        self._verified[digest] = (user, valid_until, generation)
+        return user
+
+    def _verify(self, token: str, keys: Keys) -> tuple[str, float]:
+        """The full check: the token's user and the instant it stops being valid."""
+        key = _key_for(token, keys)
         try:
             claims = self._jwt.decode(
                 token,
@@ -343,28 +371,29 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken(_reason(exc)) from None
         try:
-            return check_user_id(claims[self._claim])
+            user = check_user_id(claims[self._claim])
         except ValueError:
             raise InvalidToken(f"{self._claim} claim is not a valid user id") from None
+        return user, int(claims["exp"]) + self._leeway  # PyJWT's own reading: expired once exp <= now - leeway
 
-    def _key_for(self, token: str) -> VerificationKey:
-        """The key the token's `kid` names; a lone key serves a token without one (a lone key without a
-        kid, every token)."""
-        keys = self._source.keys()
-        if len(keys) == 1 and None in keys:
-            return keys[None]
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError:
-            raise InvalidToken("malformed token") from None
-        if kid is None:
-            if len(keys) == 1:
-                return next(iter(keys.values()))
-            raise InvalidToken("token has no kid")
-        key = keys.get(kid)
-        if key is None:
-            raise InvalidToken("unknown key id")
-        return key
+
+def _key_for(token: str, keys: Keys) -> VerificationKey:
+    """The key the token's `kid` names; a lone key serves a token without one (a lone key without a kid,
+    every token)."""
+    if len(keys) == 1 and None in keys:
+        return keys[None]
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        raise InvalidToken("malformed token") from None
+    if kid is None:
+        if len(keys) == 1:
+            return next(iter(keys.values()))
+        raise InvalidToken("token has no kid")
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidToken("unknown key id")
+    return key
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -283,6 +283,30 @@ async def test_leeway_allows_that_much_clock_skew() -> None:
         await expect_refused(client, bearer(mint(SECRET, exp=now - 10)), "token expired")
 
 
+async def test_a_remembered_token_still_expires() -> None:
+    """A verified token is remembered for the next calls, only until its exp (plus the leeway)."""
+    async with app_with(jwt_secret=SECRET, jwt_leeway_seconds=0) as client:
+        token = bearer(mint(SECRET, exp=int(time.time()) + 2))
+        assert (await client.post(API, json={}, headers=token)).status_code == 201
+        deadline = time.monotonic() + 10
+        while (answer := await client.post(API, json={}, headers=token)).status_code == 201:
+            assert time.monotonic() < deadline, "a remembered token outlived its exp"
+            await _tick()
+        assert answer.status_code == 401 and answer.json()["detail"] == "token expired"
+
+
+def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_CACHE_SIZE", 8)
+    verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET))
+    tokens = ["Bearer " + mint(SECRET, sub=f"user-{i}") for i in range(20)]
+    assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]
+    assert len(verifier._verified) == 8
+    assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]  # forgotten: checked again
+    with pytest.raises(auth.InvalidToken, match="invalid signature"):
+        verifier.user_of("Bearer " + mint(OTHER_SECRET))
+    assert len(verifier._verified) == 8  # a refusal is never remembered
+
+
 async def test_another_claim_can_name_the_user() -> None:
     async with app_with(jwt_secret=SECRET, jwt_user_claim="https://faultmaven.ai/user_id") as client:
         token = mint(SECRET, **{"https://faultmaven.ai/user_id": "u-77"})
