@@ -403,6 +403,18 @@ async def _tick() -> None:
     await asyncio.sleep(0.05)  # polling a condition under a deadline: the next look at the file
 
 
+async def test_a_key_file_gone_before_the_first_request_is_a_503(rsa_key: KeyPair, tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(rsa_key.pem())
+    async with app_with(jwt_public_key=str(path)) as client:  # validated at start-up, then removed
+        path.unlink()
+        token = bearer(mint(rsa_key.private, "RS256"))
+        answer = await client.post(API, json={}, headers=token)
+        assert answer.status_code == 503 and answer.json()["detail"] == "token keys unavailable"
+        path.write_bytes(rsa_key.pem())  # back: served from the next request on
+        assert (await client.post(API, json={}, headers=token)).status_code == 201
+
+
 class ManualClock:
     def __init__(self) -> None:
         self.now = 100.0
