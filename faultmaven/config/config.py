@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     jwt_algorithms: str | None = None  # comma-separated; unset: those of the key's kind
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    jwt_user_claim: str = Field(default="sub", pattern=r"^[!#-\[\]-~]{1,128}$")  # no space, " or \\
+    jwt_user_claim: str = Field(default="sub", pattern=r"^[!#-\[\]-~]{1,128}$")  # no space, quote or backslash
     jwt_leeway_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
 
     def __init__(self, **values: Any) -> None:
