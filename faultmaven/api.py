@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from faultmaven.auth import InvalidToken, KeyFileError, TokenVerifier
+from faultmaven.config.config import Settings
 from faultmaven.exceptions import (
     SessionCleanupException,
     SessionDataTooLargeError,
@@ -49,13 +51,18 @@ def manager_of(request: Request) -> SessionManager:
 
 
 def caller_of(request: Request) -> str | None:
-    """The user the trusted gateway header names (SESSION_USER_HEADER), or None when it is not configured.
+    """The caller's user: the one the trusted gateway header names (SESSION_USER_HEADER) or the bearer
+    JWT names (SESSION_JWT_SECRET / SESSION_JWT_PUBLIC_KEY); None when neither is configured.
 
-    With the header configured a request without it is refused (401): it did not come through the gateway.
+    With an identity source configured a request without a valid identity is refused (401): it did not
+    come through the gateway, or its token does not hold.
     """
-    header = request.app.state.session_manager.settings.user_header
+    settings: Settings = request.app.state.session_manager.settings
+    header = settings.user_header
     if header is None:
-        return None
+        if settings.jwt_secret is None and settings.jwt_public_key is None:
+            return None
+        return _token_user(request, settings)
     value = request.headers.get(header)
     if value is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing {header} header")
@@ -63,6 +70,24 @@ def caller_of(request: Request) -> str | None:
         return check_user_id(value)
     except ValueError as exc:
         raise _invalid(exc) from None
+
+
+def _token_user(request: Request, settings: Settings) -> str:
+    """The bearer token's user, checked by the app's one TokenVerifier (keys parsed once, not per request)."""
+    state = request.app.state
+    verifier: TokenVerifier | None = getattr(state, "token_verifier", None)
+    if verifier is None or verifier.settings is not settings:
+        try:
+            verifier = state.token_verifier = TokenVerifier(settings)
+        except KeyFileError:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="token keys unavailable") from None
+    try:
+        return verifier.user_of(request.headers.get("authorization"))
+    except InvalidToken as exc:
+        challenge = f'Bearer error="invalid_token", error_description="{exc.detail}"'
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=exc.detail, headers={"WWW-Authenticate": challenge}
+        ) from None
 
 
 # The per-session routes (what a client calls on every step) read the manager and the caller with the two
@@ -147,8 +172,8 @@ def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCreden
 def _target_user(
     manager: SessionManager, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
 ) -> str:
-    """Whose sessions a list or revoke acts on: the caller's own behind the gateway header (naming another
-    user is a 404); without the header, the named user, with the admin token."""
+    """Whose sessions a list or revoke acts on: the caller's own with an identity source (gateway header or
+    JWT; naming another user is a 404); without one, the named user, with the admin token."""
     if caller is not None:
         if user_id is not None and user_id != caller:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")

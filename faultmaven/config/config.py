@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from faultmaven import auth
 from faultmaven.exceptions import ConfigError
 
 PREFIX = "SESSION_"
@@ -58,6 +59,14 @@ class Settings(BaseSettings):
     absolute_timeout_minutes: Minutes = 1440.0
     max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
     user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
+    # Identity from a bearer JWT (faultmaven.auth): a shared secret or a public key file, never both.
+    jwt_secret: SecretStr | None = None  # HS256/384/512
+    jwt_public_key: str | None = None  # path: a PEM public key (or certificate) or a JWKS JSON file
+    jwt_algorithms: str | None = None  # comma-separated; unset: those of the key's kind
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_user_claim: str = Field(default="sub", pattern=r"^[!#-\[\]-~]{1,128}$")  # no space, quote or backslash
+    jwt_leeway_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -65,6 +74,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise _config_error(exc) from None
         self._check_bounds()
+        self._check_jwt()
 
     @classmethod
     def settings_customise_sources(
@@ -111,6 +121,53 @@ class Settings(BaseSettings):
         if value is not None and not _HEADER_NAME.fullmatch(value):
             raise ValueError("not an HTTP header name")
         return value
+
+    @field_validator("jwt_secret", "jwt_public_key", "jwt_algorithms", "jwt_audience", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_jwt_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _algorithm_names(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(auth.parse_algorithms(value))
+
+    @property
+    def jwt_algorithm_names(self) -> tuple[str, ...] | None:
+        """SESSION_JWT_ALGORITHMS as names, or None: the key's kind decides."""
+        return None if self.jwt_algorithms is None else tuple(self.jwt_algorithms.split(","))
+
+    def _check_jwt(self) -> None:
+        """One identity source; the key readable, and every listed algorithm one the key can verify."""
+        secret, path = self.jwt_secret, self.jwt_public_key
+        if secret is None and path is None:
+            for name in ("algorithms", "audience", "issuer"):
+                if getattr(self, f"jwt_{name}") is not None:
+                    raise ConfigError(
+                        f"{PREFIX}JWT_{name.upper()} is set, but neither {PREFIX}JWT_SECRET nor {PREFIX}JWT_PUBLIC_KEY"
+                    )
+            return
+        if secret is not None and path is not None:
+            raise ConfigError(f"{PREFIX}JWT_SECRET and {PREFIX}JWT_PUBLIC_KEY are both set; configure one key")
+        if self.user_header is not None:
+            raise ConfigError(
+                f"{PREFIX}USER_HEADER={self.user_header!r} and a JWT key ({PREFIX}JWT_SECRET or "
+                f"{PREFIX}JWT_PUBLIC_KEY) are both set; the caller comes from one identity source"
+            )
+        if secret is not None:
+            try:
+                raw = auth.check_secret(secret.get_secret_value().encode())
+            except ValueError as exc:  # never the secret's value in the message
+                raise ConfigError(f"{PREFIX}JWT_SECRET {exc}") from None
+            try:
+                auth.secret_algorithms(raw, self.jwt_algorithm_names)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}JWT_ALGORITHMS={self.jwt_algorithms!r} {exc}") from None
+        elif path is not None:
+            try:
+                auth.read_key_file(path, self.jwt_algorithm_names)
+            except auth.KeyFileError as exc:
+                raise ConfigError(f"{PREFIX}JWT_PUBLIC_KEY={path!r} {exc}") from None
 
     def _check_bounds(self) -> None:
         """Bounds meant for clients never refuse the operator's default timeout: a bound left unset widens
