@@ -26,6 +26,7 @@ from faultmaven.session_management import MAX_PAGE, SessionManager
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
 _NOT_FOUND = "session not found"
+ADMIN_OFF = "admin routes are off: set SESSION_ADMIN_TOKEN (or an identity source for a user's own sessions)"
 
 
 class CreateSession(BaseModel):
@@ -159,10 +160,12 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare)."""
+    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare).
+
+    The 404 says why, so that an operator does not take the route for a wrong URL."""
     token = manager.settings.admin_token
     if token is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=ADMIN_OFF)
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
