@@ -88,7 +88,7 @@ async def test_without_the_setting_nothing_cors_is_sent(clock: FakeClock) -> Non
     "bad", ["*", "https://a.example/", "https://a.example/path", "ftp://a.example", "a.example", "https://a.example:0x"]
 )
 def test_a_bad_origin_is_a_config_error_naming_the_variable(bad: str) -> None:
-    with pytest.raises(ConfigError, match="^SESSION_CORS_ORIGINS="):
+    with pytest.raises(ConfigError, match=r"^SESSION_CORS_ORIGINS="):
         Settings.from_env({"SESSION_CORS_ORIGINS": f"https://ok.example,{bad}"})
 
 
