@@ -3,9 +3,10 @@
 A Content-Length over the limit is refused before the app runs. Every other body (chunked, or longer
 than its Content-Length) goes through Starlette's RequestBodyLimitMiddleware, which counts the bytes as
 `receive` hands them over: past the limit the read raises, so the route never sees a truncated body,
-FastAPI answers 413 at once, and the server drops the rest of the upload unread. Once the app has
-started its response there is no 413 to give: the error ends the request and the server closes the
-connection, so the client never takes a cut-off body for a whole answer.
+FastAPI answers 413 at once, and the server discards the rest of the upload as it comes (uvicorn keeps
+nothing of a request already answered). Once the app has started its response there is no 413 to give:
+the error ends the request and the server closes the connection, so the client never takes a cut-off
+body for a whole answer.
 """
 
 from __future__ import annotations
