@@ -46,6 +46,11 @@ class UpdateSession(BaseModel):
     data: dict[str, Any]
 
 
+def _mounted(request: Request) -> str:
+    """Where these routes are served (faultmaven.embed.install's mount_path + prefix), for Location."""
+    return getattr(request.app.state, "session_routes_prefix", router.prefix)
+
+
 def manager_of(request: Request) -> SessionManager:
     manager: SessionManager = request.app.state.session_manager
     return manager
@@ -143,7 +148,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     except (TypeError, ValueError) as exc:
         raise _invalid(exc) from None
     code = status.HTTP_200_OK if session.session_resumed else status.HTTP_201_CREATED
-    return _json(session.to_dict(), code, {"Location": f"{router.prefix}/{session.session_id}"})
+    return _json(session.to_dict(), code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 @router.get("/metrics")
@@ -265,7 +270,7 @@ async def rotate_session(session_id: str, request: Request) -> Response:
         session = await manager.rotate_session(session_id, user_id=caller)
     except SessionNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
-    return _json(session.to_dict(), headers={"Location": f"{router.prefix}/{session.session_id}"})
+    return _json(session.to_dict(), headers={"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 @router.patch("/{session_id}", response_model=dict[str, Any])

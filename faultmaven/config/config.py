@@ -9,6 +9,7 @@ app cannot fail on the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from faultmaven import auth
 from faultmaven.exceptions import ConfigError
@@ -24,6 +25,7 @@ from faultmaven.exceptions import ConfigError
 PREFIX = "SESSION_"
 STORE_SCHEMES = ("memory", "redis", "redis+cluster")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_ORIGIN_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _CLUSTER_NODE = re.compile(r"[A-Za-z0-9.-]{1,253}:[1-9][0-9]{0,4}")  # host:port; the port range checked apart
 
 Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -37,6 +39,40 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
         raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
     return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in items)]
+
+
+def web_origin(text: str) -> str:
+    """`text` as a browser writes it in Origin (scheme://host[:port], lower case, no default port);
+    ValueError for anything else: a path, a query, credentials, a wildcard or another scheme."""
+    text = text.strip()
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has a malformed port") from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not (_ORIGIN_HOST.fullmatch(host) or _bracketed_ipv6(parts.netloc))
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]")
+    scheme = parts.scheme.lower()
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{shown}" + (f":{port}" if port is not None and port != default else "")
+
+
+def _bracketed_ipv6(netloc: str) -> bool:
+    host = netloc.rpartition("]")[0].removeprefix("[") if netloc.startswith("[") else ""
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -67,6 +103,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_user_claim: str = Field(default="sub", pattern=r"^[!#-\[\]-~]{1,128}$")  # no space, quote or backslash
     jwt_leeway_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    # Browser origins allowed to call the session routes (CORS); empty: no CORS middleware at all.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -168,6 +206,15 @@ class Settings(BaseSettings):
                 auth.read_key_file(path, self.jwt_algorithm_names)
             except auth.KeyFileError as exc:
                 raise ConfigError(f"{PREFIX}JWT_PUBLIC_KEY={path!r} {exc}") from None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """A comma-separated list (what the variable holds), each entry written as browsers send Origin."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(web_origin(str(item)) for item in items if str(item).strip())
 
     def _check_bounds(self) -> None:
         """Bounds meant for clients never refuse the operator's default timeout: a bound left unset widens
