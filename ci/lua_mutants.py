@@ -5,7 +5,7 @@
 
 Each mutant in the list (ci/lua_mutants.toml) names a script file, an exact snippet that must occur exactly
 once in it, its replacement and the rule the change breaks; the tests that cover a script are named once
-per script (a mutant may name its own). The repository's faultmaven/ and tests/ are copied to a temporary
+per script (a mutant may name its own). The repository's faultmaven/, tests/ and pyproject.toml are copied to a temporary
 folder (one copy per job); for each mutant the one file is rewritten there, the covering tests run there
 (`pytest -x -q -p no:randomly -p no:cacheprovider`, PYTHONPATH=the copy), and the file is restored. The
 working tree is never touched.
@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LUA_DIR = Path("faultmaven/stores/lua")
 DEFAULT_LIST = ROOT / "ci" / "lua_mutants.toml"
 PYTEST_FLAGS = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-rfE"]
+# Plugins are not auto-loaded (the installed ones cost seconds of start-up per run); these are loaded.
+DEFAULT_PLUGINS = ("asyncio",)
 COPIED = ("faultmaven", "tests", "pyproject.toml")
 FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
 
@@ -83,9 +85,13 @@ class Outcome:
         return self.status in ("killed", "timeout")
 
 
-def load(path: Path) -> list[Mutant]:
-    """The mutants of the list, each with its cover (its own, else its script's)."""
+def load(path: Path) -> tuple[list[Mutant], tuple[str, ...]]:
+    """The mutants of the list, each with its cover (its own, else its script's), and the pytest plugins
+    the covering tests need ([pytest] plugins)."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
+    plugins = data.get("pytest", {}).get("plugins", list(DEFAULT_PLUGINS))
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ListError("[pytest] plugins must be a list of plugin names")
     covers = {name: _cover(spec, f"[scripts.{name!r}]") for name, spec in data.get("scripts", {}).items()}
     mutants, names = [], set()
     for i, spec in enumerate(data.get("mutant", []), 1):
@@ -105,7 +111,7 @@ def load(path: Path) -> list[Mutant]:
         mutants.append(Mutant(spec["name"], spec["file"], spec["rule"], spec["find"], spec["replace"], cover))
     if not mutants:
         raise ListError(f"{path}: no [[mutant]] entries")
-    return mutants
+    return mutants, tuple(plugins)
 
 
 def _cover(spec: dict[str, object], where: str) -> Cover:
@@ -168,12 +174,13 @@ def make_copy(into: Path) -> Path:
     return into
 
 
-def run_pytest(copy: Path, args: list[str], timeout: float) -> tuple[int | None, str, float]:
+def run_pytest(copy: Path, args: list[str], timeout: float, plugins: tuple[str, ...]) -> tuple[int | None, str, float]:
     """pytest in the copy (its own process group, so a timeout ends its redis-server too); rc None on timeout."""
-    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    loaded = [arg for plugin in plugins for arg in ("-p", plugin)]
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *PYTEST_FLAGS, *args],
+        [sys.executable, "-m", "pytest", *loaded, *PYTEST_FLAGS, *args],
         cwd=copy,
         env=env,
         stdout=subprocess.PIPE,
@@ -191,12 +198,12 @@ def run_pytest(copy: Path, args: list[str], timeout: float) -> tuple[int | None,
     return rc, out, time.monotonic() - started
 
 
-def judge(mutant: Mutant, copy: Path, timeout: float) -> Outcome:
+def judge(mutant: Mutant, copy: Path, timeout: float, plugins: tuple[str, ...]) -> Outcome:
     path = copy / LUA_DIR / mutant.file
     original = path.read_text(encoding="utf-8")
     path.write_text(mutated_text(mutant, copy), encoding="utf-8")
     try:
-        rc, out, seconds = run_pytest(copy, mutant.cover.args(), timeout)
+        rc, out, seconds = run_pytest(copy, mutant.cover.args(), timeout, plugins)
     finally:
         path.write_text(original, encoding="utf-8")
     if rc is None:
@@ -209,13 +216,13 @@ def judge(mutant: Mutant, copy: Path, timeout: float) -> Outcome:
     return Outcome(mutant, "error", seconds, f"pytest exit {rc}", out)
 
 
-def baseline(mutants: list[Mutant], copy: Path, timeout: float) -> None:
+def baseline(mutants: list[Mutant], copy: Path, timeout: float, plugins: tuple[str, ...]) -> None:
     """Every covering test passes on the real scripts (else every mutant would look killed): one pytest run
     over the union of the covers (a superset of each: paths joined, -k expressions or-ed)."""
     tests = sorted({t for m in mutants for t in m.cover.tests})
     ks = {m.cover.k for m in mutants}
     args = tests if "" in ks else [*tests, "-k", " or ".join(f"({k})" for k in sorted(ks))]
-    rc, out, seconds = run_pytest(copy, args, timeout * 3)
+    rc, out, seconds = run_pytest(copy, args, timeout * 3, plugins)
     if rc != 0:
         print(out[-4000:])
         raise ListError(f"the covering tests do not pass on the real scripts (pytest exit {rc})")
@@ -245,7 +252,8 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        mutants = [m for m in load(opts.mutants) if opts.only in m.name or opts.only in m.file]
+        listed, plugins = load(opts.mutants)
+        mutants = [m for m in listed if opts.only in m.name or opts.only in m.file]
         if not mutants:
             raise ListError(f"no mutant matches {opts.only!r}")
         for mutant in mutants:
@@ -258,13 +266,13 @@ def main(argv: list[str]) -> int:
             copies: Queue[Path] = Queue()
             for job in range(opts.jobs):
                 copies.put(make_copy(Path(tmp) / f"job{job}"))
-            baseline(mutants, Path(tmp) / "job0", opts.timeout)
+            baseline(mutants, Path(tmp) / "job0", opts.timeout, plugins)
             lock = threading.Lock()
 
             def one(mutant: Mutant) -> Outcome:
                 copy = copies.get()
                 try:
-                    outcome = judge(mutant, copy, opts.timeout)
+                    outcome = judge(mutant, copy, opts.timeout, plugins)
                 finally:
                     copies.put(copy)
                 with lock:
