@@ -5,10 +5,10 @@
 
 Each mutant in the list (ci/lua_mutants.toml) names a script file, an exact snippet that must occur exactly
 once in it, its replacement and the rule the change breaks; the tests that cover a script are named once
-per script (a mutant may name its own). The repository's faultmaven/, tests/ and pyproject.toml are copied to a temporary
-folder (one copy per job); for each mutant the one file is rewritten there, the covering tests run there
-(`pytest -x -q -p no:randomly -p no:cacheprovider`, PYTHONPATH=the copy), and the file is restored. The
-working tree is never touched.
+per script (a mutant may name its own). The repository's faultmaven/, tests/ and pyproject.toml are copied
+to a temporary folder (one copy per job); for each mutant the one file is rewritten there, the covering
+tests run there (`pytest -x -q -p no:randomly -p no:cacheprovider`, PYTHONPATH=the copy, plugin auto-load
+off and the list's [pytest] plugins loaded), and the file is restored. The working tree is never touched.
 
 Before any test runs, every mutant must apply (its snippet found exactly once) and every script it changes
 must still compile in a real redis-server, and the covering tests must pass on the real scripts: otherwise
