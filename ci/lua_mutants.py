@@ -45,6 +45,7 @@ PYTEST_FLAGS = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-rfE
 DEFAULT_PLUGINS = ("asyncio",)
 COPIED = ("faultmaven", "tests", "pyproject.toml")
 FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+ERROR_LINE = re.compile(r"^E +(.+)$", re.MULTILINE)  # the first line of the failure's explanation
 
 
 class ListError(Exception):
@@ -212,7 +213,9 @@ def judge(mutant: Mutant, copy: Path, timeout: float, plugins: tuple[str, ...]) 
         return Outcome(mutant, "survived", seconds, "", out)
     failed = FAILED_LINE.search(out)
     if rc == 1 and failed:
-        return Outcome(mutant, "killed", seconds, failed.group(2), out)
+        why = ERROR_LINE.search(out)
+        detail = failed.group(2) + (f"\n{why.group(1)[:110]}" if why else "")
+        return Outcome(mutant, "killed", seconds, detail, out)
     return Outcome(mutant, "error", seconds, f"pytest exit {rc}", out)
 
 
@@ -237,8 +240,8 @@ def report(outcomes: list[Outcome]) -> None:
         print(f"  {'mutant':26} {'status':9} {'time':>7}  rule / killed by")
         for o in rows:
             print(f"  {o.mutant.name:26} {o.status:9} {o.seconds:6.1f}s  {o.mutant.rule}")
-            if o.detail:
-                print(f"  {'':26} {'':9} {'':7}    {o.detail}")
+            for line in o.detail.splitlines():
+                print(f"  {'':26} {'':9} {'':7}    {line}")
 
 
 def main(argv: list[str]) -> int:
