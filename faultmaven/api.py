@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from faultmaven.auth import InvalidToken, KeyFileError, TokenVerifier
 from faultmaven.conditional import BadIfMatch, etag, if_match_version
+from faultmaven.config.config import Settings
 from faultmaven.exceptions import (
     SessionCleanupException,
     SessionDataTooLargeError,
@@ -28,6 +30,7 @@ from faultmaven.session_management import MAX_PAGE, SessionManager
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
 _NOT_FOUND = "session not found"
+ADMIN_OFF = "admin routes are off: set SESSION_ADMIN_TOKEN (or an identity source for a user's own sessions)"
 
 
 class CreateSession(BaseModel):
@@ -54,19 +57,29 @@ _PATCH_TYPES = {"application/json": False, MERGE_PATCH: True}  # media type -> i
 _ACCEPT_PATCH = {"Accept-Patch": ", ".join(_PATCH_TYPES)}
 
 
+def _mounted(request: Request) -> str:
+    """Where these routes are served (faultmaven.embed.install's mount_path + prefix), for Location."""
+    return getattr(request.app.state, "session_routes_prefix", router.prefix)
+
+
 def manager_of(request: Request) -> SessionManager:
     manager: SessionManager = request.app.state.session_manager
     return manager
 
 
 def caller_of(request: Request) -> str | None:
-    """The user the trusted gateway header names (SESSION_USER_HEADER), or None when it is not configured.
+    """The caller's user: the one the trusted gateway header names (SESSION_USER_HEADER) or the bearer
+    JWT names (SESSION_JWT_SECRET / SESSION_JWT_PUBLIC_KEY); None when neither is configured.
 
-    With the header configured a request without it is refused (401): it did not come through the gateway.
+    With an identity source configured a request without a valid identity is refused (401): it did not
+    come through the gateway, or its token does not hold.
     """
-    header = request.app.state.session_manager.settings.user_header
+    settings: Settings = request.app.state.session_manager.settings
+    header = settings.user_header
     if header is None:
-        return None
+        if settings.jwt_secret is None and settings.jwt_public_key is None:
+            return None
+        return _token_user(request, settings)
     value = request.headers.get(header)
     if value is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing {header} header")
@@ -74,6 +87,24 @@ def caller_of(request: Request) -> str | None:
         return check_user_id(value)
     except ValueError as exc:
         raise _invalid(exc) from None
+
+
+def _token_user(request: Request, settings: Settings) -> str:
+    """The bearer token's user, checked by the app's one TokenVerifier (keys parsed once, not per request)."""
+    state = request.app.state
+    verifier: TokenVerifier | None = getattr(state, "token_verifier", None)
+    if verifier is None or verifier.settings is not settings:
+        try:
+            verifier = state.token_verifier = TokenVerifier(settings)
+        except KeyFileError:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="token keys unavailable") from None
+    try:
+        return verifier.user_of(request.headers.get("authorization"))
+    except InvalidToken as exc:
+        challenge = f'Bearer error="invalid_token", error_description="{exc.detail}"'
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=exc.detail, headers={"WWW-Authenticate": challenge}
+        ) from None
 
 
 # The per-session routes (what a client calls on every step) read the manager and the caller with the two
@@ -133,7 +164,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     except (TypeError, ValueError) as exc:
         raise _invalid(exc) from None
     code = status.HTTP_200_OK if session.session_resumed else status.HTTP_201_CREATED
-    return _session_json(session, code, {"Location": f"{router.prefix}/{session.session_id}"})
+    return _session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 @router.get("/metrics")
@@ -150,10 +181,12 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare)."""
+    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare).
+
+    The 404 says why, so that an operator does not take the route for a wrong URL."""
     token = manager.settings.admin_token
     if token is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=ADMIN_OFF)
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
@@ -163,8 +196,8 @@ def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCreden
 def _target_user(
     manager: SessionManager, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
 ) -> str:
-    """Whose sessions a list or revoke acts on: the caller's own behind the gateway header (naming another
-    user is a 404); without the header, the named user, with the admin token."""
+    """Whose sessions a list or revoke acts on: the caller's own with an identity source (gateway header or
+    JWT; naming another user is a 404); without one, the named user, with the admin token."""
     if caller is not None:
         if user_id is not None and user_id != caller:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
@@ -255,7 +288,7 @@ async def rotate_session(session_id: str, request: Request) -> Response:
         session = await manager.rotate_session(session_id, user_id=caller)
     except SessionNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
-    return _session_json(session, headers={"Location": f"{router.prefix}/{session.session_id}"})
+    return _session_json(session, headers={"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 def _patch_kind(request: Request) -> bool:

@@ -5,31 +5,22 @@ Importing this module never reads the environment strictly: settings are read wh
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven import __version__
-from faultmaven.api import router
 from faultmaven.config.config import Settings
-from faultmaven.exceptions import SessionStoreException
-from faultmaven.observability import prometheus
-from faultmaven.observability.health import health_report
-from faultmaven.observability.loop_monitor import LoopMonitor
+from faultmaven.docs_assets import serve_docs_offline
+from faultmaven.embed import install
 from faultmaven.session_management import SessionManager
 
 access_log = logging.getLogger("faultmaven.access")
-# Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
-# limit is applied to the data itself, with a 413 that says which limit.
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class AccessLogMiddleware:
@@ -66,31 +57,6 @@ class AccessLogMiddleware:
             )
 
 
-class BodyLimitMiddleware:
-    """Refuses a request body larger than any valid one (413) before it is read or parsed."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    @staticmethod
-    def limit(scope: Scope) -> int:
-        """MAX_BODY_BYTES, or room for twice the configured SESSION_MAX_DATA_BYTES if that is more."""
-        manager = getattr(scope["app"].state, "session_manager", None)
-        data_limit = manager.settings.max_data_bytes if manager is not None else 0
-        return max(MAX_BODY_BYTES, 2 * data_limit + 65536)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit(scope)):
-                status = 413 if length.isdigit() else 400
-                await JSONResponse({"detail": "request body too large or malformed length"}, status)(
-                    scope, receive, send
-                )
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(
     settings: Settings | None = None, manager: SessionManager | None = None, *, freeze_gc: bool = False
 ) -> FastAPI:
@@ -102,45 +68,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
-        app.state.session_manager = mgr
-        with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
-            await mgr.refresh_store_stats()
-        if freeze_gc:
+        if freeze_gc:  # runs inside the sessions' start-up: the manager and its store exist by now
             gc.collect()
             gc.freeze()
-        monitor.start()
-        if mgr.settings.cleanup_enabled:
-            await mgr.start_cleanup_scheduler(mgr.settings.cleanup_interval_minutes)
-        try:
-            yield
-        finally:
-            await mgr.close()
-            await monitor.stop()
+        yield
 
-    monitor = LoopMonitor()
-    app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan)
-    app.state.loop_monitor = monitor
-    if manager is not None:
-        app.state.session_manager = manager  # usable even by a client that does not run the lifespan
-    app.add_middleware(BodyLimitMiddleware)
+    app = FastAPI(title="FaultMaven sessions", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install(app, settings=settings, manager=manager)
+    serve_docs_offline(app)
     app.add_middleware(AccessLogMiddleware)
-
-    @app.exception_handler(SessionStoreException)
-    async def store_unavailable(request: Request, exc: SessionStoreException) -> JSONResponse:
-        return JSONResponse({"detail": "session store unavailable"}, status_code=503)
-
-    app.include_router(router)
-    registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)
-
-    @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        return health_report(request.app.state.session_manager)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(prometheus.render(registry), media_type=prometheus.CONTENT_TYPE)
-
     return app
 
 

@@ -9,20 +9,23 @@ app cannot fail on the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from faultmaven import auth
 from faultmaven.exceptions import ConfigError
 
 PREFIX = "SESSION_"
 STORE_SCHEMES = ("memory", "redis", "redis+cluster")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_ORIGIN_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _CLUSTER_NODE = re.compile(r"[A-Za-z0-9.-]{1,253}:[1-9][0-9]{0,4}")  # host:port; the port range checked apart
 
 Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -36,6 +39,40 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
         raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
     return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in items)]
+
+
+def web_origin(text: str) -> str:
+    """`text` as a browser writes it in Origin (scheme://host[:port], lower case, no default port);
+    ValueError for anything else: a path, a query, credentials, a wildcard or another scheme."""
+    text = text.strip()
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has a malformed port") from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not (_ORIGIN_HOST.fullmatch(host) or _bracketed_ipv6(parts.netloc))
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]")
+    scheme = parts.scheme.lower()
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{shown}" + (f":{port}" if port is not None and port != default else "")
+
+
+def _bracketed_ipv6(netloc: str) -> bool:
+    host = netloc.rpartition("]")[0].removeprefix("[") if netloc.startswith("[") else ""
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -58,6 +95,16 @@ class Settings(BaseSettings):
     absolute_timeout_minutes: Minutes = 1440.0
     max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
     user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
+    # Identity from a bearer JWT (faultmaven.auth): a shared secret or a public key file, never both.
+    jwt_secret: SecretStr | None = None  # HS256/384/512
+    jwt_public_key: str | None = None  # path: a PEM public key (or certificate) or a JWKS JSON file
+    jwt_algorithms: str | None = None  # comma-separated; unset: those of the key's kind
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_user_claim: str = Field(default="sub", pattern=r"^[!#-\[\]-~]{1,128}$")  # no space, quote or backslash
+    jwt_leeway_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    # Browser origins allowed to call the session routes (CORS); empty: no CORS middleware at all.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -65,6 +112,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise _config_error(exc) from None
         self._check_bounds()
+        self._check_jwt()
 
     @classmethod
     def settings_customise_sources(
@@ -111,6 +159,62 @@ class Settings(BaseSettings):
         if value is not None and not _HEADER_NAME.fullmatch(value):
             raise ValueError("not an HTTP header name")
         return value
+
+    @field_validator("jwt_secret", "jwt_public_key", "jwt_algorithms", "jwt_audience", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_jwt_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _algorithm_names(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(auth.parse_algorithms(value))
+
+    @property
+    def jwt_algorithm_names(self) -> tuple[str, ...] | None:
+        """SESSION_JWT_ALGORITHMS as names, or None: the key's kind decides."""
+        return None if self.jwt_algorithms is None else tuple(self.jwt_algorithms.split(","))
+
+    def _check_jwt(self) -> None:
+        """One identity source; the key readable, and every listed algorithm one the key can verify."""
+        secret, path = self.jwt_secret, self.jwt_public_key
+        if secret is None and path is None:
+            for name in ("algorithms", "audience", "issuer"):
+                if getattr(self, f"jwt_{name}") is not None:
+                    raise ConfigError(
+                        f"{PREFIX}JWT_{name.upper()} is set, but neither {PREFIX}JWT_SECRET nor {PREFIX}JWT_PUBLIC_KEY"
+                    )
+            return
+        if secret is not None and path is not None:
+            raise ConfigError(f"{PREFIX}JWT_SECRET and {PREFIX}JWT_PUBLIC_KEY are both set; configure one key")
+        if self.user_header is not None:
+            raise ConfigError(
+                f"{PREFIX}USER_HEADER={self.user_header!r} and a JWT key ({PREFIX}JWT_SECRET or "
+                f"{PREFIX}JWT_PUBLIC_KEY) are both set; the caller comes from one identity source"
+            )
+        if secret is not None:
+            try:
+                raw = auth.check_secret(secret.get_secret_value().encode())
+            except ValueError as exc:  # never the secret's value in the message
+                raise ConfigError(f"{PREFIX}JWT_SECRET {exc}") from None
+            try:
+                auth.secret_algorithms(raw, self.jwt_algorithm_names)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}JWT_ALGORITHMS={self.jwt_algorithms!r} {exc}") from None
+        elif path is not None:
+            try:
+                auth.read_key_file(path, self.jwt_algorithm_names)
+            except auth.KeyFileError as exc:
+                raise ConfigError(f"{PREFIX}JWT_PUBLIC_KEY={path!r} {exc}") from None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """A comma-separated list (what the variable holds), each entry written as browsers send Origin."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(web_origin(str(item)) for item in items if str(item).strip())
 
     def _check_bounds(self) -> None:
         """Bounds meant for clients never refuse the operator's default timeout: a bound left unset widens

@@ -241,7 +241,11 @@ async def test_admin_cleanup_route(clock: FakeClock) -> None:
 
 async def test_admin_cleanup_route_is_off_without_a_token(client: httpx.AsyncClient) -> None:
     response = await client.post(f"{API}/cleanup", headers={"authorization": "Bearer anything"})
-    assert response.status_code == 404
+    assert response.status_code == 404 and "SESSION_ADMIN_TOKEN" in response.json()["detail"]
+    for method in ("GET", "DELETE"):  # listing or revoking a named user's sessions: the same, and says so
+        response = await client.request(method, API, params={"user_id": "alice"})
+        assert response.status_code == 404 and "SESSION_ADMIN_TOKEN" in response.json()["detail"]
+    assert (await client.get(f"{API}/no/such/route")).json()["detail"] == "Not Found"
 
 
 def _sample(text: str, name: str, labels: str = "") -> float:

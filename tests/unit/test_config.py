@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import RSAAlgorithm
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import ConfigError
@@ -189,3 +194,127 @@ async def test_a_default_timeout_below_the_client_minimum_serves_sessions_of_tha
         assert await manager.get_session(session.session_id) is None  # idle 3 s: expired
     finally:
         await manager.close()
+
+
+# -- bearer JWT identity ------------------------------------------------------------------------------
+
+JWT_SECRET = "k" * 40
+
+
+def _pem(public_key: Any) -> bytes:
+    return bytes(public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+@pytest.fixture(scope="module")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Key files of each kind, and broken ones, by name."""
+    root = tmp_path_factory.mktemp("keys")
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    files = {
+        "rsa.pem": _pem(rsa_key.public_key()),
+        "ed.pem": _pem(ed_key.public_key()),
+        "private.pem": rsa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        "small-rsa.pem": _pem(rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()),
+        "jwks.json": json.dumps(
+            {"keys": [RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True) | {"kid": "r1"}]}
+        ).encode(),
+        "oct.json": json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}).encode(),
+        "private.json": json.dumps(
+            {"keys": [RSAAlgorithm.to_jwk(rsa_key, as_dict=True) | {"kid": "p"}]}  # type: ignore[arg-type]
+        ).encode(),
+        "not-jwks.json": b'{"kty": "RSA"}',
+        "broken.json": b'{"keys": [',
+        "garbage.pem": b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+        "binary": bytes(range(256)),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return {name: str(root / name) for name in files} | {"missing": str(root / "missing.pem")}
+
+
+def test_jwt_defaults() -> None:
+    s = Settings.from_env({})
+    assert (s.jwt_secret, s.jwt_public_key, s.jwt_algorithms, s.jwt_algorithm_names) == (None, None, None, None)
+    assert (s.jwt_audience, s.jwt_issuer, s.jwt_user_claim, s.jwt_leeway_seconds) == (None, None, "sub", 30)
+
+
+def test_jwt_variables_are_read(key_files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings.from_env(
+        {
+            "SESSION_JWT_PUBLIC_KEY": key_files["rsa.pem"],
+            "SESSION_JWT_ALGORITHMS": " rs256, PS256 ,",
+            "SESSION_JWT_AUDIENCE": "faultmaven-sessions",
+            "SESSION_JWT_ISSUER": "https://auth.faultmaven.ai",
+            "SESSION_JWT_USER_CLAIM": "user_id",
+            "SESSION_JWT_LEEWAY_SECONDS": "5",
+        }
+    )
+    assert (s.jwt_public_key, s.jwt_algorithms, s.jwt_algorithm_names) == (
+        key_files["rsa.pem"],
+        "RS256,PS256",
+        ("RS256", "PS256"),
+    )
+    assert (s.jwt_audience, s.jwt_issuer, s.jwt_user_claim, s.jwt_leeway_seconds) == (
+        "faultmaven-sessions",
+        "https://auth.faultmaven.ai",
+        "user_id",
+        5,
+    )
+    monkeypatch.setenv("SESSION_JWT_SECRET", JWT_SECRET)  # the process environment too
+    from_process = Settings.from_env()
+    assert from_process.jwt_secret is not None and from_process.jwt_secret.get_secret_value() == JWT_SECRET
+    assert JWT_SECRET not in repr(from_process)
+    assert Settings.from_env({"SESSION_JWT_SECRET": ""}).jwt_secret is None  # empty: unset
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"JWT_SECRET": JWT_SECRET, "JWT_PUBLIC_KEY": "rsa.pem"}, "SESSION_JWT_SECRET", "both set"),
+        ({"JWT_SECRET": JWT_SECRET, "USER_HEADER": "X-User-ID"}, "SESSION_USER_HEADER", "one identity source"),
+        ({"JWT_PUBLIC_KEY": "jwks.json", "USER_HEADER": "X-User-ID"}, "SESSION_USER_HEADER", "one identity source"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": "none"}, "SESSION_JWT_ALGORITHMS", "never accepted"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": "HS256,None"}, "SESSION_JWT_ALGORITHMS", "never accepted"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": "HS257"}, "SESSION_JWT_ALGORITHMS", "unknown algorithm"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": ","}, "SESSION_JWT_ALGORITHMS", "no algorithm"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": "RS256"}, "SESSION_JWT_ALGORITHMS", "shared secret cannot"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": "HS512"}, "SESSION_JWT_ALGORITHMS", "at least 64 bytes"),
+        ({"JWT_SECRET": "short"}, "SESSION_JWT_SECRET", "at least 32"),
+        ({"JWT_PUBLIC_KEY": "rsa.pem", "JWT_ALGORITHMS": "HS256"}, "SESSION_JWT_PUBLIC_KEY", "verifies HS256"),
+        ({"JWT_PUBLIC_KEY": "ed.pem", "JWT_ALGORITHMS": "RS256"}, "SESSION_JWT_PUBLIC_KEY", "verifies RS256"),
+        ({"JWT_PUBLIC_KEY": "jwks.json", "JWT_ALGORITHMS": "ES256"}, "SESSION_JWT_PUBLIC_KEY", "verifies ES256"),
+        ({"JWT_PUBLIC_KEY": "missing"}, "SESSION_JWT_PUBLIC_KEY", "cannot be read"),
+        ({"JWT_PUBLIC_KEY": "private.pem"}, "SESSION_JWT_PUBLIC_KEY", "private key"),
+        ({"JWT_PUBLIC_KEY": "small-rsa.pem"}, "SESSION_JWT_PUBLIC_KEY", "1024 bits"),
+        ({"JWT_PUBLIC_KEY": "garbage.pem"}, "SESSION_JWT_PUBLIC_KEY", "neither a PEM public key"),
+        ({"JWT_PUBLIC_KEY": "binary"}, "SESSION_JWT_PUBLIC_KEY", "not a text file"),
+        ({"JWT_PUBLIC_KEY": "broken.json"}, "SESSION_JWT_PUBLIC_KEY", "not valid JSON"),
+        ({"JWT_PUBLIC_KEY": "not-jwks.json"}, "SESSION_JWT_PUBLIC_KEY", "not a JWKS"),
+        ({"JWT_PUBLIC_KEY": "oct.json"}, "SESSION_JWT_PUBLIC_KEY", "symmetric key"),
+        ({"JWT_PUBLIC_KEY": "private.json"}, "SESSION_JWT_PUBLIC_KEY", "private key"),
+        ({"JWT_AUDIENCE": "sessions"}, "SESSION_JWT_AUDIENCE", "neither SESSION_JWT_SECRET"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_USER_CLAIM": 'us"er'}, "SESSION_JWT_USER_CLAIM", "pattern"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_LEEWAY_SECONDS": "-1"}, "SESSION_JWT_LEEWAY_SECONDS", "greater than"),
+        ({"JWT_SECRET": JWT_SECRET, "JWT_LEEWAY_SECONDS": "nan"}, "SESSION_JWT_LEEWAY_SECONDS", "finite"),
+    ],
+)
+def test_bad_jwt_settings_name_the_variable(
+    env: dict[str, str], variable: str, says: str, key_files: dict[str, str]
+) -> None:
+    resolved = {f"SESSION_{k}": key_files.get(v, v) if k == "JWT_PUBLIC_KEY" else v for k, v in env.items()}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(resolved)
+    message = str(info.value)
+    assert variable in message and says in message and "\n" not in message, message
+    assert JWT_SECRET not in message
+
+
+def test_serve_refuses_a_jwt_key_beside_the_user_header() -> None:
+    result = _serve({"SESSION_JWT_SECRET": JWT_SECRET, "SESSION_USER_HEADER": "X-User-ID"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SESSION_USER_HEADER" in lines[0] and "SESSION_JWT_SECRET" in lines[0]
+    assert "Traceback" not in result.stderr and JWT_SECRET not in result.stderr
