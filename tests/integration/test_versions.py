@@ -73,6 +73,20 @@ async def test_a_stale_version_changes_nothing_not_even_activity(manager: Sessio
         await manager.update_session(sid, {"a": 4}, if_version="2")  # type: ignore[arg-type]
 
 
+async def test_a_write_records_activity_and_another_users_write_finds_nothing(
+    manager: SessionManager, clock: FakeClock
+) -> None:
+    sid = (await manager.create_session("alice", {"a": 1})).session_id
+    clock.advance(90)
+    for merge in (False, True):
+        with pytest.raises(SessionNotFoundError):
+            await manager.update_session(sid, {"a": 9}, user_id="bob", merge=merge, if_version=1)
+    written = await manager.update_session(sid, {"b": 2}, user_id="alice", merge=True, if_version=1)
+    (listed,) = await manager.list_user_sessions("alice")
+    assert written.last_activity.timestamp() == listed.last_activity.timestamp() == clock.now
+    assert (listed.data, listed.version) == ({"a": 1, "b": 2}, 2)
+
+
 async def test_a_conditional_write_to_a_missing_session_is_not_found(manager: SessionManager) -> None:
     sid = (await manager.create_session()).session_id
     assert await manager.delete_session(sid)

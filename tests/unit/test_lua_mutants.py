@@ -45,6 +45,8 @@ def test_a_snippet_not_found_exactly_once_exits_2(
 
 
 def test_a_mutant_that_breaks_the_syntax_is_refused() -> None:
-    broken = Mutant("broken", "touch.lua", "r", "if data then", "if data", lua_mutants.Cover(("tests",)))
+    broken = Mutant(
+        "broken", "update.lua", "r", "if merge == '1' then", "if merge == '1'", lua_mutants.Cover(("tests",))
+    )
     with pytest.raises(ListError, match="no longer compiles"):
         lua_mutants.check_compiles([broken])
