@@ -67,6 +67,7 @@ def test_the_lua_merge_builds_the_bytes_the_memory_store_builds(lua: Any, data: 
         ({"a": [[], {}, [{}]]}, {"a": {"b": []}}),
         ({"n": 12345678901234567890123}, {"f": 0.30000000000000004, "e": -1.5e-300, "i": -0}),
         ({"s": 'x"}],{['}, {"t": '\\"\\'}),  # brackets and quotes inside strings are not structure
+        ({"o": {"s": "}]{[", "l": ["]}", {"k": "}"}]}, "p": 1}, {"p": 2, "o": {"n": 1}}),
         ({"s": "\\", "o": {"t": '\\\\"', "u": ["\\", "}"]}}, {"o": {"t": None}, "p": "\\\\"}),  # backslash runs
         ({"deep": {"a": {"b": {"c": 1, "d": 2}}}}, {"deep": {"a": {"b": {"c": None}, "e": None}}}),
     ],
