@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faultmaven import __version__
 from faultmaven.api import router
 from faultmaven.config.config import Settings
-from faultmaven.exceptions import SessionStoreException
+from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
@@ -129,6 +129,11 @@ def create_app(
     @app.exception_handler(SessionStoreException)
     async def store_unavailable(request: Request, exc: SessionStoreException) -> JSONResponse:
         return JSONResponse({"detail": "session store unavailable"}, status_code=503)
+
+    @app.exception_handler(SessionStoreFullError)
+    async def store_full(request: Request, exc: SessionStoreFullError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse({"detail": "session store full, retry later"}, status_code=503, headers=headers)
 
     app.include_router(router)
     registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)

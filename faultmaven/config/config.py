@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     absolute_timeout_minutes: Minutes = 1440.0
     max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
     user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
+    # At the store's budget: refuse new sessions (503) or evict the least recently active live ones.
+    memory_policy: Literal["reject", "evict"] = "reject"
+    # Redis: creates are refused once a master's used_memory is within this fraction of its maxmemory.
+    redis_memory_reserve: Annotated[float, Field(ge=0.0, le=0.9, allow_inf_nan=False)] = 0.10
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -104,6 +108,11 @@ class Settings(BaseSettings):
         if parts.scheme not in STORE_SCHEMES:
             raise ValueError("unknown scheme (use memory://, redis://host:port/db or redis+cluster://host:port,...)")
         return text
+
+    @field_validator("memory_policy", mode="before")
+    @classmethod
+    def _policy_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("user_header")
     @classmethod
@@ -183,3 +192,5 @@ SESSION_MAX_TIMEOUT_MINUTES = _lenient("max_timeout_minutes")
 SESSION_ABSOLUTE_TIMEOUT_MINUTES = _lenient("absolute_timeout_minutes")
 SESSION_MAX_PER_USER = _lenient("max_per_user")
 SESSION_USER_HEADER = os.getenv("SESSION_USER_HEADER") or None
+SESSION_MEMORY_POLICY = _lenient("memory_policy")
+SESSION_REDIS_MEMORY_RESERVE = _lenient("redis_memory_reserve")

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence, Set
 
-from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
+from faultmaven.exceptions import (
+    SessionDataTooLargeError,
+    SessionOverMemoryBudgetError,
+    SessionStoreException,
+    SessionStoreFullError,
+)
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
 from faultmaven.stores.expiry import (
@@ -38,14 +43,18 @@ _EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 class MemoryStore(ExpiryLists):
     """In-process session store.
 
-    With `max_bytes`, a write that would take the estimate over the budget first evicts: expired sessions,
-    then the least recently active ones; a single session larger than the whole budget is refused and
-    nothing is evicted for it.
+    With `max_bytes`, a write that would take the estimate over the budget first removes expired sessions;
+    if it still does not fit, `policy` decides: "reject" refuses it (SessionStoreFullError, nothing else
+    changed), so a flood of new sessions can never end live ones; "evict" ends the least recently active
+    live sessions until it fits. A single session larger than the whole budget is refused either way.
     """
 
-    def __init__(self, max_bytes: int | None = None) -> None:
+    def __init__(self, max_bytes: int | None = None, policy: str = "reject") -> None:
         super().__init__()
+        if policy not in ("reject", "evict"):
+            raise ValueError("policy must be 'reject' or 'evict'")
         self.max_bytes = max_bytes
+        self.policy = policy
         self._on_evict: EvictionListener | None = None
 
     # -- memory budget ----------------------------------------------------------------------------
@@ -65,6 +74,12 @@ class MemoryStore(ExpiryLists):
             if not batch.removed:
                 break
             _add(evicted, batch)
+        if self.policy == "reject":
+            if evicted.removed and self._on_evict is not None:
+                self._on_evict(evicted)
+            if self._bytes + incoming > self.max_bytes:
+                raise SessionStoreFullError("SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)")
+            return
         while self._bytes + incoming > self.max_bytes:
             victim = self._least_recently_active(keep)
             if victim is None:
@@ -103,6 +118,8 @@ class MemoryStore(ExpiryLists):
             raise SessionStoreException("session id already stored")
         cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
         self._check_budget(cost)
+        if self.policy == "reject":  # refused before anything changes: the user keeps every session
+            self._evict_for(cost, now)
         limited = 0
         if record.user_id is not None and max_per_user:
             limited = self._make_room_for_user(record.user_id, now, max_per_user)
@@ -142,6 +159,8 @@ class MemoryStore(ExpiryLists):
             raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
         cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
         self._check_budget(cost)
+        if self.policy == "reject":  # refused before the session changes (its own activity included)
+            self._evict_for(cost - old[COST], now, keep=session_id)
         static: Static = (*old[:BLOB], blob, old[META], cost)
         self._move_to_tail(session_id, node, now, static)
         self._evict_for(cost - old[COST], now, keep=session_id)
