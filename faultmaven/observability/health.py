@@ -39,7 +39,7 @@ def health_report(manager: SessionManager) -> dict[str, Any]:
     except Exception as exc:  # the store is down: report it, keep answering
         service: dict[str, Any] = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         return {"status": "degraded", "services": {"session_manager": service}}
-    budget_applies = getattr(manager.store, "max_bytes", 1) is not None
+    budget_applies = getattr(manager.store, "budget_from_settings", True)
     reasons = degradation_reasons(metrics, manager.settings, budget_applies=budget_applies)
     if manager.refusing_creates():
         reasons.append("session store full: new sessions are refused (503, SESSION_MEMORY_POLICY=reject)")

@@ -699,6 +699,11 @@ class RedisStore:
         except SessionStoreException:
             self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
 
+    @property
+    def budget_from_settings(self) -> bool:
+        """SESSION_MAX_MEMORY_MB bounds this store only when set explicitly (Redis has its maxmemory)."""
+        return self.max_bytes is not None
+
     def memory_reasons(self) -> list[str]:
         """The /health reasons from the last INFO memory of each master."""
         return memory_reasons(self._masters, self.memory_reserve)
