@@ -63,9 +63,10 @@ class MemoryStore(ExpiryLists):
         if self.max_bytes is not None and cost > self.max_bytes:
             raise SessionOverMemoryBudgetError(cost, self.max_bytes)
 
-    def _evict_for(self, incoming: int, now: float, keep: str | None = None) -> None:
-        """Evict until `incoming` more bytes fit the budget (never the session `keep`): expired sessions
-        first (a normal cleanup batch), then the least recently active."""
+    def _evict_for(self, incoming: int, now: float, keep: str | None = None, freed_later: int = 0) -> None:
+        """Make room for `incoming` more bytes: expired sessions first (a normal cleanup batch), then, under
+        "evict", the least recently active (never the session `keep`). Under "reject", refuse if it still
+        does not fit once `freed_later` bytes (sessions the caller is about to end) are gone."""
         if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
             return
         evicted = BatchResult()
@@ -77,7 +78,7 @@ class MemoryStore(ExpiryLists):
         if self.policy == "reject":
             if evicted.removed and self._on_evict is not None:
                 self._on_evict(evicted)
-            if self._bytes + incoming > self.max_bytes:
+            if self._bytes - freed_later + incoming > self.max_bytes:
                 raise SessionStoreFullError("SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)")
             return
         while self._bytes + incoming > self.max_bytes:
@@ -118,11 +119,14 @@ class MemoryStore(ExpiryLists):
             raise SessionStoreException("session id already stored")
         cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
         self._check_budget(cost)
-        if self.policy == "reject":  # refused before anything changes: the user keeps every session
-            self._evict_for(cost, now)
-        limited = 0
+        over: list[str] = []
         if record.user_id is not None and max_per_user:
-            limited = self._make_room_for_user(record.user_id, now, max_per_user)
+            over = self._over_user_limit(record.user_id, now, max_per_user)
+        if self.policy == "reject":  # refused before anything changes: the user keeps every session
+            self._evict_for(cost, now, freed_later=sum(self._index[old][STATIC][COST] for old in over))
+        for old in reversed(over):
+            self._unlink(old, "user_limit")
+        limited = len(over)
         self._evict_for(cost, now)
         static: Static = (
             record.user_id,
@@ -178,13 +182,10 @@ class MemoryStore(ExpiryLists):
         self._unlink(session_id, "deleted")
         return Ended(was_live, node[ACTIVE] - node[STATIC][CREATED])
 
-    def _make_room_for_user(self, user_id: str, now: float, max_per_user: int) -> int:
-        """End the user's least recently active live sessions until one more fits SESSION_MAX_PER_USER."""
+    def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
+        """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
         live = [sid for sid in self._user_ids(user_id) if self._live(sid, now, None) is not None]
-        over = live[max_per_user - 1 :]
-        for sid in reversed(over):
-            self._unlink(sid, "user_limit")
-        return len(over)
+        return live[max_per_user - 1 :]
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
         live = []
