@@ -706,7 +706,7 @@ class RedisStore:
 
     def memory_reasons(self) -> list[str]:
         """The /health reasons from the last INFO memory of each master."""
-        return memory_reasons(self._masters, self.memory_reserve)
+        return memory_reasons(self._masters, self.memory_reserve, self._pending)
 
     async def refresh_stats(self, now: float) -> None:
         """Read counts and bytes from Redis, so every replica reports the same numbers: three commands per

@@ -45,8 +45,9 @@ class MasterMemory:
         return limit is not None and self.used + pending >= limit - NEAR * self.maxmemory
 
 
-def memory_reasons(masters: dict[str, MasterMemory], reserve: float) -> list[str]:
-    """The /health reasons: a policy that can evict sessions unseen, masters within their reserve."""
+def memory_reasons(masters: dict[str, MasterMemory], reserve: float, pending: dict[str, int]) -> list[str]:
+    """The /health reasons: a policy that can evict sessions unseen, masters within their reserve (counting
+    the bytes this process created there since the reading, as the create path does)."""
     reasons = []
     policies = sorted({m.policy for m in masters.values() if m.policy and m.policy != SAFE_POLICY})
     for policy in policies:
@@ -54,7 +55,7 @@ def memory_reasons(masters: dict[str, MasterMemory], reserve: float) -> list[str
             f"redis maxmemory_policy is {policy}: Redis may evict sessions with no session-end event "
             f"(use {SAFE_POLICY})"
         )
-    full = sum(m.full(reserve) for m in masters.values())
+    full = sum(m.full(reserve, pending.get(name, 0)) for name, m in masters.items())
     if full:
         reasons.append(
             f"redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory on {full} of {len(masters)} "

@@ -124,7 +124,7 @@ async def test_a_refused_create_ends_none_of_the_users_sessions(clock: FakeClock
 
 
 async def test_expired_sessions_make_room_before_a_create_is_refused(clock: FakeClock) -> None:
-    manager, ids = await full_store(clock)
+    manager, _ = await full_store(clock)
     clock.advance(minutes=31)
     created = await manager.create_session("u9", {"k": "v"})
     assert await manager.get_session(created.session_id) is not None
