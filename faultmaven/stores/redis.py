@@ -513,7 +513,7 @@ class RedisStore:
         if shard is None:
             raise SessionStoreException("session id names no shard of this store (use new_id)")
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
-        await self._check_room(shard_of_id(sid) or 0, cost)
+        await self._check_room(shard_of_id(sid) or 0, cost, now)
         args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user]
@@ -633,7 +633,7 @@ class RedisStore:
             return "redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory"
         return None
 
-    def _schedule_memory_refresh(self, shard: int) -> None:
+    def _schedule_memory_refresh(self, shard: int, now: float) -> None:
         """Keep the memory snapshot fresh from the create path without waiting for it: at most once a
         MAX_AGE_S, or once a NEAR_MAX_AGE_S while the shard's master is near or in its reserve."""
         name = self._master_of(shard)
@@ -643,16 +643,16 @@ class RedisStore:
             return
         if self._memory_refresh is None or self._memory_refresh.done():
             # With SESSION_MAX_MEMORY_MB the stored bytes are read too (the pending bytes restart at 0).
-            refresh = self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(0.0)
+            refresh = self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(now)
             self._memory_refresh = asyncio.get_running_loop().create_task(refresh)
 
-    async def _check_room(self, shard: int, incoming: int) -> None:
+    async def _check_room(self, shard: int, incoming: int, now: float) -> None:
         """Refuse a create that does not fit (policy reject): one INFO round trip the first time only."""
         if self.policy != "reject":
             return
         if self._memory_at == 0.0:
-            await (self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(time.time()))
-        self._schedule_memory_refresh(shard)
+            await (self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(now))
+        self._schedule_memory_refresh(shard, now)
         reason = self._refusal(shard, incoming)
         if reason is not None:
             raise SessionStoreFullError(reason)

@@ -202,3 +202,47 @@ async def test_a_noeviction_redis_without_maxmemory_is_healthy(redis_url: str) -
         await manager.create_session("u", DATA)  # maxmemory 0: no limit, nothing refused
     finally:
         await manager.close()
+
+
+async def test_far_from_the_limit_creates_make_no_memory_round_trips(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    reads = 0
+    refresh = store.refresh_memory
+
+    async def counted() -> None:
+        nonlocal reads
+        reads += 1
+        await refresh()
+
+    store.refresh_memory = counted  # type: ignore[method-assign]
+    manager = SessionManager(store, settings=SETTINGS, clock=FakeClock())
+    try:
+        started = time.monotonic()
+        for i in range(300):
+            await manager.create_session(f"u{i}", {"k": "v"})
+        elapsed = time.monotonic() - started
+        assert reads <= 2 + elapsed, (reads, elapsed)  # the first create, then at most one a second
+    finally:
+        await manager.close()
+
+
+async def test_session_max_memory_mb_bounds_redis_only_when_set(redis_url: str) -> None:
+    default = SessionManager(settings=Settings(store_url=redis_url, cleanup_enabled=False))
+    explicit = SessionManager(
+        settings=Settings(store_url=redis_url, cleanup_enabled=False, max_memory_mb=0.05, max_per_user=0)
+    )
+    try:
+        assert default.store.max_bytes is None  # type: ignore[attr-defined]
+        refused = 0
+        for i in range(200):
+            try:
+                await explicit.create_session(f"u{i}", {"k": "x" * 500})
+            except SessionStoreFullError:
+                refused += 1
+        assert refused > 0
+        await explicit.refresh_store_stats()
+        metrics = explicit.get_session_metrics()
+        assert metrics["memory_usage_mb"] is not None and metrics["memory_usage_mb"] <= 0.05 * 1.05
+    finally:
+        await default.close()
+        await explicit.close()
