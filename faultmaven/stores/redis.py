@@ -448,6 +448,7 @@ class RedisStore:
         self._memory_at = 0.0
         self._memory_refresh: asyncio.Task[None] | None = None
         self._warned_policies: set[str] = set()
+        self._info_warned = False
 
     def _shard(self, session_id: str) -> _Shard | None:
         """The shard an id names; None for an id of no shard (never stored here)."""
@@ -696,8 +697,14 @@ class RedisStore:
         """A failed INFO (not allowed by an ACL, node down) keeps the last snapshot; creates go on."""
         try:
             await self.refresh_memory()
-        except SessionStoreException:
+        except SessionStoreException as exc:
             self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
+            if not self._info_warned:
+                self._info_warned = True
+                log.warning(
+                    "Redis INFO memory failed: creates are not refused before Redis' own maxmemory",
+                    extra={"error_type": type(exc.__cause__).__name__},
+                )
 
     @property
     def budget_from_settings(self) -> bool:
