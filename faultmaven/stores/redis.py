@@ -514,18 +514,24 @@ class RedisStore:
         if shard is None:
             raise SessionStoreException("session id names no shard of this store (use new_id)")
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
-        await self._check_room(shard_of_id(sid) or 0, cost, now)
+        try:
+            await self._check_room(shard_of_id(sid) or 0, cost, now)
+        except SessionStoreFullError:
+            resumed = await self._resume_only(shard, record, now)
+            if resumed is None:
+                raise
+            return resumed, True, 0
         args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user]
         found = await self._run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
             raise SessionStoreException("session id already stored")
-        master = self._master_of(shard_of_id(sid) or 0)
-        self._pending[master] = self._pending.get(master, 0) + cost
         stored, ended = found
         self._report(ended)
         if len(stored) == 1:
+            master = self._master_of(shard_of_id(sid) or 0)
+            self._pending[master] = self._pending.get(master, 0) + cost
             return record, False, len(ended)
         return _record(stored[0].decode(), stored[1]), True, 0
 
@@ -657,6 +663,24 @@ class RedisStore:
         reason = self._refusal(shard, incoming)
         if reason is not None:
             raise SessionStoreFullError(reason)
+
+    async def _resume_only(self, shard: _Shard, record: SessionRecord, now: float) -> SessionRecord | None:
+        """At the limit a create that would resume its (user, client) pair's live session still does: it
+        only records activity. The pair's key as the scripts build it; None if nothing to resume."""
+        if record.client_id is None:
+            return None
+        key = f"{shard.prefix}c:{record.client_id}"
+        if record.user_id is not None:
+            key += f"\x1f{record.user_id}"
+        try:
+            existing = await self._client.get(key)
+        except RedisError as exc:
+            raise SessionStoreException(f"redis create failed: {type(exc).__name__}: {exc}") from exc
+        if existing is None:
+            return None
+        sid = existing.decode() if isinstance(existing, bytes) else str(existing)
+        resumed = await self._touch(sid, now, record.user_id)
+        return None if resumed is None or resumed.user_id != record.user_id else resumed
 
     async def _check_growth(self, shard: _Shard, part: int, session_id: str, blob: bytes) -> None:
         """An update that grows a session's data is refused like a create once the master is in its

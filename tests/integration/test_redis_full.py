@@ -87,7 +87,10 @@ async def test_a_full_redis_keeps_every_existing_session_working(small_redis: Re
     clock = FakeClock()
     manager = SessionManager(RedisStore(small_redis.url), settings=SETTINGS, clock=clock)
     try:
+        browser = await manager.create_session("returning", {"k": "v"}, client_id="browser-0001")
         sessions, _ = await fill(manager, short_every=50)
+        again = await manager.create_session("returning", {"k": "v"}, client_id="browser-0001")
+        assert again.session_resumed and again.session_id == browser.session_id  # a resume is not a new session
         info = redis.Redis(port=small_redis.port).info("memory")
         assert info["used_memory"] < info["maxmemory"], "the reserve was used up by creates"
         clock.advance(20)
