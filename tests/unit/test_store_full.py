@@ -157,3 +157,13 @@ def test_the_policy_and_the_reserve_are_validated() -> None:
     with pytest.raises(ValueError):
         MemoryStore(policy="lru")
     assert issubclass(SessionStoreFullError, SessionStoreException)
+
+
+async def test_at_the_budget_a_returning_client_still_resumes(clock: FakeClock) -> None:
+    manager, ids = await full_store(clock)
+    await manager.delete_session(ids[0])
+    mine = await manager.create_session("me", {"k": "v"}, client_id="browser-0001")
+    with pytest.raises(SessionStoreFullError):
+        await manager.create_session("other", {"k": "v"})
+    again = await manager.create_session("me", {"k": "v"}, client_id="browser-0001")
+    assert again.session_resumed and again.session_id == mine.session_id
