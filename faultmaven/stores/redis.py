@@ -449,6 +449,7 @@ class RedisStore:
         self._memory_refresh: asyncio.Task[None] | None = None
         self._warned_policies: set[str] = set()
         self._info_warned = False
+        self._refusing: set[str] = set()  # masters that refused a create since the last reading
 
     def _shard(self, session_id: str) -> _Shard | None:
         """The shard an id names; None for an id of no shard (never stored here)."""
@@ -662,6 +663,7 @@ class RedisStore:
         self._schedule_memory_refresh(shard, now)
         reason = self._refusal(shard, incoming)
         if reason is not None:
+            self._refusing.add(self._master_of(shard))
             raise SessionStoreFullError(reason)
 
     async def _resume_only(self, shard: _Shard, record: SessionRecord, now: float) -> SessionRecord | None:
@@ -708,7 +710,7 @@ class RedisStore:
                 owners = [""] * len(self._shards)
         except RedisError as exc:
             raise SessionStoreException(f"redis INFO memory failed: {type(exc).__name__}: {exc}") from exc
-        self._masters, self._shard_master, self._pending = masters, owners, {}
+        self._masters, self._shard_master, self._pending, self._refusing = masters, owners, {}, set()
         self._memory_at = time.monotonic()
         for policy in {m.policy for m in masters.values()} - {SAFE_POLICY, ""} - self._warned_policies:
             self._warned_policies.add(policy)
@@ -737,7 +739,7 @@ class RedisStore:
 
     def memory_reasons(self) -> list[str]:
         """The /health reasons from the last INFO memory of each master."""
-        return memory_reasons(self._masters, self.memory_reserve, self._pending)
+        return memory_reasons(self._masters, self.memory_reserve, self._pending, self._refusing)
 
     async def refresh_stats(self, now: float) -> None:
         """Read counts and bytes from Redis, so every replica reports the same numbers: three commands per

@@ -10,6 +10,7 @@ costs no extra round trip; near the limit the snapshot is refreshed more often.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,12 @@ class MasterMemory:
         return limit is not None and self.used + pending >= limit - NEAR * self.maxmemory
 
 
-def memory_reasons(masters: dict[str, MasterMemory], reserve: float, pending: dict[str, int]) -> list[str]:
+def memory_reasons(
+    masters: dict[str, MasterMemory], reserve: float, pending: dict[str, int], refusing: Set[str] = frozenset()
+) -> list[str]:
     """The /health reasons: a policy that can evict sessions unseen, masters within their reserve (counting
-    the bytes this process created there since the reading, as the create path does)."""
+    the bytes this process created there since the reading, as the create path does, and those that
+    refused a create since the reading)."""
     reasons = []
     policies = sorted({m.policy for m in masters.values() if m.policy and m.policy != SAFE_POLICY})
     for policy in policies:
@@ -55,7 +59,7 @@ def memory_reasons(masters: dict[str, MasterMemory], reserve: float, pending: di
             f"redis maxmemory_policy is {policy}: Redis may evict sessions with no session-end event "
             f"(use {SAFE_POLICY})"
         )
-    full = sum(m.full(reserve, pending.get(name, 0)) for name, m in masters.items())
+    full = sum(name in refusing or m.full(reserve, pending.get(name, 0)) for name, m in masters.items())
     if full:
         reasons.append(
             f"redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory on {full} of {len(masters)} "
