@@ -19,7 +19,7 @@ from faultmaven.api import router
 from faultmaven.body_limit import BodyLimitMiddleware
 from faultmaven.config.config import Settings
 from faultmaven.cors import SessionCORSMiddleware
-from faultmaven.exceptions import SessionStoreException
+from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
@@ -28,6 +28,13 @@ from faultmaven.session_management import SessionManager
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "session store unavailable"}, status_code=503)
+
+
+async def _store_full(request: Request, exc: Exception) -> Response:
+    """New sessions refused at the store's budget: the client may try again after Retry-After."""
+    retry_after = exc.retry_after_s if isinstance(exc, SessionStoreFullError) else 30
+    headers = {"Retry-After": str(retry_after)}
+    return JSONResponse({"detail": "session store full, retry later"}, status_code=503, headers=headers)
 
 
 def install(
@@ -59,6 +66,7 @@ def install(
     app.add_middleware(BodyLimitMiddleware, path_prefix=prefix)
     app.add_middleware(SessionCORSMiddleware, path_prefix=prefix)  # outside: a 413 carries CORS headers too
     app.add_exception_handler(SessionStoreException, _store_unavailable)
+    app.add_exception_handler(SessionStoreFullError, _store_full)
     app.include_router(router, prefix=mount_path)
     registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)
 

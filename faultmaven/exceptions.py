@@ -44,3 +44,16 @@ class SessionVersionConflict(Exception):
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming the variable and value."""
+
+
+class SessionStoreFullError(SessionStoreException):
+    """A new session (or a session's growth) does not fit the store now; existing sessions keep working.
+
+    Raised under SESSION_MEMORY_POLICY=reject instead of evicting someone else's live session; over HTTP a
+    503 with `Retry-After`, since the room comes back as sessions expire, are deleted or are cleaned up.
+    """
+
+    def __init__(self, reason: str, retry_after_s: int = 30) -> None:
+        super().__init__(f"session store full: {reason}")
+        self.reason = reason
+        self.retry_after_s = retry_after_s

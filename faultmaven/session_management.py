@@ -29,6 +29,7 @@ from faultmaven.exceptions import (
     SessionNotFoundError,
     SessionOverMemoryBudgetError,
     SessionStoreException,
+    SessionStoreFullError,
 )
 from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.scheduler import CleanupScheduler
@@ -53,6 +54,7 @@ _SESSION_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_PAGE = 1000  # sessions per list_user_sessions page
 _MIB = 1024 * 1024
 NODE = f"{socket.gethostname()}:{os.getpid()}"
+REFUSING_FOR_S = 60.0  # /health reports refused creates for this long after the last one
 LEASE_TTL_S = 30.0  # renewed after every batch; a replica that dies mid-run frees it within this time
 
 
@@ -101,7 +103,14 @@ class SessionManager:
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         if store is None:
-            store = store_from_url(self.settings.store_url, self.settings.max_memory_mb)
+            explicit = "max_memory_mb" in self.settings.model_fields_set
+            store = store_from_url(
+                self.settings.store_url,
+                self.settings.max_memory_mb,
+                policy=self.settings.memory_policy,
+                redis_reserve=self.settings.redis_memory_reserve,
+                redis_max_memory_mb=self.settings.max_memory_mb if explicit else None,
+            )
         self.store: SessionStore = store
         self.store.listen_evictions(self._on_evicted)
         self._clock = clock if clock is not None else time.time
@@ -120,6 +129,8 @@ class SessionManager:
         self._deleted = 0
         self._cleaned_idle = 0
         self._rejected = 0
+        self._rejected_full = 0  # of the rejected, those refused because the store was full
+        self._refusing_since: float | None = None  # last store-full refusal, until a create succeeds
         self._cleanup_skipped = 0
         self._created = 0
         self._resumed = 0
@@ -186,6 +197,7 @@ class SessionManager:
             self._resumed += 1
         else:
             self._created += 1
+            self._refusing_since = None
         log.debug("Session created", extra={"session": fingerprint(stored.session_id), "resumed": resumed})
         return stored.to_session(resumed=resumed)
 
@@ -441,6 +453,11 @@ class SessionManager:
         except SessionOverMemoryBudgetError:
             self._rejected += 1
             raise
+        except SessionStoreFullError:
+            self._rejected += 1
+            self._rejected_full += 1
+            self._refusing_since = self._now()
+            raise
 
     async def _between_batches(self) -> None:
         """Let live requests run between batches (tests override it to act at exactly this point).
@@ -500,6 +517,23 @@ class SessionManager:
             "evicted": self._evicted,
             "rotated": self._rotated,
         }
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Refused creates and updates by cause (Prometheus' `reason`): the store was full, or one session
+        alone is larger than the whole memory budget."""
+        return {"store_full": self._rejected_full, "too_large": self._rejected - self._rejected_full}
+
+    def refusing_creates(self) -> bool:
+        """True while creates are refused as the store is full: from a refusal until a create succeeds, or
+        REFUSING_FOR_S after the last refusal (room may have come back with no one trying since)."""
+        since = self._refusing_since
+        return since is not None and self._now() - since < REFUSING_FOR_S
+
+    def store_pressure(self) -> list[str]:
+        """What the store reports about its memory limits (a Redis maxmemory policy that evicts, masters
+        within their reserve); empty when it has nothing to say."""
+        reasons = getattr(self.store, "memory_reasons", None)
+        return list(reasons()) if reasons is not None else []
 
     def get_session_metrics(self) -> dict[str, int | float | None]:
         """Counters and store counts; O(1) amortised, safe to call on every request."""

@@ -24,7 +24,8 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process with an append-only file, so a stop and start keeps the data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
+        self.extra_args = list(extra_args)  # e.g. "--maxmemory", "24mb"
         self.binary = require_tool("redis-server", "redis-server")
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="fm-redis-"))
@@ -34,6 +35,7 @@ class RedisServer:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

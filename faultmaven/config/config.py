@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
     # Browser origins allowed to call the session routes (CORS); empty: no CORS middleware at all.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # At the store's budget: refuse new sessions (503) or evict the least recently active live ones.
+    memory_policy: Literal["reject", "evict"] = "reject"
+    # Redis: creates are refused once a master's used_memory is within this fraction of its maxmemory.
+    redis_memory_reserve: Annotated[float, Field(ge=0.0, le=0.9, allow_inf_nan=False)] = 0.10
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -152,6 +156,11 @@ class Settings(BaseSettings):
         if parts.scheme not in STORE_SCHEMES:
             raise ValueError("unknown scheme (use memory://, redis://host:port/db or redis+cluster://host:port,...)")
         return text
+
+    @field_validator("memory_policy", mode="before")
+    @classmethod
+    def _policy_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("user_header")
     @classmethod
@@ -293,3 +302,5 @@ SESSION_MAX_TIMEOUT_MINUTES = _lenient("max_timeout_minutes")
 SESSION_ABSOLUTE_TIMEOUT_MINUTES = _lenient("absolute_timeout_minutes")
 SESSION_MAX_PER_USER = _lenient("max_per_user")
 SESSION_USER_HEADER = os.getenv("SESSION_USER_HEADER") or None
+SESSION_MEMORY_POLICY = _lenient("memory_policy")
+SESSION_REDIS_MEMORY_RESERVE = _lenient("redis_memory_reserve")

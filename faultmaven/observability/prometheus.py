@@ -31,7 +31,6 @@ _COUNTERS = {
     "sessions_cleaned_total": ("faultmaven_sessions_cleaned", "Sessions removed by cleanup."),
     "cleanup_errors_total": ("faultmaven_session_cleanup_errors", "Per-session cleanup failures and failed runs."),
     "sessions_evicted_total": ("faultmaven_sessions_evicted", "Sessions evicted to stay under the memory budget."),
-    "sessions_rejected_total": ("faultmaven_sessions_rejected", "Sessions refused as larger than the budget."),
     "sessions_created_total": ("faultmaven_sessions_created", "Sessions created."),
     "sessions_resumed_total": ("faultmaven_sessions_resumed", "Creates that resumed a live session by client_id."),
     "sessions_rotated_total": ("faultmaven_sessions_rotated", "Session ids rotated."),
@@ -66,6 +65,15 @@ class SessionCollector:
         for reason, count in manager.ended_by_reason().items():
             ended.add_metric([reason], float(count))
         yield ended
+        rejected = CounterMetricFamily(
+            "faultmaven_sessions_rejected",
+            "Creates and updates refused by the memory limits, by reason: store_full (at the budget, or a Redis "
+            "master within its reserve) or too_large (one session larger than the whole budget).",
+            labels=["reason"],
+        )
+        for reason, count in manager.rejected_by_reason().items():
+            rejected.add_metric([reason], float(count))
+        yield rejected
         hist = manager.cleanup_durations
         yield HistogramMetricFamily(
             "faultmaven_session_cleanup_duration_seconds",

@@ -11,13 +11,23 @@ from faultmaven.stores.memory import MemoryStore
 __all__ = ["BatchResult", "Ended", "MemoryStore", "SessionStore", "StoreStats", "store_from_url"]
 
 
-def store_from_url(url: str, max_memory_mb: float | None = None) -> SessionStore:
-    """Build the store a SESSION_STORE_URL names, with the memory budget where the store enforces one."""
+def store_from_url(
+    url: str,
+    max_memory_mb: float | None = None,
+    *,
+    policy: str = "reject",
+    redis_reserve: float = 0.10,
+    redis_max_memory_mb: float | None = None,
+) -> SessionStore:
+    """Build the store a SESSION_STORE_URL names, with the memory budget where the store enforces one
+    (on Redis, `redis_max_memory_mb`: SESSION_MAX_MEMORY_MB only when set explicitly)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryStore(max_bytes=None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024))
+        max_bytes = None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024)
+        return MemoryStore(max_bytes=max_bytes, policy=policy)
     if scheme in ("redis", "redis+cluster"):
         from faultmaven.stores.redis import RedisStore  # redis-py is needed only for this store
 
-        return RedisStore(url)
+        max_bytes = None if redis_max_memory_mb is None else int(redis_max_memory_mb * 1024 * 1024)
+        return RedisStore(url, policy=policy, memory_reserve=redis_reserve, max_bytes=max_bytes)
     raise ConfigError(f"SESSION_STORE_URL={url!r}: no store is available for the scheme {scheme!r}")

@@ -15,6 +15,7 @@ from faultmaven.exceptions import (
     SessionDataTooLargeError,
     SessionOverMemoryBudgetError,
     SessionStoreException,
+    SessionStoreFullError,
     SessionVersionConflict,
 )
 from faultmaven.merge_patch import merge_blobs
@@ -45,14 +46,18 @@ _EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 class MemoryStore(ExpiryLists):
     """In-process session store.
 
-    With `max_bytes`, a write that would take the estimate over the budget first evicts: expired sessions,
-    then the least recently active ones; a single session larger than the whole budget is refused and
-    nothing is evicted for it.
+    With `max_bytes`, a write that would take the estimate over the budget first removes expired sessions;
+    if it still does not fit, `policy` decides: "reject" refuses it (SessionStoreFullError, nothing else
+    changed), so a flood of new sessions can never end live ones; "evict" ends the least recently active
+    live sessions until it fits. A single session larger than the whole budget is refused either way.
     """
 
-    def __init__(self, max_bytes: int | None = None) -> None:
+    def __init__(self, max_bytes: int | None = None, policy: str = "reject") -> None:
         super().__init__()
+        if policy not in ("reject", "evict"):
+            raise ValueError("policy must be 'reject' or 'evict'")
         self.max_bytes = max_bytes
+        self.policy = policy
         self._on_evict: EvictionListener | None = None
 
     # -- memory budget ----------------------------------------------------------------------------
@@ -61,9 +66,10 @@ class MemoryStore(ExpiryLists):
         if self.max_bytes is not None and cost > self.max_bytes:
             raise SessionOverMemoryBudgetError(cost, self.max_bytes)
 
-    def _evict_for(self, incoming: int, now: float, keep: str | None = None) -> None:
-        """Evict until `incoming` more bytes fit the budget (never the session `keep`): expired sessions
-        first (a normal cleanup batch), then the least recently active."""
+    def _evict_for(self, incoming: int, now: float, keep: str | None = None, freed_later: int = 0) -> None:
+        """Make room for `incoming` more bytes: expired sessions first (a normal cleanup batch), then, under
+        "evict", the least recently active (never the session `keep`). Under "reject", refuse if it still
+        does not fit once `freed_later` bytes (sessions the caller is about to end) are gone."""
         if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
             return
         evicted = BatchResult()
@@ -72,6 +78,12 @@ class MemoryStore(ExpiryLists):
             if not batch.removed:
                 break
             _add(evicted, batch)
+        if self.policy == "reject":
+            if evicted.removed and self._on_evict is not None:
+                self._on_evict(evicted)
+            if self._bytes - freed_later + incoming > self.max_bytes:
+                raise SessionStoreFullError("SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)")
+            return
         while self._bytes + incoming > self.max_bytes:
             victim = self._least_recently_active(keep)
             if victim is None:
@@ -110,9 +122,14 @@ class MemoryStore(ExpiryLists):
             raise SessionStoreException("session id already stored")
         cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
         self._check_budget(cost)
-        limited = 0
+        over: list[str] = []
         if record.user_id is not None and max_per_user:
-            limited = self._make_room_for_user(record.user_id, now, max_per_user)
+            over = self._over_user_limit(record.user_id, now, max_per_user)
+        if self.policy == "reject":  # refused before anything changes: the user keeps every session
+            self._evict_for(cost, now, freed_later=sum(self._index[old][STATIC][COST] for old in over))
+        for old in reversed(over):
+            self._unlink(old, "user_limit")
+        limited = len(over)
         self._evict_for(cost, now)
         static: Static = (
             record.user_id,
@@ -162,6 +179,8 @@ class MemoryStore(ExpiryLists):
             raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
         cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
         self._check_budget(cost)
+        if self.policy == "reject":  # refused before the session changes (its own activity included)
+            self._evict_for(cost - old[COST], now, keep=session_id)
         version = old[VERSION] + 1 if blob != old[BLOB] else old[VERSION]
         static: Static = (*old[:BLOB], blob, old[META], cost, version)
         self._move_to_tail(session_id, node, now, static)
@@ -180,13 +199,10 @@ class MemoryStore(ExpiryLists):
         self._unlink(session_id, "deleted")
         return Ended(was_live, node[ACTIVE] - node[STATIC][CREATED])
 
-    def _make_room_for_user(self, user_id: str, now: float, max_per_user: int) -> int:
-        """End the user's least recently active live sessions until one more fits SESSION_MAX_PER_USER."""
+    def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
+        """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
         live = [sid for sid in self._user_ids(user_id) if self._live(sid, now, None) is not None]
-        over = live[max_per_user - 1 :]
-        for sid in reversed(over):
-            self._unlink(sid, "user_limit")
-        return len(over)
+        return live[max_per_user - 1 :]
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
         live = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import secrets
 import time
@@ -36,15 +37,23 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from faultmaven.config.config import cluster_nodes
-from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException, SessionVersionConflict
+from faultmaven.exceptions import (
+    SessionDataTooLargeError,
+    SessionStoreException,
+    SessionStoreFullError,
+    SessionVersionConflict,
+)
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
 from faultmaven.stores.memory import session_bytes
+from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
 from faultmaven.stores.scripts import SCRIPTS
 from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner, shard_tags
+
+log = logging.getLogger("faultmaven.sessions")
 
 
 def _decode_user(raw: bytes) -> str | None:
@@ -117,9 +126,28 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
 class RedisStore:
     """SessionStore on a Redis server or cluster (redis-py asyncio). Stats are served from a cached snapshot."""
 
-    def __init__(self, url: str, *, prefix: str = "faultmaven:", stats_max_age_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "faultmaven:",
+        stats_max_age_s: float = 1.0,
+        policy: str = "reject",
+        memory_reserve: float = 0.10,
+        max_bytes: int | None = None,
+    ) -> None:
+        """`policy` "reject" refuses new sessions (SessionStoreFullError) while the master that would hold
+        one is within `memory_reserve` of its maxmemory, or while the stored session bytes reach
+        `max_bytes` (SESSION_MAX_MEMORY_MB, when set explicitly); "evict" leaves the limits to Redis."""
         if "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must not contain a hash tag: the store adds one per shard")
+        if policy not in ("reject", "evict"):
+            raise ValueError("policy must be 'reject' or 'evict'")
+        if not 0.0 <= memory_reserve <= 0.9:
+            raise ValueError("memory_reserve must be a fraction from 0 to 0.9")
+        self.policy = policy
+        self.memory_reserve = memory_reserve
+        self.max_bytes = max_bytes
         self.url = url
         self.prefix = prefix
         self.stats_max_age_s = stats_max_age_s
@@ -135,6 +163,15 @@ class RedisStore:
         self._snapshot_at = 0.0
         self._snapshot_error: str | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        # Each master's INFO memory, the master of each shard, and bytes created since the last reading.
+        self._masters: dict[str, MasterMemory] = {}
+        self._shard_master: list[str] = []
+        self._pending: dict[str, int] = {}
+        self._memory_at = 0.0
+        self._memory_refresh: asyncio.Task[None] | None = None
+        self._warned_policies: set[str] = set()
+        self._info_warned = False
+        self._refusing: set[str] = set()  # masters that refused a create since the last reading
 
     def _shard(self, session_id: str) -> _Shard | None:
         """The shard an id names; None for an id of no shard (never stored here)."""
@@ -158,7 +195,11 @@ class RedisStore:
             if not self._prepared:
                 await self._prepare()
             return await self._scripts[name](keys=keys, args=args)
+        except OutOfMemoryError as exc:
+            raise SessionStoreFullError(f"redis refused a write over maxmemory ({name})") from exc
         except RedisError as exc:
+            if str(exc).startswith("OOM "):  # as a script's error reply, depending on the client's parser
+                raise SessionStoreFullError(f"redis refused a write over maxmemory ({name})") from exc
             raise SessionStoreException(f"redis {name} failed: {type(exc).__name__}: {exc}") from exc
 
     def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
@@ -196,6 +237,13 @@ class RedisStore:
         if shard is None:
             raise SessionStoreException("session id names no shard of this store (use new_id)")
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
+        try:
+            await self._check_room(shard_of_id(sid) or 0, cost, now)
+        except SessionStoreFullError:
+            resumed = await self._resume_only(shard, record, now)
+            if resumed is None:
+                raise
+            return resumed, True, 0
         args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user, record.version]
@@ -205,6 +253,8 @@ class RedisStore:
         stored, ended = found
         self._report(ended)
         if len(stored) == 1:
+            master = self._master_of(shard_of_id(sid) or 0)
+            self._pending[master] = self._pending.get(master, 0) + cost
             return record, False, len(ended)
         return _record(stored[0].decode(), stored[1]), True, 0
 
@@ -228,13 +278,16 @@ class RedisStore:
         if_version: int | None = None,
     ) -> SessionRecord | None:
         """One script (lua/update.lua) checks the version, merges on the stored text, checks the size and
-        writes, so concurrent writers never lose each other's keys."""
+        writes, so concurrent writers never lose each other's keys. While the shard's master is in its
+        reserve (policy reject), the script refuses a write whose data would grow (SessionStoreFullError)."""
         shard = self._shard(session_id)
         if shard is None:
             return None
+        full = self._refusal(shard_of_id(session_id) or 0, 0) if self.policy == "reject" else None
         base_cost = session_bytes(session_id, None, b"")  # the script adds the stored data's length
         args: list[Any] = [session_id, shard.prefix, repr(now), _user_arg(user_id), blob, base_cost]
         args += [limit if limit is not None else 2**62, "" if if_version is None else if_version, int(merge)]
+        args.append(int(full is not None))
         found = await self._run("update", [shard.key(session_id), *shard.indexes], args)
         if not found:
             return None
@@ -242,6 +295,8 @@ class RedisStore:
             refusal, value = found[0], int(found[1])
             if refusal == b"version":
                 raise SessionVersionConflict(value)
+            if refusal == b"full":
+                raise SessionStoreFullError(full or "store full")
             raise SessionDataTooLargeError(value, limit if limit is not None else 2**62)
         return _record(session_id, found)
 
@@ -310,6 +365,111 @@ class RedisStore:
     def listen_evictions(self, listener: EvictionListener) -> None:
         """Redis enforces its own maxmemory policy; this store never evicts on a write."""
 
+    # -- memory limits -----------------------------------------------------------------------------
+
+    def _master_of(self, shard: int) -> str:
+        return self._shard_master[shard] if shard < len(self._shard_master) else ""
+
+    def _refusal(self, shard: int, incoming: int) -> str | None:
+        """Why a create of `incoming` bytes in `shard` must be refused now, from the snapshots; None: room."""
+        stored = None if self._snapshot is None else self._snapshot.memory_bytes
+        over = stored is not None and stored + sum(self._pending.values()) + incoming > (self.max_bytes or 0)
+        if self.max_bytes is not None and over:
+            return "SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)"
+        name = self._master_of(shard)
+        master = self._masters.get(name)
+        if master is not None and master.full(self.memory_reserve, self._pending.get(name, 0) + incoming):
+            return "redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory"
+        return None
+
+    def _schedule_memory_refresh(self, shard: int, now: float) -> None:
+        """Keep the memory snapshot fresh from the create path without waiting for it: at most once a
+        MAX_AGE_S, or once a NEAR_MAX_AGE_S while the shard's master is near or in its reserve."""
+        name = self._master_of(shard)
+        master = self._masters.get(name)
+        near = master is not None and master.near(self.memory_reserve, self._pending.get(name, 0))
+        if time.monotonic() - self._memory_at < (NEAR_MAX_AGE_S if near else MAX_AGE_S):
+            return
+        if self._memory_refresh is None or self._memory_refresh.done():
+            # With SESSION_MAX_MEMORY_MB the stored bytes are read too (the pending bytes restart at 0).
+            refresh = self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(now)
+            self._memory_refresh = asyncio.get_running_loop().create_task(refresh)
+
+    async def _check_room(self, shard: int, incoming: int, now: float) -> None:
+        """Refuse a create that does not fit (policy reject): one INFO round trip the first time only."""
+        if self.policy != "reject":
+            return
+        if self._memory_at == 0.0:
+            await (self._refresh_memory_quietly() if self.max_bytes is None else self._refresh_quietly(now))
+        self._schedule_memory_refresh(shard, now)
+        reason = self._refusal(shard, incoming)
+        if reason is not None:
+            self._refusing.add(self._master_of(shard))
+            raise SessionStoreFullError(reason)
+
+    async def _resume_only(self, shard: _Shard, record: SessionRecord, now: float) -> SessionRecord | None:
+        """At the limit a create that would resume its (user, client) pair's live session still does: it
+        only records activity. The pair's key as the scripts build it; None if nothing to resume."""
+        if record.client_id is None:
+            return None
+        key = f"{shard.prefix}c:{record.client_id}"
+        if record.user_id is not None:
+            key += f"\x1f{record.user_id}"
+        try:
+            existing = await self._client.get(key)
+        except RedisError as exc:
+            raise SessionStoreException(f"redis create failed: {type(exc).__name__}: {exc}") from exc
+        if existing is None:
+            return None
+        sid = existing.decode() if isinstance(existing, bytes) else str(existing)
+        resumed = await self.touch(sid, now, record.user_id)
+        return None if resumed is None or resumed.user_id != record.user_id else resumed
+
+    async def refresh_memory(self) -> None:
+        """Read used_memory, maxmemory and maxmemory_policy of every master (INFO memory) and which master
+        holds each shard; warn once per policy that can evict sessions behind the service's back."""
+        try:
+            if isinstance(self._client, RedisCluster):
+                replies = await self._client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                masters = {name: MasterMemory.from_info(info) for name, info in replies.items()}
+                nodes = [self._client.get_node_from_key(shard.prefix) for shard in self._shards]
+                owners = ["" if node is None else node.name for node in nodes]
+            else:
+                masters = {"": MasterMemory.from_info(await self._client.info("memory"))}
+                owners = [""] * len(self._shards)
+        except RedisError as exc:
+            raise SessionStoreException(f"redis INFO memory failed: {type(exc).__name__}: {exc}") from exc
+        self._masters, self._shard_master, self._pending, self._refusing = masters, owners, {}, set()
+        self._memory_at = time.monotonic()
+        for policy in {m.policy for m in masters.values()} - {SAFE_POLICY, ""} - self._warned_policies:
+            self._warned_policies.add(policy)
+            log.warning(
+                "Redis maxmemory_policy can evict sessions with no session-end event",
+                extra={"maxmemory_policy": policy, "expected": SAFE_POLICY},
+            )
+
+    async def _refresh_memory_quietly(self) -> None:
+        """A failed INFO (not allowed by an ACL, node down) keeps the last snapshot; creates go on."""
+        try:
+            await self.refresh_memory()
+        except SessionStoreException as exc:
+            self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
+            if not self._info_warned:
+                self._info_warned = True
+                log.warning(
+                    "Redis INFO memory failed: creates are not refused before Redis' own maxmemory",
+                    extra={"error_type": type(exc.__cause__).__name__},
+                )
+
+    @property
+    def budget_from_settings(self) -> bool:
+        """SESSION_MAX_MEMORY_MB bounds this store only when set explicitly (Redis has its maxmemory)."""
+        return self.max_bytes is not None
+
+    def memory_reasons(self) -> list[str]:
+        """The /health reasons from the last INFO memory of each master."""
+        return memory_reasons(self._masters, self.memory_reserve, self._pending, self._refusing)
+
     async def refresh_stats(self, now: float) -> None:
         """Read counts and bytes from Redis, so every replica reports the same numbers: three commands per
         shard in one pipeline (on a cluster, one round trip per master), added up."""
@@ -325,6 +485,7 @@ class RedisStore:
             self._snapshot_error = f"redis stats failed: {type(exc).__name__}: {exc}"
             raise SessionStoreException(self._snapshot_error) from exc
         stored, expired, stored_bytes = (sum(int(x or 0) for x in replies[i::3]) for i in range(3))
+        await self._refresh_memory_quietly()
         self._snapshot = StoreStats(stored, expired, stored_bytes)
         self._snapshot_at = time.monotonic()
         self._snapshot_error = None
@@ -367,6 +528,7 @@ class RedisStore:
             await self._run("release", [shard.lease], [token])
 
     async def close(self) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
+        for task in (self._refreshing, self._memory_refresh):
+            if task is not None:
+                task.cancel()
         await self._client.aclose()

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.exceptions import SessionDataTooLargeError, SessionNotFoundError, SessionVersionConflict
+from faultmaven.exceptions import (
+    SessionDataTooLargeError,
+    SessionNotFoundError,
+    SessionStoreFullError,
+    SessionVersionConflict,
+)
 from faultmaven.merge_patch import merge_patch
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import SessionStore
@@ -179,5 +184,29 @@ async def test_a_session_stored_without_a_version_reads_as_version_1(any_redis_u
             await manager.update_session(sid, {"a": 2}, if_version=2)
         assert (await manager.update_session(sid, {"b": 2}, merge=True, if_version=1)).version == 2
         assert (await manager.get_session(sid)).data == {"a": 1, "b": 2}  # type: ignore[union-attr]
+    finally:
+        await manager.close()
+
+
+async def test_at_the_redis_memory_limit_a_write_that_grows_is_refused(any_redis_url: str, clock: FakeClock) -> None:
+    """Past SESSION_MAX_MEMORY_MB (policy reject) the update script refuses data that would grow, measured
+    after the merge; a write that keeps or shrinks the data goes through."""
+    settings = Settings(cleanup_enabled=False)
+    filler = SessionManager(RedisStore(any_redis_url), settings=settings, clock=clock)
+    sid = (await filler.create_session(data={"a": "x" * 100, "b": 1})).session_id
+    await filler.close()
+    store = RedisStore(any_redis_url, max_bytes=10)  # already over it
+    await store.refresh_stats(clock())
+    manager = SessionManager(store, settings=settings, clock=clock)
+    try:
+        for patch, merge in [({"c": 1}, True), ({"a": "x" * 100, "b": 10}, False)]:
+            with pytest.raises(SessionStoreFullError):
+                await manager.update_session(sid, patch, merge=merge)
+        with pytest.raises(SessionVersionConflict):  # the version is checked first
+            await manager.update_session(sid, {"c": 1}, merge=True, if_version=7)
+        assert await current(manager, sid) == ({"a": "x" * 100, "b": 1}, 1)
+        assert (await manager.update_session(sid, {"b": 2}, merge=True)).version == 2  # the same size
+        assert (await manager.update_session(sid, {"a": None, "c": 3}, merge=True)).version == 3  # shrinks
+        assert await current(manager, sid) == ({"b": 2, "c": 3}, 3)
     finally:
         await manager.close()

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from faultmaven.config import Settings
-from faultmaven.exceptions import SessionNotFoundError, SessionVersionConflict
+from faultmaven.exceptions import SessionNotFoundError, SessionStoreFullError, SessionVersionConflict
 from faultmaven.merge_patch import merge_patch
+from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores.expiry import session_bytes
 from faultmaven.stores.redis import RedisStore
 from tests.support import FakeClock, assert_store_consistent
 
@@ -137,11 +139,17 @@ class Model:
         return min(self.last_activity + self.timeout, self.created + ABSOLUTE)
 
 
+REFUSALS = [0]  # creates and updates refused for room, for the budget test to see the rule was reached
 STEPS = [0]  # state-machine steps run in this process (rules and initializers), for the CI step count
+
+
+REFUSED_ID = "b" * 43  # what a refused create hands the bundle: well formed, never issued
+BUDGET = 2000  # bytes: room for about six small sessions, so creates and growing updates meet the limit
 
 
 class SessionMachine(RuleBasedStateMachine):
     make_store: Callable[[], Any] = PeekableStore
+    budget: int | None = None  # the store's max_bytes (policy reject); None: no budget
     sessions = Bundle("sessions")
 
     def __init__(self) -> None:
@@ -217,6 +225,22 @@ class SessionMachine(RuleBasedStateMachine):
         mine = [sid for sid, e in self.model.items() if e.user == user and (self.live(sid) or not live_only)]
         return sorted(mine, key=lambda sid: -self.model[sid].order)
 
+    def cost(self, data: dict[str, Any], user: str | None, client: str | None) -> int:
+        """What the memory store counts for a session (its id is always 43 ASCII characters)."""
+        return session_bytes(REFUSED_ID, user, encode_data(data, 2**20), b"{}", client)
+
+    def stored_bytes(self) -> int:
+        return sum(self.cost(e.data, e.user, e.client) for e in self.model.values())
+
+    def refused_for_room(self, incoming: int, freed: int = 0) -> bool:
+        """The budget rule under reject: over the budget, every expired session goes first (one removal
+        batch holds them all here); still over once `freed` bytes are gone: refused."""
+        if self.budget is None or self.stored_bytes() + incoming <= self.budget:
+            return False
+        for sid in [sid for sid in self.model if not self.live(sid)]:
+            self.end(sid, "expired")
+        return self.stored_bytes() - freed + incoming > self.budget
+
     def expect_activity(self, sid: str, returned: Any, user: str | None = None) -> None:
         """get/touch: a visible session is returned with activity recorded; anything else is None."""
         if self.visible(sid, user):
@@ -234,11 +258,20 @@ class SessionMachine(RuleBasedStateMachine):
         user: str | None = None,
         client: str | None = None,
     ) -> str:
-        session = self.run(self.manager.create_session(user, data, client_id=client, timeout_minutes=timeout))
         resumable = [
             sid for sid, e in self.model.items() if client is not None and (e.user, e.client) == (user, client)
         ]
         resumable = [sid for sid in resumable if self.live(sid)]
+        victims = [] if user is None else self.user_sessions(user, live_only=True)[MAX_PER_USER - 1 :]
+        freed = sum(self.cost(self.model[sid].data, user, self.model[sid].client) for sid in victims)
+        refused = not resumable and self.refused_for_room(self.cost(data, user, client), freed)
+        try:
+            session = self.run(self.manager.create_session(user, data, client_id=client, timeout_minutes=timeout))
+        except SessionStoreFullError:
+            assert refused, "a create that fits the budget was refused"
+            REFUSALS[0] += 1
+            return REFUSED_ID
+        assert not refused, "a create over the budget was stored"
         if resumable:
             assert session.session_resumed and [session.session_id] == resumable, "the pair's live session not resumed"
             self.activity(session.session_id)
@@ -289,8 +322,16 @@ class SessionMachine(RuleBasedStateMachine):
                 assert conflict.current_version == entry.version
                 return
             raise AssertionError("a write naming a stale version succeeded")
-        session = self.run(call)
         new = merge_patch(entry.data, data) if merge else data
+        growth = self.cost(new, entry.user, entry.client) - self.cost(entry.data, entry.user, entry.client)
+        if self.refused_for_room(growth):
+            try:
+                self.run(call)
+            except SessionStoreFullError:
+                REFUSALS[0] += 1
+                return  # refused before anything changed: no activity, the old data kept
+            raise AssertionError("an update that grows past the budget was applied")
+        session = self.run(call)
         if _encoded(new) != _encoded(entry.data):
             entry.version += 1
         assert session.data == new and session.version == entry.version
@@ -521,6 +562,9 @@ class SessionMachine(RuleBasedStateMachine):
             assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
         if isinstance(self.store, MemoryStore):
             assert_store_consistent(self.store)
+        if self.budget is not None:
+            assert metrics["memory_usage_mb"] == self.stored_bytes() / (1024 * 1024)
+            assert self.stored_bytes() <= self.budget, "the store went over its budget"
 
 
 def _encoded(data: dict[str, Any]) -> str:
@@ -528,6 +572,10 @@ def _encoded(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def build_machine(make_store: Callable[[], Any], name: str) -> type[SessionMachine]:
-    """The machine over another store (a real backend, or a broken variant for the power check)."""
-    return type(name, (SessionMachine,), {"make_store": staticmethod(make_store)})
+def build_machine(make_store: Callable[[], Any], name: str, budget: int | None = None) -> type[SessionMachine]:
+    """The machine over another store (a real backend, or a broken variant for the power check); with
+    `budget`, the store is expected to hold at most that many bytes and refuse what does not fit."""
+    return type(name, (SessionMachine,), {"make_store": staticmethod(make_store), "budget": budget})
+
+
+BudgetMachine = build_machine(lambda: PeekableStore(max_bytes=BUDGET), "BudgetMachine", BUDGET)

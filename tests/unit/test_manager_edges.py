@@ -60,7 +60,9 @@ async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
     await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
     one = probe.stats(0.0).memory_bytes
     assert one is not None
-    manager = SessionManager(MemoryStore(max_bytes=one * 3), settings=Settings(max_per_user=0), clock=clock)
+    manager = SessionManager(
+        MemoryStore(max_bytes=one * 3, policy="evict"), settings=Settings(max_per_user=0), clock=clock
+    )
     deleted = (await manager.create_session("u", PAYLOAD)).session_id
     oldest = (await manager.create_session("u", PAYLOAD)).session_id
     clock.advance(10)

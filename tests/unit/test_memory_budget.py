@@ -30,7 +30,9 @@ SESSION_BYTES = session_bytes()
 
 def budgeted(clock: FakeClock, sessions: int) -> SessionManager:
     settings = Settings(max_per_user=0)  # the memory budget alone decides here
-    return SessionManager(MemoryStore(max_bytes=SESSION_BYTES * sessions), settings=settings, clock=clock)
+    return SessionManager(
+        MemoryStore(max_bytes=SESSION_BYTES * sessions, policy="evict"), settings=settings, clock=clock
+    )
 
 
 async def test_writes_over_the_budget_evict_the_least_recently_active(
@@ -95,7 +97,7 @@ async def test_an_update_that_grows_evicts_others_never_itself(clock: FakeClock)
 
 
 async def test_the_budget_comes_from_settings(clock: FakeClock) -> None:
-    settings = Settings(max_memory_mb=SESSION_BYTES * 2 / (1024 * 1024), cleanup_enabled=False)
+    settings = Settings(max_memory_mb=SESSION_BYTES * 2 / (1024 * 1024), cleanup_enabled=False, memory_policy="evict")
     manager = SessionManager(settings=settings, clock=clock)
     for _ in range(5):
         await manager.create_session("user", PAYLOAD)

@@ -59,7 +59,7 @@ async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> Non
     olds = [record(created=EPOCH, active=EPOCH + 10 + i) for i in range(3)]
     big = record(created=now, blob=BLOB * 2 + b" " * 200)
     assert cost(olds[0]) < cost(big) <= 2 * cost(olds[0])
-    store = MemoryStore(max_bytes=sum(map(cost, olds)))
+    store = MemoryStore(max_bytes=sum(map(cost, olds)), policy="evict")
     runs = listened(store)
     for r in olds:
         await store.create(r, r.last_activity)
@@ -113,7 +113,7 @@ async def test_the_least_recently_active_is_found_across_lanes() -> None:
     recent = record(created=EPOCH, active=EPOCH + 50, timeout_s=3600)
     oldest = record(created=EPOCH, active=EPOCH + 10, timeout_s=1800)
     middle = record(created=EPOCH, active=EPOCH + 30, timeout_s=900)
-    store = MemoryStore(max_bytes=cost(recent) * 3)
+    store = MemoryStore(max_bytes=cost(recent) * 3, policy="evict")
     for r in (recent, oldest, middle):
         await store.create(r, r.last_activity)
     await store.create(record(created=EPOCH + 60), EPOCH + 60)
@@ -126,7 +126,7 @@ async def test_a_growing_write_never_evicts_the_session_it_grows() -> None:
     eviction must still pass over it (it heads the first lane) and take another."""
     grown = record(created=EPOCH, timeout_s=3600)
     others = [record(created=EPOCH) for _ in range(2)]
-    store = MemoryStore(max_bytes=cost(grown) * 3)
+    store = MemoryStore(max_bytes=cost(grown) * 3, policy="evict")
     runs = listened(store)
     for r in (grown, *others):
         await store.create(r, EPOCH)

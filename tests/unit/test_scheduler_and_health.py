@@ -91,7 +91,7 @@ def test_healthy_metrics_give_no_reason() -> None:
         ({"active_sessions": 11}, "active_sessions above SESSION_HEALTH_MAX_ACTIVE"),
         (
             {"memory_usage_mb": 95.0},
-            "memory_usage_mb at SESSION_MAX_MEMORY_MB (writes evict the least recently active)",
+            "memory_usage_mb at SESSION_MAX_MEMORY_MB (new sessions are refused)",
         ),
         ({"scheduler_running": False}, "cleanup scheduler enabled but not running"),
         ({"cleanup_errors_total": 6, "sessions_cleaned_total": 94}, "cleanup error rate above 5%"),

@@ -15,12 +15,15 @@
 -- ARGV[7] the size limit of data and metadata together (bytes)
 -- ARGV[8] the version the data must be at ('' for any)
 -- ARGV[9] '1' if ARGV[5] is a merge patch, else '0'
+-- ARGV[10] '1' while the store refuses to grow (its master in the memory reserve), else '0'
 -- Returns the session's fields after the write; false if it is missing, expired or another user's;
--- {'version', current version} on a version mismatch and {'size', size} over the limit, nothing changed.
+-- {'version', current version} on a version mismatch, {'size', size} over the limit and {'full', size} for
+-- data that would grow while the store refuses to grow, nothing changed.
 -- The version goes up by one only if the data's bytes change; a hash stored without one is at version 1.
 
 local id, prefix, now_text, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local data, base_cost, limit, expected, merge = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local no_growth = ARGV[10] == '1'
 local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(now_text)
 
@@ -31,6 +34,7 @@ if expected ~= '' and tonumber(expected) ~= version then return {'version', vers
 if merge == '1' then data = merge_patch(fields[DATA], data) end
 local size = #data + #fields[META]
 if size > limit then return {'size', size} end
+if no_growth and #data > #fields[DATA] then return {'full', #data} end
 if data ~= fields[DATA] then
   local cost = base_cost + #data
   version = version + 1

@@ -1,0 +1,170 @@
+"""SESSION_MEMORY_POLICY on the memory store: at its budget, `reject` refuses new sessions and keeps every
+live one (a flood of anonymous creates cannot sign users out); `evict` ends the least recently active."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from faultmaven.config import Settings
+from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.session_management import SessionManager
+from faultmaven.stores import MemoryStore
+from tests.conftest import open_client
+from tests.support import FakeClock
+
+MIB = 1024 * 1024
+SIGNED_IN = 100
+FLOOD = 20_000
+
+
+def flooded(clock: FakeClock, policy: str) -> SessionManager:
+    settings = Settings(max_memory_mb=1, memory_policy=policy, cleanup_enabled=False)
+    return SessionManager(settings=settings, clock=clock)
+
+
+async def flood(manager: SessionManager) -> tuple[int, int]:
+    """FLOOD anonymous creates; how many were stored and how many refused as the store was full."""
+    stored = refused = 0
+    for _ in range(FLOOD):
+        try:
+            await manager.create_session(None, {"note": "anonymous"})
+            stored += 1
+        except SessionStoreFullError:
+            refused += 1
+    return stored, refused
+
+
+async def test_a_flood_of_anonymous_creates_keeps_every_signed_in_user(clock: FakeClock) -> None:
+    manager = flooded(clock, "reject")
+    users = [(await manager.create_session(f"user-{i}", {"cart": i})) for i in range(SIGNED_IN)]
+    clock.advance(1)
+    stored, refused = await flood(manager)
+    assert refused > FLOOD // 2 and stored + refused == FLOOD
+    alive = [await manager.get_session(s.session_id, user_id=s.user_id) for s in users]
+    assert all(alive), f"{alive.count(None)} signed-in sessions lost"
+    metrics = manager.get_session_metrics()
+    assert metrics["sessions_rejected_total"] == refused
+    assert metrics["sessions_evicted_total"] == 0
+    assert metrics["active_sessions"] == SIGNED_IN + stored
+    assert manager.rejected_by_reason() == {"store_full": refused, "too_large": 0}
+    assert manager.refusing_creates()
+
+
+async def test_with_evict_the_flood_ends_the_least_recently_active(clock: FakeClock) -> None:
+    manager = flooded(clock, "evict")
+    users = [(await manager.create_session(f"user-{i}", {"cart": i})) for i in range(SIGNED_IN)]
+    clock.advance(1)
+    stored, refused = await flood(manager)
+    assert (stored, refused) == (FLOOD, 0)
+    alive = [await manager.get_session(s.session_id, user_id=s.user_id) for s in users]
+    assert alive.count(None) == SIGNED_IN
+    metrics = manager.get_session_metrics()
+    active = metrics["active_sessions"]
+    assert active is not None and metrics["sessions_evicted_total"] == SIGNED_IN + FLOOD - active
+    assert metrics["sessions_rejected_total"] == 0
+
+
+async def full_store(clock: FakeClock) -> tuple[SessionManager, list[str]]:
+    """A manager whose store holds exactly as many sessions as fit; the next create is refused."""
+    probe = MemoryStore()
+    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u0", {"k": "v"})
+    one = probe.stats(0.0).memory_bytes
+    assert one is not None
+    settings = Settings(cleanup_enabled=False, max_per_user=2)
+    manager = SessionManager(MemoryStore(max_bytes=one * 4), settings=settings, clock=clock)
+    ids = [(await manager.create_session(f"u{i}", {"k": "v"})).session_id for i in range(4)]
+    with pytest.raises(SessionStoreFullError):
+        await manager.create_session("u9", {"k": "v"})
+    return manager, ids
+
+
+async def test_at_the_budget_reads_heartbeats_updates_deletes_and_rotation_keep_working(clock: FakeClock) -> None:
+    manager, ids = await full_store(clock)
+    assert await manager.get_session(ids[0]) is not None
+    assert await manager.touch_session(ids[1]) is not None
+    assert (await manager.update_session(ids[2], {"k": "w"})).data == {"k": "w"}  # same size: no growth
+    rotated = await manager.rotate_session(ids[3])
+    assert await manager.get_session(rotated.session_id) is not None
+    assert await manager.delete_session(ids[0])
+    assert (await manager.create_session("u9", {"k": "v"})).user_id == "u9"  # the freed room is used
+    assert not manager.refusing_creates()
+
+
+async def test_an_update_that_grows_past_the_budget_is_refused_and_changes_nothing(clock: FakeClock) -> None:
+    manager, ids = await full_store(clock)
+    clock.advance(5)
+    with pytest.raises(SessionStoreFullError):
+        await manager.update_session(ids[0], {"k": "v" * 500})
+    session = await manager.get_session(ids[1])
+    assert session is not None
+    others = [await manager.get_session(sid) for sid in ids]
+    assert all(others) and others[0] is not None and others[0].data == {"k": "v"}
+    assert manager.get_session_metrics()["sessions_rejected_total"] == 2
+
+
+async def test_a_refused_create_ends_none_of_the_users_sessions(clock: FakeClock) -> None:
+    """The user is at SESSION_MAX_PER_USER (2): a create that fits once the user's oldest session ends
+    goes ahead; one that would not fit even then is refused before the oldest is ended."""
+    manager, ids = await full_store(clock)
+    await manager.delete_session(ids[0])
+    await manager.delete_session(ids[1])
+    mine = []
+    for _ in range(2):
+        clock.advance(1)
+        mine.append((await manager.create_session("me", {"k": "v"})).session_id)
+    third = await manager.create_session("me", {"k": "w"})  # ends mine[0], then fits in its room
+    assert await manager.get_session(mine[0]) is None
+    assert manager.get_session_metrics()["sessions_user_limit_total"] == 1
+    with pytest.raises(SessionStoreFullError):
+        await manager.create_session("me", {"k": "v" * 200})
+    assert await manager.get_session(mine[1]) is not None and await manager.get_session(third.session_id)
+    assert manager.get_session_metrics()["sessions_user_limit_total"] == 1
+
+
+async def test_expired_sessions_make_room_before_a_create_is_refused(clock: FakeClock) -> None:
+    manager, _ = await full_store(clock)
+    clock.advance(minutes=31)
+    created = await manager.create_session("u9", {"k": "v"})
+    assert await manager.get_session(created.session_id) is not None
+    assert await manager.cleanup_inactive_sessions() == 0  # the create removed the expired ones (one batch)
+    assert manager.store.stats(clock()).stored == 1
+
+
+async def test_a_refused_create_is_a_503_with_retry_after_and_health_says_why(clock: FakeClock) -> None:
+    manager, _ = await full_store(clock)
+    async for client in open_client(manager):
+        response = await client.post("/api/v1/sessions", json={"data": {"k": "v"}})
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "30"
+        assert "full" in response.json()["detail"]
+        health = (await client.get("/health")).json()
+        assert health["status"] == "degraded"
+        reasons = health["services"]["session_manager"]["reasons"]
+        assert any("new sessions are refused" in r for r in reasons), reasons
+        exported = (await client.get("/metrics")).text
+        assert re.search(r'^faultmaven_sessions_rejected_total\{reason="store_full"\} 2\.0$', exported, re.M)
+        assert re.search(r'^faultmaven_sessions_rejected_total\{reason="too_large"\} 0\.0$', exported, re.M)
+
+
+def test_the_policy_and_the_reserve_are_validated() -> None:
+    assert Settings().memory_policy == "reject" and Settings().redis_memory_reserve == 0.10
+    assert Settings.from_env({"SESSION_MEMORY_POLICY": "Evict"}).memory_policy == "evict"
+    for bad in ({"SESSION_MEMORY_POLICY": "lru"}, {"SESSION_REDIS_MEMORY_RESERVE": "0.95"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Settings.from_env(bad)
+    with pytest.raises(ValueError):
+        MemoryStore(policy="lru")
+    assert issubclass(SessionStoreFullError, SessionStoreException)
+
+
+async def test_at_the_budget_a_returning_client_still_resumes(clock: FakeClock) -> None:
+    manager, ids = await full_store(clock)
+    await manager.delete_session(ids[0])
+    await manager.delete_session(ids[1])  # a session with a client id costs more: room for it and no more
+    mine = await manager.create_session("me", {"k": "v"}, client_id="browser-0001")
+    with pytest.raises(SessionStoreFullError):
+        await manager.create_session("other", {"k": "v"})
+    again = await manager.create_session("me", {"k": "v"}, client_id="browser-0001")
+    assert again.session_resumed and again.session_id == mine.session_id
