@@ -79,8 +79,9 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def cluster_url(redis_cluster: RedisCluster) -> str:
-    """A flushed cluster, every slot served (a test may have failed a master over)."""
-    redis_cluster.wait_ok()
+    """A flushed cluster, ready: every slot served, every replica in sync (a test may have failed a master
+    over and restarted it as a replica)."""
+    redis_cluster.wait_ready()
     redis_cluster.flush()
     return redis_cluster.url
 
