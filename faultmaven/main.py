@@ -7,63 +7,27 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven import __version__
 from faultmaven.api import router
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability import prometheus
+from faultmaven.observability.access_log import AccessLogMiddleware
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
-access_log = logging.getLogger("faultmaven.access")
 # Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
 # limit is applied to the data itself, with a 413 that says which limit.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-
-class AccessLogMiddleware:
-    """Logs method, route template, status and duration; never the raw path, which holds session ids."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = scope.get("route")
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": getattr(route, "path", "<unmatched>"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                },
-            )
 
 
 class BodyLimitMiddleware:
