@@ -89,7 +89,7 @@ class BackgroundStderrHandler(logging.handlers.QueueHandler):
 
     def close(self) -> None:
         """Writes what is queued, then stops the thread (idempotent: dictConfig and atexit both call it)."""
-        if self.listener._thread is not None:  # type: ignore[attr-defined]
+        if self.listener._thread is not None:
             self.listener.stop()
         self.target.flush()
         super().close()
