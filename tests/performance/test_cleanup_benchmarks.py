@@ -53,8 +53,9 @@ def _time_peers(ids: list[str], into: dict[str, Any]) -> None:
 @pytest.mark.parametrize("n", SIZES)
 def test_cleanup_expired_ours(benchmark: Any, loop: asyncio.AbstractEventLoop, n: int) -> None:
     """Each round first times the peers on the same N (the dict floor, TTLCache.expire(), the ordered
-    peer; they are timed here only, the report takes each one's best round), then ours: the gate divides round by round (ours_i / peer_i, median), so a machine that slows
-    down between two benchmarks cannot move it. TTLCache and the ordered peer walk Python objects spread
+    peer; they are timed here only, the report takes each one's best round), then ours: the gate
+    divides round by round (ours_i / peer_i, median), so a machine that slows down between two
+    benchmarks cannot move it. TTLCache and the ordered peer walk Python objects spread
     over memory as ours does, so those ratios hold on any host; the dict floor's tight loop is bound by
     the host's caches in a way ours is not, so its ratio is reported, not gated."""
     paired: dict[str, Any] = {f"paired_{name}_s": [] for name in (*PAIRED, "ours")}
