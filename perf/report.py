@@ -100,16 +100,18 @@ def plot_http(results: Results, path: Path) -> None:
     found = http_results(results)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / len(HTTP_STORES)
+    top = 1.15
     colors = ["#3e7cb1", "#e07a2f", "#59a14f"]
     for i, (store, label) in enumerate(HTTP_STORES.items()):
         ratios = [float(found.get(f"http-{store}-{r}", {}).get("ratio", 0.0)) for r in HTTP_ROUTES]  # type: ignore[arg-type]
         xs = [x + (i - 1) * width for x in range(len(HTTP_ROUTES))]
         bars = ax.bar(xs, ratios, width, label=label, color=colors[i])
+        top = max(top, *(ratio + 0.1 for ratio in ratios))
         for bar, ratio in zip(bars, ratios, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, ratio + 0.01, f"{ratio:.2f}", ha="center", fontsize=8)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(HTTP_ROUTES)), list(HTTP_ROUTES.values()))
-    ax.set(ylabel="req/s / floor's req/s (wrk, best rounds, same run)", ylim=(0, 1.15),
+    ax.set(ylabel="req/s / floor's req/s (wrk, best rounds, same run)", ylim=(0, top),
            title="HTTP: each route against the floor of its path (bare route; one EVALSHA on Redis)")  # fmt: skip
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
