@@ -33,11 +33,11 @@ PEERS = ("floor", "ttlcache", "ordered")
 
 HTTP_CONNECTIONS = 16
 # GET of a session, ours against the floor of its path: the best of 6 rounds of each side in the same run,
-# one uvicorn worker each, the access log on. Measured only with the machine's two cores saturated by
-# other work (load 6-10; the floor at 1.6k-2.8k req/s instead of 13k): memory 0.70x and 0.31x in two
-# runs, one redis-server 0.71x and 0.55x against one EVALSHA (single rounds 0.2x-1.7x). The goals are
-# 0.6x and 0.8x; the bounds are set for a quiet CI run of this kind, below the goals with headroom.
-HTTP_GATES = {"memory": 0.45, "redis": 0.55}
+# one uvicorn worker each, the access log on. Measured in four runs on a machine shared with other work
+# (load 2-10; the floor at 1.6k-4.4k req/s where an idle machine gives 13k): memory 0.70x, 0.31x (load
+# 6.5), 0.54x, 0.54x; one redis-server 0.71x, 0.55x, 0.72x, 0.64x against one EVALSHA (single rounds
+# 0.2x-1.7x). The goals are 0.6x and 0.8x; the bounds leave headroom below the usual runs.
+HTTP_GATES = {"memory": 0.45, "redis": 0.5}
 
 
 @dataclass
