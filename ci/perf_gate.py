@@ -3,10 +3,13 @@
     python ci/perf_gate.py perf/out/benchmark.json                    # gate against perf/baseline.json
     python ci/perf_gate.py perf/out/benchmark.json --write-baseline   # record a new baseline
 
-The machine is shared and noisy, so most checks are ratios between results of the same run (ours against
-the dict floor, ours among 1M live against ours among 1k live); absolute budgets have wide headroom (the
-rates here wander by 2x between days: the previous store measured 1.7-2.0M sessions/s at 1M when its gate
-was set, and 1.0M/s on the day the v2 store was measured).
+The machine is shared and noisy, so most checks are ratios between results of the same run whose two
+sides are bound by the same resource: ours against TTLCache.expire() and against a pure-Python
+ordered-deletion peer, timed round by round on the same N; ours among 1M live against ours among 1k live;
+each HTTP route against the floor of its path (a bare route, or one with a single EVALSHA on Redis).
+The dict floor's tight loop is bound by the host's caches in a way ours is not (4.6-5.6x here, 12.9x on
+another host of the same kind), so its ratio is reported, not gated. Absolute budgets have wide headroom
+(the rates here wander by 2x and more between days and with the other load on the machine).
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ from typing import Any
 
 BASELINE = Path(__file__).resolve().parent.parent / "perf" / "baseline.json"
 TOLERANCE = 1.5  # a ratio may grow to 1.5x its baseline before it counts as a regression
-# Ratios steady enough to gate on: below 1M the floor takes microseconds and its best-of-rounds wanders
-# by 2x or more between runs here, so those ratios are reported (perf/report.md) but not gated.
-GATED_RATIOS = ("ours/floor paired, 1M", "1M live / 1k live")
+# Ratios gated against the baseline too (both sides walk the same Python objects); the floor ratios are
+# reported (perf/report.md) but not gated.
+GATED_RATIOS = ("1M live / 1k live",)
+PEERS = ("floor", "ttlcache", "ordered")
+
+
+HTTP_CONNECTIONS = 16
+# GET of a session, ours against the floor of its path: the best of 6 rounds of each side in the same run,
+# one uvicorn worker each, the access log on. Measured in four runs on a machine shared with other work
+# (load 2-10; the floor at 1.6k-4.4k req/s where an idle machine gives 13k): memory 0.70x, 0.31x (load
+# 6.5), 0.54x, 0.54x; one redis-server 0.71x, 0.55x, 0.72x, 0.64x against one EVALSHA (single rounds
+# 0.2x-1.7x). The goals are 0.6x and 0.8x; the bounds leave headroom below the usual runs.
+HTTP_GATES = {"memory": 0.45, "redis": 0.5}
 
 
 @dataclass
@@ -68,12 +81,18 @@ def paired(result: dict[str, Any], ours: str, peer: str) -> float:
     return statistics.median(o / p for o, p in pairs)
 
 
+def peer_min(results: Results, peer: str, n: int) -> float:
+    """A peer's best round on n expired sessions, timed inside ours' rounds (extra_info paired_<peer>_s)."""
+    return float(min(results.get("ours", n)[f"paired_{peer}_s"]))
+
+
 def ratios(results: Results) -> dict[str, float]:
     """Same-run ratios: what the baseline records and the regression check compares."""
     out = {}
     for n in (1_000, 10_000, 100_000, 1_000_000):
-        out[f"ours/floor n={n}"] = results.get("ours", n)["min"] / results.get("floor", n)["min"]
-    out["ours/floor paired, 1M"] = paired(results.get("ours", 1_000_000), "ours_s", "floor_s")
+        out[f"ours/floor n={n}"] = results.get("ours", n)["min"] / peer_min(results, "floor", n)
+    for peer in PEERS:
+        out[f"ours/{peer} paired, 1M"] = paired(results.get("ours", 1_000_000), "ours_s", f"{peer}_s")
     out["1M live / 1k live"] = results.get("ours", 1000, 1_000_000)["min"] / results.get("ours", 1000, 1000)["min"]
     one = results.get("ours", 1000, 1_000_000)["min"]
     out["400 timeouts / 1 timeout, 1M live"] = results.get("ours-400-timeouts", 1000, 1_000_000)["min"] / one
@@ -89,8 +108,10 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
     stall = results.get("stall", 1_000_000)
     found = [
         Check("1,000-session cleanup (spec: 30 s)", results.get("spec-1000", 1000)["mean"], 0.3, "s"),
-        # Round by round (floor then ours, median of the ratios): 3.4x to 6.6x measured here on one day.
-        Check("cost per expired session vs dict floor, 1M", current["ours/floor paired, 1M"], 8.0, "x"),
+        # Round by round (the peers, then ours; median of 3 round ratios). Measured here on a loaded day:
+        # against TTLCache 0.97x-1.84x a round (medians 1.05x-1.1x), against the ordered peer 0.65x-1.79x.
+        Check("cost per expired session vs TTLCache.expire, 1M", current["ours/ttlcache paired, 1M"], 2.5, "x"),
+        Check("cost per expired session vs ordered peer, 1M", current["ours/ordered paired, 1M"], 3.0, "x"),
         Check("1k expired among 1M live / among 1k live", current["1M live / 1k live"], 3.0, "x"),
         Check("1k among 1M live: 400 timeouts / one timeout", current["400 timeouts / 1 timeout, 1M live"], 3.0, "x"),
         Check("list a user's 10 sessions: 1M stored / 1k", current["user-list 1M / 1k stored"], 3.0, "x"),
@@ -122,12 +143,11 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         cluster, node = results.get("redis-cluster-ours-500", 100_000), results.get("redis-ours-500", 100_000)
         rate = cluster["sessions_per_s"] / node["sessions_per_s"]
         found.append(Check("redis cluster (3 masters) / one node: cleanup rate", rate, 0.5, "x", ok=_ge))
-    if ("http-get", 32, 0) in results.by_tag:
-        # Measured 0.47x here and 0.38x in a CI run, with uvicorn[standard] and the access log on (wrk and the
-        # server on 2 shared cores); the issue's 0.6x is not reached: what is left is FastAPI's routing and
-        # parameter handling. The bound stays below the lowest measurement with room for the noise.
-        get = results.get("http-get", 32)
-        found.append(Check("HTTP GET of a session / bare FastAPI route, req/s", get["ratio"], 0.25, "x", ok=_ge))
+    for store, bound in HTTP_GATES.items():
+        if (f"http-{store}-get", HTTP_CONNECTIONS, 0) in results.by_tag:
+            get = results.get(f"http-{store}-get", HTTP_CONNECTIONS)
+            floor = "bare FastAPI route" if store == "memory" else "one-EVALSHA route"
+            found.append(Check(f"HTTP GET on {store} / {floor}, req/s", get["ratio"], bound, "x", ok=_ge))
     if baseline:
         for name, value in current.items():
             if name in baseline and name in GATED_RATIOS:

@@ -6,55 +6,17 @@ Importing this module never reads the environment strictly: settings are read wh
 from __future__ import annotations
 
 import gc
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven import __version__
 from faultmaven.config.config import Settings
 from faultmaven.docs_assets import serve_docs_offline
 from faultmaven.embed import install
+from faultmaven.observability.access_log import AccessLogMiddleware
 from faultmaven.session_management import SessionManager
-
-access_log = logging.getLogger("faultmaven.access")
-
-
-class AccessLogMiddleware:
-    """Logs method, route template, status and duration; never the raw path, which holds session ids."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = scope.get("route")
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": getattr(route, "path", "<unmatched>"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                },
-            )
 
 
 def create_app(

@@ -187,9 +187,11 @@ class SessionManager:
             blob,
             meta,
         )
-        with self._count_rejection():
-            stored, resumed, limited = await self.store.create(record, now, self.settings.max_per_user)
-        self._publish()
+        try:
+            with self._count_rejection():
+                stored, resumed, limited = await self.store.create(record, now, self.settings.max_per_user)
+        finally:
+            self._publish()  # a refused create may still have removed expired sessions to make room
         if limited:
             self._user_limit += limited
             self._audit_event("user_limit", user_id, limited)
@@ -308,11 +310,13 @@ class SessionManager:
             raise TypeError(f"if_version must be an integer version, not {type(if_version).__name__}")
         limit = self.settings.max_data_bytes
         blob = encode_data(data, limit, "merge patch" if merge else "session data")
-        with self._count_rejection():
-            record = await self.store.replace_data(
-                session_id, blob, self._now(), user_id, limit, merge=bool(merge), if_version=if_version
-            )
-        self._publish()  # what a write evicted under the memory budget
+        try:
+            with self._count_rejection():
+                record = await self.store.replace_data(
+                    session_id, blob, self._now(), user_id, limit, merge=bool(merge), if_version=if_version
+                )
+        finally:
+            self._publish()  # what a write removed or evicted under the memory budget, refused or not
         if record is None:
             raise SessionNotFoundError("no live session with this id")
         return record.to_session()

@@ -5,7 +5,8 @@ session, measured on a local redis-server through the real store.
 
 Memory: used_memory before and after storing N sessions (of users with 2 sessions each, with a small
 data document, as the copilot stores them), divided by N, and MEMORY USAGE of one session hash. Operations:
-INFO commandstats (which counts the commands a script runs too) around N calls of each kind.
+INFO commandstats (which counts the commands a script runs too, and the EVALSHA itself) around N calls
+of each kind: create, get, heartbeat, update (PATCH of the data), cleanup.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ async def measure(url: str, n: int) -> dict[str, float]:
     for sid in ids:
         await manager.touch_session(sid)
     per_touch = await commands(store) / n
+    await client.config_resetstat()
+    for sid in ids:
+        await manager.update_session(sid, DATA | {"step": 4})
+    per_update = await commands(store) / n
     clock.advance(minutes=31)
     await client.config_resetstat()
     removed = await manager.cleanup_inactive_sessions()
@@ -75,6 +80,7 @@ async def measure(url: str, n: int) -> dict[str, float]:
         "redis_commands_per_create": per_create,
         "redis_commands_per_get": per_get,
         "redis_commands_per_heartbeat": per_touch,
+        "redis_commands_per_update": per_update,
         "redis_commands_per_cleaned_session": per_cleaned,
     }
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
+import pytest_timeout
 
 from faultmaven.config import Settings
 from faultmaven.main import create_app
@@ -15,6 +18,29 @@ from faultmaven.stores.redis import RedisStore
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
+
+BACKSTOP_S = 60.0
+
+
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Beside pytest-timeout's SIGALRM (which fails the test with its traceback and lets the run go on), a
+    backstop: a test still running BACKSTOP_S later (the failure was caught and retried, as hypothesis
+    does while shrinking, or the thread is stuck where no signal handler runs) gets every thread's stack
+    dumped and the run ended. Returning None lets pytest-timeout set its own timer as well."""
+    if settings.method == "signal" and settings.timeout:
+        timer = threading.Timer(settings.timeout + BACKSTOP_S, pytest_timeout.timeout_timer, (item, settings))
+        timer.daemon = True
+        timer.start()
+        item.stash[_BACKSTOP] = timer
+
+
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_BACKSTOP, None)
+    if timer is not None:
+        timer.cancel()
+
+
+_BACKSTOP = pytest.StashKey[threading.Timer]()
 
 
 @pytest.fixture
@@ -79,8 +105,9 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def cluster_url(redis_cluster: RedisCluster) -> str:
-    """A flushed cluster, every slot served (a test may have failed a master over)."""
-    redis_cluster.wait_ok()
+    """A flushed cluster, ready: every slot served, every replica in sync (a test may have failed a master
+    over and restarted it as a replica)."""
+    redis_cluster.wait_ready()
     redis_cluster.flush()
     return redis_cluster.url
 

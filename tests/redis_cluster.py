@@ -1,7 +1,9 @@
 """A real local Redis Cluster (3 masters, 3 replicas) on free loopback ports, for the cluster tests.
 
 Built as an operator would: six `redis-server --cluster-enabled yes`, then `redis-cli --cluster create
-... --cluster-replicas 1`, then wait until every node reports cluster_state:ok.
+... --cluster-replicas 1`, then `wait_ready`: every node agrees that the running masters serve every slot
+and every replica is in sync with its master. A failover only promotes a replica that has been talking
+to its master, so a test kills a master only once the cluster is ready.
 """
 
 from __future__ import annotations
@@ -12,27 +14,52 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from tests.redis_server import command as _command
 from tests.support import require_tool
 
 NODES = 6  # 3 masters, each with one replica
+MASTERS = NODES // 2
+SLOTS = 16384
 
 
-def _command(port: int, *args: str, timeout: float = 2.0) -> str:
-    """One command over a raw socket (RESP inline), the reply as text: no client library involved."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall((" ".join(args) + "\r\n").encode())
-        data = b""
-        while b"\r\n" not in data:
-            data += conn.recv(65536)
-        header, _, body = data.partition(b"\r\n")
-        if not header.startswith(b"$") or header == b"$-1":
-            return header.decode()
-        size = int(header[1:])
-        while len(body) < size + 2:
-            body += conn.recv(65536)
-        return body[:size].decode(errors="replace")
+def info(port: int, section: str = "replication") -> dict[str, str]:
+    """INFO `section` of one node as a dict."""
+    lines = _command(port, "INFO", section).splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One line of CLUSTER NODES: a node as the asking node sees it."""
+
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str  # "-" for a master
+    slots: tuple[str, ...]  # "low-high" or "n"; "[n->-id]" / "[n-<-id]" while a slot migrates
+
+    @property
+    def slot_count(self) -> int:
+        count = 0
+        for span in self.slots:
+            if not span.startswith("["):
+                low, _, high = span.partition("-")
+                count += int(high or low) - int(low) + 1
+        return count
+
+
+def cluster_nodes(port: int) -> list[Node]:
+    """CLUSTER NODES as `port` sees the cluster."""
+    nodes = []
+    for line in _command(port, "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        port = int(fields[1].split("@")[0].rpartition(":")[2])
+        nodes.append(Node(fields[0], port, frozenset(fields[2].split(",")), fields[3], tuple(fields[8:])))
+    return nodes
 
 
 def _free_pair() -> int:
@@ -49,30 +76,53 @@ def _free_pair() -> int:
         return port
 
 
+class NodeExited(RuntimeError):
+    """A redis-server exited while starting (most often: another process took its port meanwhile)."""
+
+
 class RedisCluster:
     def __init__(self) -> None:
         self.binary = require_tool("redis-server", "redis-server")
         self.cli = require_tool("redis-cli", "redis-server")
         self.dir = Path(tempfile.mkdtemp(prefix="fm-cluster-"))
-        self.ports = [_free_pair() for _ in range(NODES)]
+        self.ports: list[int] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:MASTERS])
 
     def start_node(self, port: int) -> None:
+        """Start (or restart) the node on `port`; back once that very process answers PING."""
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
         args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
         args += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
-        self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait(lambda: _command(port, "PING").startswith("+PONG"), f"node {port} did not start")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs[port] = proc
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                del self.procs[port]
+                raise NodeExited(f"redis-server on {port} exited with {proc.returncode}")
+            # Another engineer's server on the same port would answer PING too: check it is ours.
+            return info(port, "server").get("process_id") == str(proc.pid) and _command(port, "PING") == "+PONG"
+
+        self._wait(serving, f"node {port} did not start")
 
     def start(self) -> None:
-        for port in self.ports:
-            self.start_node(port)
+        for _ in range(NODES):
+            for attempt in range(5):
+                port = _free_pair()
+                try:
+                    self.start_node(port)
+                except NodeExited:
+                    if attempt == 4:
+                        raise
+                    continue
+                self.ports.append(port)
+                break
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
             [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
@@ -80,32 +130,67 @@ class RedisCluster:
             stdout=subprocess.DEVNULL,
             timeout=60,
         )
-        self.wait_ok()
+        self.wait_ready()
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every running node says cluster_state:ok and knows every slot."""
+    def ready(self) -> bool:
+        """Every running node serves: each says cluster_state:ok with every slot, all of them agree that
+        the running masters (and only they) own the slots, nothing is failing or migrating, and every
+        running replica's link to its master is up and has caught up with the master's offset. With all
+        nodes running, each master has its replica."""
+        running = set(self.procs)
+        roles = {port: info(port) for port in running}
+        masters = {port for port, rep in roles.items() if rep.get("role") == "master"}
+        owners: set[tuple[int, tuple[str, ...]]] | None = None
+        for port in running:
+            state = _command(port, "CLUSTER", "INFO")
+            if "cluster_state:ok" not in state or f"cluster_slots_ok:{SLOTS}" not in state:
+                return False
+            view = [node for node in cluster_nodes(port) if node.port in running]
+            if len(view) != len(running):
+                return False  # a running node this one does not know (yet)
+            if any(node.flags & {"fail", "fail?", "handshake", "noaddr"} for node in view):
+                return False
+            if any(span.startswith("[") for node in view for span in node.slots):
+                return False
+            seen = {(node.port, node.slots) for node in view if node.slot_count}
+            if {p for p, _ in seen} != masters or sum(n.slot_count for n in view if n.slot_count) != SLOTS:
+                return False  # a slot still owned by a dead master, or a master that owns nothing
+            if owners is not None and seen != owners:
+                return False  # the nodes do not agree yet
+            owners = seen
+        if len(masters) != MASTERS:
+            return False
+        replicas_of: dict[int, int] = {}
+        for port in running - masters:
+            rep = roles[port]
+            master = int(rep.get("master_port", "0"))
+            if rep.get("role") != "slave" or master not in masters:
+                return False
+            if rep.get("master_link_status") != "up" or rep.get("master_sync_in_progress") != "0":
+                return False
+            # The master's offset first: offsets only grow, so a replica at or past it has caught up.
+            if int(info(port)["slave_repl_offset"]) < int(info(master)["master_repl_offset"]):
+                return False
+            replicas_of[master] = replicas_of.get(master, 0) + 1
+        return len(running) < NODES or all(replicas_of.get(master) == 1 for master in masters)
 
-        def ok() -> bool:
-            for port in self.procs:
-                info = _command(port, "CLUSTER", "INFO")
-                if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
-                    return False
-            return True
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until `ready` (polled, with a deadline)."""
+        self._wait(self.ready, "the cluster did not become ready (slots served, replicas in sync)", timeout)
 
-        self._wait(ok, "the cluster did not reach cluster_state:ok", timeout)
-
-    def wait_master(self, port: int, timeout: float = 30.0) -> None:
-        """Until `port` serves as a master (a replica promoted after its master failed), then every slot."""
-        self._wait(lambda: "role:master" in _command(port, "INFO", "replication"), f"{port} was not promoted", timeout)
-        self.wait_ok(timeout)
+    def wait_master(self, port: int, timeout: float = 60.0) -> None:
+        """Until `port` serves as a master (a replica promoted after its master failed), then `ready`."""
+        self._wait(lambda: info(port).get("role") == "master", f"{port} was not promoted", timeout)
+        self.wait_ready(timeout)
 
     def masters(self) -> list[int]:
         """Ports of the running masters."""
-        return [port for port in self.procs if "role:master" in _command(port, "INFO", "replication")]
+        return [port for port in self.procs if info(port).get("role") == "master"]
 
     def replica_of(self, master: int) -> int:
         for port in self.procs:
-            if port != master and f"master_port:{master}" in _command(port, "INFO", "replication"):
+            rep = info(port)
+            if port != master and rep.get("role") == "slave" and rep.get("master_port") == str(master):
                 return port
         raise LookupError(f"no replica of {master}")
 
@@ -129,11 +214,12 @@ class RedisCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
-    def _wait(ready: object, message: str, timeout: float = 10.0) -> None:
+    def _wait(ready: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
+        """Poll `ready` until it holds; a node that does not answer yet (OSError) counts as not ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if ready():  # type: ignore[operator]
+                if ready():
                     return
             except OSError:
                 pass

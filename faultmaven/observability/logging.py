@@ -1,14 +1,98 @@
 """JSON-lines logging through the standard `logging` module (python-json-logger's formatter).
 
 Nothing here writes a session id: the access log records the route template, never the raw path.
+The access log (one record per request) has its own formatter, which writes the same JSON object as the
+general one at a fraction of its cost, and its own handler, which hands records to a thread that formats
+and writes them, so the event loop never waits on stderr.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging.config
+import logging.handlers
+import queue
+import sys
+import time
+from functools import lru_cache
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_RENAME = {"asctime": "time", "levelname": "level", "name": "logger"}
+_ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
+
+
+@lru_cache(maxsize=256)
+def _quoted(text: str) -> str:
+    """A string as a JSON literal; the access log's strings come from a few methods and route templates."""
+    return json.dumps(text)
+
+
+class AccessFormatter(JsonFormatter):
+    """The JSON formatter's object for an access record (time, level, logger, message, method, route,
+    status, duration_ms), built from those fields alone; any other record goes the general way.
+
+    The time's seconds are formatted once per second (time.strftime dominates a record otherwise).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_FORMAT, rename_fields=_RENAME)
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
+        try:
+            method, route, status, duration = (fields[name] for name in _ACCESS_FIELDS)
+        except KeyError:
+            return super().format(record)
+        plain = type(method) is str and type(route) is str and type(status) is int and type(duration) is float
+        if record.exc_info or record.args or not plain:
+            return super().format(record)
+        return (
+            f'{{"time": "{self._time(record)}", "level": {_quoted(record.levelname)}, '
+            f'"logger": {_quoted(record.name)}, "message": {_quoted(str(record.msg))}, '
+            f'"method": {_quoted(method)}, "route": {_quoted(route)}, '
+            f'"status": {status}, "duration_ms": {duration!r}}}'
+        )
+
+
+class BackgroundStderrHandler(logging.handlers.QueueHandler):
+    """Puts each record on a queue that a QueueListener thread formats and writes to stderr.
+
+    The record is queued as it is (the standard prepare() formats and copies it on the caller's thread):
+    records of the access log are built per request and never changed after.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = logging.StreamHandler(sys.stderr)
+        self.listener = logging.handlers.QueueListener(self.queue, self.target)
+        self.listener.start()
+        atexit.register(self.close)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        self.target.setFormatter(fmt)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the thread (idempotent: dictConfig and atexit both call it)."""
+        if self.listener._thread is not None:
+            self.listener.stop()
+        self.target.flush()
+        super().close()
 
 
 def logging_config(level: str = "info", audit_path: str | None = None) -> dict[str, Any]:
@@ -22,15 +106,17 @@ def logging_config(level: str = "info", audit_path: str | None = None) -> dict[s
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": _FORMAT,
-                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            }
+            "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": _FORMAT, "rename_fields": _RENAME},
+            "access": {"()": "faultmaven.observability.logging.AccessFormatter"},
         },
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            # One record per request: formatted and written on a thread, the event loop only queues it.
+            "access": {"()": "faultmaven.observability.logging.BackgroundStderrHandler", "formatter": "access"},
+        },
         "loggers": {
             "faultmaven": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "faultmaven.access": {"handlers": ["access"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             # uvicorn's access log writes raw paths (session ids): it stays off; see faultmaven.access.
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},

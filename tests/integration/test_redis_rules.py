@@ -206,6 +206,17 @@ async def test_redis_an_id_already_stored_is_not_overwritten(store: RedisStore) 
     assert got is not None and got.user_id == "eve" and got.blob == s.blob
 
 
+async def test_redis_a_create_retried_after_a_lost_reply_answers_its_own_session(store: RedisStore) -> None:
+    """redis-py's cluster client retries a command after a timeout: the script may have run already."""
+    s = await put(store, "eve")
+    again = session_record(sid=s.session_id, user="eve", created=s.created_at, blob=s.blob)
+    stored, resumed, ended = await store.create(again, T0 + 0.5)
+    assert (stored.session_id, resumed, ended) == (s.session_id, False, 0)
+    assert [r.session_id for r in (await store.list_user("eve", T0 + 1.0, 10, 0))[0]] == [s.session_id]
+    await store.refresh_stats(T0 + 1.0)
+    assert store.stats(T0 + 1.0).stored == 1  # stored once, counted once
+
+
 # -- the user's index ---------------------------------------------------------------------------------
 
 

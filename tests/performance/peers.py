@@ -1,7 +1,9 @@
-"""The alternatives a user would pick, set up on the same N: a naive scan, cachetools' TTLCache, a dict floor."""
+"""The alternatives a user would pick, set up on the same N: a naive scan, cachetools' TTLCache, an
+ordered-deletion peer in pure Python, and a dict floor."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -58,3 +60,23 @@ def floor_delete(store: dict[str, bytes], ids: list[str]) -> None:
     """The floor: deleting the same keys from a plain dict in a tight loop."""
     for sid in ids:
         del store[sid]
+
+
+def ordered_store(expired_ids: list[str], live_ids: list[str]) -> OrderedDict[str, Record]:
+    """Sessions kept in the order they expire (one timeout: the order of last activity)."""
+    store = OrderedDict((sid, Record(EPOCH, b"{}")) for sid in expired_ids)
+    store.update((sid, Record(EPOCH + TIMEOUT_S, b"{}")) for sid in live_ids)
+    return store
+
+
+def ordered_cleanup(store: OrderedDict[str, Record], now: float) -> int:
+    """The pure-Python peer of ours: delete from the front of the expiry order until the first live one.
+    Its cost follows what expired, as ours does, and is bound by the same Python object traffic."""
+    removed = 0
+    while store:
+        rec = next(iter(store.values()))
+        if now - rec.last_activity < TIMEOUT_S:
+            break
+        store.popitem(last=False)
+        removed += 1
+    return removed

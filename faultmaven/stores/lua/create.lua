@@ -22,7 +22,9 @@
 -- ARGV[14] most live sessions per user (0: no limit)
 -- ARGV[15] the data's version (1 for a new session)
 -- Returns {{id, fields}, {}} for a resumed session, {{id}, endings} for an inserted one, false if the id
--- is already stored.
+-- is already stored by another create. A create retried after its reply was lost (redis-py's cluster
+-- client retries on a timeout) finds the session it stored itself, same owner and creation time, and
+-- answers {{id}, {}} again.
 
 local id, prefix, now_text, user, client = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local absolute_text, cost_text = ARGV[10], ARGV[13]
@@ -43,7 +45,11 @@ if client ~= '' then
     end
   end
 end
-if redis.call('EXISTS', key) == 1 then return false end
+if redis.call('EXISTS', key) == 1 then
+  local owner, created = unpack(redis.call('HMGET', key, 'user', 'created'))
+  if owner == user and created == ARGV[7] then return {{id}, {}} end
+  return false
+end
 
 local ended = {}
 if user ~= '' and max_per_user > 0 then
