@@ -63,7 +63,9 @@ end
 
 local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text,
   ARGV[15]}
-for i = 1, #FIELDS do redis.call('HSET', key, FIELDS[i], fields[i]) end
+local field_pairs = {}
+for i = 1, #FIELDS do field_pairs[2 * i - 1], field_pairs[2 * i] = FIELDS[i], fields[i] end
+redis.call('HSET', key, unpack(field_pairs))  -- every field in one command
 redis.call('HINCRBY', stats, 'bytes', cost_text)
 activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
 if pk then redis.call('SET', pk, id, 'PX', math.floor((tonumber(absolute_text) - now + 60) * 1000)) end
