@@ -54,6 +54,7 @@ BUDGET_MB = 0.25
 READS = ("GET /api/v1/sessions/{id}", "POST /api/v1/sessions/{id}/heartbeat")
 REFUSED = "POST /api/v1/sessions (refused)"
 STORE_FULL_REASON = "session store full"
+BUDGET_REASON = "memory_usage_mb at SESSION_MAX_MEMORY_MB"
 
 
 @dataclass
@@ -350,7 +351,10 @@ def budget_checks(phase: Phase, below_read_p99: float) -> tuple[list[Check], dic
     totals = phase.totals
     refusals = [r for r in phase.lines if "refused" in r]
     without_retry_after = sum(1 for r in refusals if not r["retry_after"])
-    full_from = min((r["refused"] for r in refusals), default=phase.finished)
+    # Full from the first refusal; a store that never refuses (SESSION_MEMORY_POLICY=evict) is full from
+    # the first /health read that names the budget.
+    at_budget = [r["health"] for r in phase.lines if "health" in r and any(BUDGET_REASON in x for x in r["reasons"])]
+    full_from = min((r["refused"] for r in refusals), default=min(at_budget, default=phase.finished))
     first_request = min((r["t"] for r in phase.requests), default=phase.started)
     reads = [r["ms"] for r in phase.requests if r["name"] in READS and r["t"] >= full_from]
     read_p99 = percentile(reads, 0.99)
