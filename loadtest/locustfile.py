@@ -8,7 +8,7 @@
   session lost".
 - Observer: one user reading /health and the session metrics once a second.
 
-It runs against a server with its default settings. Two environment variables add what needs more:
+It runs against a server with its default settings. These environment variables add what needs more:
 - LOADTEST_TIMEOUTS: comma-separated idle timeouts in minutes for the churners' sessions (e.g.
   `0.08,0.1,0.12,0.15`, for a server whose SESSION_MIN_TIMEOUT_MINUTES allows them), so that cleanup runs
   have expired sessions to remove during the run. Unset: churners use the server's default timeout.
