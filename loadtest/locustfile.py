@@ -8,17 +8,23 @@
   session lost".
 - Observer: one user reading /health and the session metrics once a second.
 
-It runs against a server with its default settings. Two environment variables add what needs more:
+It runs against a server with its default settings. These environment variables add what needs more:
 - LOADTEST_TIMEOUTS: comma-separated idle timeouts in minutes for the churners' sessions (e.g.
   `0.08,0.1,0.12,0.15`, for a server whose SESSION_MIN_TIMEOUT_MINUTES allows them), so that cleanup runs
   have expired sessions to remove during the run. Unset: churners use the server's default timeout.
 - LOADTEST_ADMIN_TOKEN: the server's SESSION_ADMIN_TOKEN; members then revoke all their sessions now and
   then. Unset: members never revoke.
+- LOADTEST_CHURN_AFTER_S: seconds after the start before churners begin (unset: at once), so that against
+  a small budget the keepers hold their sessions before the churners fill the store.
 Each unset variable is reported once at start. A create answered 503 with `Retry-After` (the store is at
 its budget and refuses new sessions) is the documented answer, not a failure; the user tries again later.
+Such a create is reported under its own name, `POST /api/v1/sessions (refused)`; a 503 without
+`Retry-After` is a failure.
 
-Set LOADTEST_REQUEST_LOG to a file path to get every request as a JSON line (start time, latency, name);
-the runner (ci/load_run.py) uses it to compare latency in windows with and without a cleanup run.
+Set LOADTEST_REQUEST_LOG to a file path to get every request as a JSON line (start time, latency, name),
+every create answered 503 as `{"refused": time, "retry_after": header or null}` and the observer's readings
+(metrics, /health status and reasons); the runner (ci/load_run.py) uses it to compare latency in windows
+with and without a cleanup run, and below and at the store's budget.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
 
 API = "/api/v1/sessions"
+REFUSED = f"{API} (refused)"
 LOST = "live session lost"
 _requests: list[tuple[float, float, str, bool]] = []
 _observed: list[dict[str, Any]] = []
+_refusals: list[dict[str, Any]] = []
+_started = time.time()
 
 
 def _timeouts(raw: str | None) -> list[float] | None:
@@ -48,6 +57,7 @@ def _timeouts(raw: str | None) -> list[float] | None:
 
 TIMEOUTS = _timeouts(os.environ.get("LOADTEST_TIMEOUTS"))
 ADMIN_TOKEN = os.environ.get("LOADTEST_ADMIN_TOKEN") or None
+CHURN_AFTER_S = float(os.environ.get("LOADTEST_CHURN_AFTER_S") or 0)
 
 
 @events.init.add_listener
@@ -58,9 +68,29 @@ def _announce(environment: Environment, **_: Any) -> None:
         print("loadtest: LOADTEST_ADMIN_TOKEN not set: members do not revoke their sessions")
 
 
+@events.test_start.add_listener
+def _start(**_: Any) -> None:
+    global _started
+    _started = time.time()
+
+
 def refused_for_now(response: Any) -> bool:
     """A create the store refused at its budget: 503 with Retry-After, the answer the service documents."""
     return bool(response.status_code == 503 and response.headers.get("Retry-After"))
+
+
+def create_answered(response: Any) -> bool:
+    """Judge a create's answer: True when it was refused for now (reported as a success under REFUSED, so
+    refusals are counted apart from creates), else a failure unless 201. Every 503 is noted for the log."""
+    if response.status_code == 503:
+        _refusals.append({"refused": time.time(), "retry_after": response.headers.get("Retry-After")})
+    if refused_for_now(response):
+        response.request_meta["name"] = REFUSED
+        response.success()
+        return True
+    if response.status_code != 201:
+        response.failure(f"create answered {response.status_code}")
+    return False
 
 
 @events.request.add_listener
@@ -78,6 +108,8 @@ def _write_log(**_: Any) -> None:
                 out.write(json.dumps({"t": start, "ms": latency_ms, "name": name, "ok": ok}) + "\n")
             for seen in _observed:
                 out.write(json.dumps(seen) + "\n")
+            for refusal in _refusals:
+                out.write(json.dumps(refusal) + "\n")
 
 
 class Keeper(FastHttpUser):
@@ -92,8 +124,7 @@ class Keeper(FastHttpUser):
         body = {"user_id": self.user_id, "data": {"role": "keeper"}}
         with self.client.post(API, json=body, name=API, catch_response=True) as response:
             self.session_id = response.json()["session_id"] if response.status_code == 201 else None
-            if refused_for_now(response):
-                response.success()  # no session yet; the next task tries again
+            create_answered(response)  # refused: no session yet; the next task tries again
 
     def use(self, method: str, path: str, name: str) -> None:
         if self.session_id is None:
@@ -119,6 +150,9 @@ class Churner(FastHttpUser):
     weight = 2
     wait_time = constant(0.02)
 
+    def on_start(self) -> None:
+        time.sleep(max(0.0, _started + CHURN_AFTER_S - time.time()))  # gevent's sleep: other users go on
+
     @task
     def create_and_abandon(self) -> None:
         """A copilot-shaped create: its own client id and, with LOADTEST_TIMEOUTS, one of several idle
@@ -132,10 +166,7 @@ class Churner(FastHttpUser):
         if TIMEOUTS is not None:
             body["timeout_minutes"] = random.choice(TIMEOUTS)
         with self.client.post(API, json=body, name=API, catch_response=True) as response:
-            if refused_for_now(response):
-                response.success()
-            elif response.status_code != 201:
-                response.failure(f"create answered {response.status_code}")
+            create_answered(response)
 
 
 class Member(Keeper):
@@ -176,7 +207,14 @@ class Observer(FastHttpUser):
 
     @task
     def observe(self) -> None:
-        self.client.get("/health", name="/health")
+        with self.client.get("/health", name="/health", catch_response=True) as response:
+            if response.status_code == 200:
+                service = response.json()["services"]["session_manager"]
+                _observed.append(
+                    {"health": time.time(), "status": response.json()["status"], "reasons": service.get("reasons", [])}
+                )
+            else:
+                response.failure(f"health answered {response.status_code}")
         with self.client.get(f"{API}/metrics", name=f"{API}/metrics", catch_response=True) as response:
             if response.status_code == 200:
                 metrics = response.json()
