@@ -33,11 +33,12 @@ PEERS = ("floor", "ttlcache", "ordered")
 
 HTTP_CONNECTIONS = 16
 # GET of a session, ours against the floor of its path: the best of 6 rounds of each side in the same run,
-# one uvicorn worker each, the access log on. Measured in four runs on a machine shared with other work
-# (load 2-10; the floor at 1.6k-4.4k req/s where an idle machine gives 13k): memory 0.70x, 0.31x (load
-# 6.5), 0.54x, 0.54x; one redis-server 0.71x, 0.55x, 0.72x, 0.64x against one EVALSHA (single rounds
-# 0.2x-1.7x). The goals are 0.6x and 0.8x; the bounds leave headroom below the usual runs.
-HTTP_GATES = {"memory": 0.45, "redis": 0.5}
+# one uvicorn worker each, the access log on. Measured here in three runs of the two gated GETs with two
+# other test runs on the machine (load 4-8; the floor at 4.1k-5.7k req/s where an idle machine gives 13k):
+# memory 0.47x, 0.62x, 0.53x; one redis-server 1.17x, 0.78x, 0.73x against one EVALSHA, and 0.60x in an
+# interleaved run at load 8 (single rounds 0.4x-1.2x). The goals are 0.6x and 0.8x; each bound sits just
+# under the worst of those runs.
+HTTP_GATES = {"memory": 0.45, "redis": 0.6}
 
 
 @dataclass
@@ -136,9 +137,9 @@ def checks(results: Results, baseline: dict[str, float] | None) -> list[Check]:
         ours, scan = results.get("redis-ours-500", 100_000), results.get("redis-scan", 100_000)
         found.append(Check("redis: 100k expired, ours vs SCAN cleanup", scan["min"] / ours["min"], 3.0, "x", ok=_ge))
         found.append(Check("redis: cleanup rate, batch 500", ours["sessions_per_s"], 25_000, "sessions/s", ok=_ge))
-        spread = results.get("redis-among-live-400", 1000, 100_000)["min"]
-        one = results.get("redis-among-live-1", 1000, 100_000)["min"]
-        found.append(Check("redis: 1k among 100k live, 400 timeouts / one", spread / one, 3.0, "x"))
+        spread = results.get("redis-among-live-400", 1000, 20_000)["min"]
+        one = results.get("redis-among-live-1", 1000, 20_000)["min"]
+        found.append(Check("redis: 1k among 20k live, 400 timeouts / one", spread / one, 3.0, "x"))
     if ("redis-cluster-ours-500", 100_000, 0) in results.by_tag:
         cluster, node = results.get("redis-cluster-ours-500", 100_000), results.get("redis-ours-500", 100_000)
         rate = cluster["sessions_per_s"] / node["sessions_per_s"]

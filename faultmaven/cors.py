@@ -48,13 +48,15 @@ class SessionCORSMiddleware:
         manager = getattr(scope["app"].state, "session_manager", None)
         if manager is None:
             return None
-        if self._built is None or self._built[0] is not manager.settings:
-            self._built = (manager.settings, cors_for(self.app, manager.settings))
-        return self._built[1]
+        built = self._built
+        if built is None or built[0] is not manager.settings:
+            built = self._built = (manager.settings, cors_for(self.app, manager.settings))
+        return built[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        cors = self._cors(scope) if scope["type"] == "http" and under(scope["path"], self.path_prefix) else None
-        if cors is None:
+        # The settings first: without origins (the default) that is the whole of the work per request.
+        cors = self._cors(scope) if scope["type"] == "http" else None
+        if cors is None or not under(scope["path"], self.path_prefix):
             await self.app(scope, receive, send)
             return
         origin = Headers(scope=scope).get("origin")

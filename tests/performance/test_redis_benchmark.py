@@ -17,31 +17,49 @@ from tests.redis_server import RedisServer
 from tests.support import EPOCH, FakeClock
 
 N = 100_000
+AMONG_LIVE = 20_000  # live sessions beside the 1,000 expired: 400 timeouts still leave 50 sessions a lane
 TIMEOUT_S = 30 * 60.0
+
+
+# Writes a chunk of sessions of one shard in the RedisStore layout: KEYS[1] is the shard's stats hash,
+# ARGV[1] its key prefix, then five values per session (id, active, timeout, abs, expiry score). One call
+# per shard and chunk: the fill runs at the server's speed, not at the client's per command.
+FILL_SHARD = """
+local prefix = ARGV[1]
+local count = 0
+for i = 2, #ARGV, 5 do
+  local sid, active = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', prefix .. 's:' .. sid, 'user', '', 'client', '', 'type', 'troubleshooting',
+    'created', active, 'active', active, 'timeout', ARGV[i + 2], 'abs', ARGV[i + 3],
+    'data', '{}', 'meta', '{}', 'cost', 200)
+  redis.call('ZADD', prefix .. 'idx', active, sid)
+  redis.call('ZADD', prefix .. 'exp', ARGV[i + 4], sid)
+  count = count + 1
+end
+redis.call('HINCRBY', KEYS[1], 'bytes', 200 * count)
+return count
+"""
 
 
 async def fill(url: str, n: int, live: int = 0, timeouts: int = 1) -> None:
     """n expired sessions in the RedisStore layout (each in a random shard), then `live` ones active at
-    EPOCH + TIMEOUT_S whose timeouts are spread over `timeouts` distinct values; written with pipelines
-    (on a cluster, one per master per chunk)."""
+    EPOCH + TIMEOUT_S whose timeouts are spread over `timeouts` distinct values; written by FILL_SHARD,
+    one call per shard per chunk (on a cluster, each goes to the master of its shard's slot)."""
     client = connect(url)
     await client.flushall()
+    script = client.register_script(FILL_SHARD)
     prefixes = [f"faultmaven:{{{tag}}}" for tag in shard_tags()]
-    for start in range(0, n + live, 5000):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(start + 5000, n + live)):
+    for start in range(0, n + live, 20_000):
+        by_shard: list[list[str]] = [[prefix] for prefix in prefixes]
+        for i in range(start, min(start + 20_000, n + live)):
             shard = secrets.randbelow(SHARDS)
-            sid, prefix = new_sharded_id(shard), prefixes[shard]
             active = EPOCH if i < n else EPOCH + TIMEOUT_S
             timeout = TIMEOUT_S + 60.0 * (i % timeouts if i >= n else 0)
-            fields = {"user": "", "client": "", "type": "troubleshooting", "created": repr(active)}
-            fields |= {"active": repr(active), "timeout": repr(timeout), "abs": repr(active + 86_400.0)}
-            fields |= {"data": b"{}", "meta": b"{}", "cost": 200}
-            pipe.hset(f"{prefix}s:{sid}", mapping=fields)
-            pipe.zadd(f"{prefix}idx", {sid: active})
-            pipe.zadd(f"{prefix}exp", {sid: active + timeout})
-            pipe.hincrby(f"{prefix}stats", "bytes", 200)
-        await pipe.execute()
+            row = (new_sharded_id(shard), repr(active), repr(timeout), repr(active + 86_400.0), repr(active + timeout))
+            by_shard[shard].extend(row)
+        for prefix, args in zip(prefixes, by_shard, strict=True):
+            if len(args) > 1:
+                await script(keys=[f"{prefix}stats"], args=args)
     await client.aclose()
 
 
@@ -104,7 +122,8 @@ def test_redis_cleanup_ours(
         assert redis_loop.run_until_complete(manager.cleanup_inactive_sessions()) == N
         redis_loop.run_until_complete(manager.close())
 
-    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    # Batches of 50 are reported, not gated: one round. The gated batch of 500: the best of two.
+    benchmark.pedantic(run, setup=setup, rounds=1 if batch == 50 else 2, iterations=1)
     benchmark.extra_info["sessions_per_s"] = N / benchmark.stats.stats.min
 
 
@@ -125,16 +144,14 @@ def test_redis_cleanup_scan(benchmark: Any, redis_server: RedisServer, redis_loo
 
 
 @pytest.mark.parametrize("timeouts", [1, 400])
-def test_redis_cleanup_1k_among_100k_live(
-    benchmark: Any, redis_server: RedisServer, redis_loop: Any, timeouts: int
-) -> None:
-    """1,000 expired among 100,000 live, with one timeout or 400 (gated: no more than 3x apart)."""
-    benchmark.group = "redis cleanup 1k expired among 100k live"
-    benchmark.extra_info.update(kind=f"redis-among-live-{timeouts}", n=1000, live=100_000)
+def test_redis_cleanup_1k_among_live(benchmark: Any, redis_server: RedisServer, redis_loop: Any, timeouts: int) -> None:
+    """1,000 expired among 20,000 live, with one timeout or 400 (gated: no more than 3x apart)."""
+    benchmark.group = "redis cleanup 1k expired among 20k live"
+    benchmark.extra_info.update(kind=f"redis-among-live-{timeouts}", n=1000, live=AMONG_LIVE)
     clock = FakeClock(EPOCH + TIMEOUT_S)
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        redis_loop.run_until_complete(fill(redis_server.url, 1000, live=100_000, timeouts=timeouts))
+        redis_loop.run_until_complete(fill(redis_server.url, 1000, live=AMONG_LIVE, timeouts=timeouts))
         settings = Settings(cleanup_enabled=False)
         return (SessionManager(RedisStore(redis_server.url), settings=settings, clock=clock),), {}
 
