@@ -42,7 +42,7 @@ LUA_DIR = Path("faultmaven/stores/lua")
 DEFAULT_LIST = ROOT / "ci" / "lua_mutants.toml"
 PYTEST_FLAGS = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-rfE"]
 # Plugins are not auto-loaded (the installed ones cost seconds of start-up per run); these are loaded.
-DEFAULT_PLUGINS = ("asyncio",)
+DEFAULT_PLUGINS = ("asyncio", "timeout")
 COPIED = ("faultmaven", "tests", "pyproject.toml")
 FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
 ERROR_LINE = re.compile(r"^E +(.+)$", re.MULTILINE)  # the first line of the failure's explanation
