@@ -1,5 +1,8 @@
 """The background cleanup scheduler: one asyncio task that runs a job every interval.
 
+The job is given at start and receives the scheduler's stop check, so a run can end gracefully after its
+current batch; the scheduler knows nothing else of what the job does.
+
 A failed run is logged and retried sooner, with exponential backoff capped at the interval; no failure
 ends the task. Every delay carries a little jitter so that replicas started together spread out.
 """
@@ -14,19 +17,19 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("faultmaven.scheduler")
 
+Job = Callable[[Callable[[], bool]], Awaitable[object]]  # called with "is the scheduler stopping?"
+
 
 class CleanupScheduler:
-    """Start/stop are idempotent; stop is graceful (the job sees `stopping` and ends after its batch)."""
+    """Start/stop are idempotent; stop is graceful (the job sees its stop check and ends after its batch)."""
 
     def __init__(
         self,
-        job: Callable[[], Awaitable[object]],
         *,
         backoff_base_s: float = 1.0,
         jitter: float = 0.1,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._job = job
         self._backoff_base_s = backoff_base_s
         self._jitter = jitter
         self._rng = rng
@@ -42,12 +45,17 @@ class CleanupScheduler:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def start(self, interval_s: float) -> None:
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The loop's task while it runs (start() while running keeps it)."""
+        return self._task
+
+    def start(self, job: Job, interval_s: float) -> None:
         if self.running:
             return
         self._stop = asyncio.Event()
         self.consecutive_failures = 0
-        self._task = asyncio.create_task(self._loop(interval_s), name="faultmaven-session-cleanup")
+        self._task = asyncio.create_task(self._loop(job, interval_s), name="faultmaven-session-cleanup")
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Ask the loop to end, let the current batch finish, then await the task (cancel after grace_s)."""
@@ -73,14 +81,14 @@ class CleanupScheduler:
             base = min(interval_s, self._backoff_base_s * 2 ** (self.consecutive_failures - 1))
         return base * (1 + self._jitter * (2 * self._rng() - 1))
 
-    async def _loop(self, interval_s: float) -> None:
+    async def _loop(self, job: Job, interval_s: float) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.next_delay(interval_s))
             if self._stop.is_set():
                 return
             try:
-                await self._job()
+                await job(self._stop.is_set)
             except Exception as exc:  # never let one run end the scheduler
                 self.consecutive_failures += 1
                 log.error(

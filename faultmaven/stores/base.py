@@ -7,8 +7,9 @@ no read shows an expired session and no activity revives one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Protocol
 
 from faultmaven.session import SessionRecord
@@ -16,12 +17,9 @@ from faultmaven.session import SessionRecord
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one cleanup batch did."""
+    """How far one cleanup batch got (what it ended goes to the store's Endings, like every removal)."""
 
     removed: int = 0
-    idle: int = 0  # of the removed, those a max-age run took before they expired
-    lifetime_s: float = 0.0  # sum of last_activity - created_at over the removed sessions
-    freed_bytes: int = 0
     failed: list[str] = field(default_factory=list)  # ids whose removal failed; the run skips them
     exhausted: bool = True  # no more idle sessions past this batch
 
@@ -40,25 +38,51 @@ class StoreStats:
         return None if self.stored is None or self.expired is None else self.stored - self.expired
 
 
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """A session removed by delete: whether it was still live, and how long it lasted."""
-
-    was_live: bool
-    lifetime_s: float
-
-
-EvictionListener = Callable[[BatchResult], None]
-# What a removal ended: session id, user id, client id, created_at, last activity, reason.
 Ending = tuple[str, str | None, str | None, float, float, str]
+"""One removed session as a store reports it: id, user id, client id, created_at, last activity, reason."""
+
+REASONS = ("expired", "idle", "deleted", "revoked", "user_limit", "evicted", "rotated")
 
 
-class Endings(Protocol):
-    """What take_ended() hands over: sized (empty means nothing to publish) and iterable once delivered."""
+class Endings:
+    """What a store's calls ended since they were last taken: the one way every removal is reported.
 
-    def __len__(self) -> int: ...
+    Always kept: how many sessions ended for each reason, their summed lifetime (last activity minus
+    creation) and the bytes freed, so every counter and the average lifetime see every ending. Kept only
+    while the store's `detailed_endings` is on (someone listens): each Ending, in order, possibly produced
+    lazily by the store (`attach`), so a cleanup nobody listens to pays nothing per session for them.
+    """
 
-    def __iter__(self) -> Iterator[Ending]: ...
+    __slots__ = ("_details", "counts", "freed_bytes", "lifetime_s")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.lifetime_s = 0.0
+        self.freed_bytes = 0
+        self._details: list[Iterable[Ending]] = []
+
+    def tally(self, reason: str, count: int, lifetime_s: float = 0.0, freed_bytes: int = 0) -> None:
+        """`count` sessions ended for `reason` (their details, if kept, come through add() or attach())."""
+        if count:
+            self.counts[reason] = self.counts.get(reason, 0) + count
+        self.lifetime_s += lifetime_s
+        self.freed_bytes += freed_bytes
+
+    def add(self, ending: Ending, *, detailed: bool, freed_bytes: int = 0) -> None:
+        """One ending: tallied, and kept whole when `detailed`."""
+        self.tally(ending[5], 1, ending[4] - ending[3], freed_bytes)
+        if detailed:
+            self._details.append((ending,))
+
+    def attach(self, details: Iterable[Ending]) -> None:
+        """Details of endings already tallied, read only when someone iterates."""
+        self._details.append(details)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def __iter__(self) -> Iterator[Ending]:
+        return chain.from_iterable(self._details)
 
 
 class SessionStore(Protocol):
@@ -70,16 +94,17 @@ class SessionStore(Protocol):
     another user is treated as absent (sessions without a user are visible to anyone).
     """
 
-    report_ended: bool  # while True (someone listens), every removal is kept for take_ended()
+    detailed_endings: bool  # while True (someone listens), each ending is kept whole, not only counted
 
-    def take_ended(self) -> Endings:
-        """What this process's calls removed since the last call, each with its reason (once each)."""
+    def take_endings(self) -> Endings:
+        """What this process's calls ended since the last call (each ending once): every call that removes
+        sessions reports them here, and only here, whether it returned or raised."""
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         """Store `record`, or, if its (user, client) pair has a live session, record activity on that one
         and return it with True (resumed). One atomic step: concurrent creates of a pair make one session.
         With `max_per_user`, first end the user's least recently active live sessions (reason user_limit)
-        until the new one fits; the third value says how many ended so."""
+        until the new one fits."""
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
         """A page of the user's live sessions, most recently active first, and how many there are."""
@@ -113,8 +138,9 @@ class SessionStore(Protocol):
         SessionVersionConflict if `if_version` is given and is not the current version;
         SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`."""
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
-        """Remove the session whatever its state; None if it was not stored (or not the user's)."""
+    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
+        """Remove the session whatever its state (reason deleted): whether it was still live; None if it was
+        not stored (or not the user's)."""
 
     def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
         """A fresh session id for a session of this user and client (or in the same place as `like`, for
@@ -133,9 +159,6 @@ class SessionStore(Protocol):
         The check and the removal are one atomic step per session. Ids in `exclude` (failures earlier in
         the same run) are passed over.
         """
-
-    def listen_evictions(self, listener: EvictionListener) -> None:
-        """Call `listener` with what was evicted whenever a write makes room under the memory budget."""
 
     def stats(self, now: float) -> StoreStats:
         """Session counts and memory estimate; cheap enough for every /health call. `age_s` None (and the

@@ -24,12 +24,12 @@ it counts (MARK), so each is counted once: O(timeouts in use + newly expired) pe
 from __future__ import annotations
 
 import heapq
-import sys
 from collections.abc import Callable, Iterator, Set
 from typing import Any, Final, TypeAlias
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, Ending
+from faultmaven.stores.base import BatchResult, Ending, Endings
+from faultmaven.stores.sizing import pair_key
 
 # user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost, version
 Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int, int]
@@ -56,29 +56,6 @@ STATIC: Final = 6
 # (and the cleanup's hot loop) carry no user links at all.
 UserLinks: TypeAlias = tuple[str | None, str | None]
 _Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last activity) due now?
-
-
-# Bytes one session costs besides its strings: both tuples, three floats, two ints, its share of the dict
-# (entry plus index slot at the dict's average fill). Checked against tracemalloc in tests.
-_NODE_BYTES = sys.getsizeof((None,) * 7) + sys.getsizeof((None,) * 10) + 3 * sys.getsizeof(0.0) + 2 * 32 + 48
-_USER_LINK_BYTES = sys.getsizeof((None, None)) + 48  # the user links and their share of that dict
-_PAIR_ENTRY_BYTES = 48  # a resume pair's share of its dict
-
-
-def session_bytes(sid: str, user_id: str | None, blob: bytes, meta: bytes = b"{}", client_id: str | None = None) -> int:
-    """The estimate of what one session costs in memory: what memory_usage_mb adds up."""
-    size = _NODE_BYTES + sys.getsizeof(sid) + sys.getsizeof(blob) + (sys.getsizeof(meta) if meta != b"{}" else 0)
-    if user_id:
-        size += sys.getsizeof(user_id) + _USER_LINK_BYTES
-    if client_id:  # the client id, and the resume pair that names the session
-        size += sys.getsizeof(client_id) + sys.getsizeof(pair_key(user_id, client_id)) + _PAIR_ENTRY_BYTES
-    return size
-
-
-def pair_key(user_id: str | None, client_id: str) -> str:
-    """The resume key: a client id alone for anonymous sessions, else client and user (never ambiguous:
-    user ids carry no control characters)."""
-    return client_id if user_id is None else f"{client_id}\x1f{user_id}"
 
 
 def _lnext(n: Node, v: str | None) -> Node:
@@ -120,18 +97,15 @@ class _UserList:
         self.last: str | None = sid
 
 
-class NodeEndings:
-    """Removals as the store kept them, flat: (id, removed node, reason) each, then (id, node) each for the
-    expired sessions a cleanup swept. A cleanup pays two appends per removed session (a tuple per ending
-    cost it 10-20% more); the fields are read from each node only when the events are delivered."""
+class _NodeDetails:
+    """Endings' details as the store kept them, flat: (id, removed node, reason) each, then (id, node) each
+    for the expired sessions a cleanup swept. A cleanup pays two appends per removed session (a tuple per
+    ending cost it 10-20% more); the fields are read from each node only when the events are delivered."""
 
     __slots__ = ("_flat", "_swept")
 
     def __init__(self, flat: list[Any], swept: list[Any]) -> None:
         self._flat, self._swept = flat, swept
-
-    def __len__(self) -> int:
-        return len(self._flat) // 3 + len(self._swept) // 2
 
     def __iter__(self) -> Iterator[Ending]:
         flat, swept = self._flat, self._swept
@@ -167,14 +141,18 @@ class ExpiryLists:
         self._expired = 0
         self._mark = 1  # sessions whose MARK equals this are counted in _expired
         self._counted_at = float("-inf")
-        self.report_ended = False  # keep what each removal ended, for session-end events
-        self._ended: list[Any] = []  # flat: id, node, reason per removal (see NodeEndings)
+        self.detailed_endings = False  # keep each ending whole, for session-end events
+        self._endings = Endings()
+        self._ended: list[Any] = []  # flat: id, node, reason per removal (see _NodeDetails)
         self._swept: list[Any] = []  # flat: id, node per expired session a cleanup removed
 
-    def take_ended(self) -> NodeEndings:
-        """What was removed since the last call (only while `report_ended`), each with its reason."""
-        ended, swept, self._ended, self._swept = self._ended, self._swept, [], []
-        return NodeEndings(ended, swept)
+    def take_endings(self) -> Endings:
+        """What was removed since the last call, counted, and with details while `detailed_endings`."""
+        endings, self._endings = self._endings, Endings()
+        if self._ended or self._swept:
+            endings.attach(_NodeDetails(self._ended, self._swept))
+            self._ended, self._swept = [], []
+        return endings
 
     def __len__(self) -> int:
         return len(self._index)
@@ -336,7 +314,8 @@ class ExpiryLists:
     def _drop(self, sid: str, node: Node, reason: str) -> None:
         """The counts, the resume pair and the ending of a session just taken out (not its user's list)."""
         static = node[STATIC]
-        if self.report_ended:
+        self._endings.tally(reason, 1, node[ACTIVE] - static[CREATED], static[COST])
+        if self.detailed_endings:
             self._ended += (sid, node, reason)
         self._bytes -= static[COST]
         if node[MARK] == self._mark:
@@ -424,7 +403,7 @@ class ExpiryLists:
         relinked once per run of removed sessions (sessions in `exclude` stay where they are); each
         removed session leaves the creation list at once."""
         index, lanes, mark, cfrontier = self._index, self._lanes, self._mark, self._cfrontier
-        report, swept = self.report_ended, self._swept.append
+        report, swept = self.detailed_endings, self._swept.append
         requeue: list[float] = []
         space, count, freed, lifetime, counted, idle = room(), 0, 0, 0.0, 0, 0
         head = unset = object()  # the creation list's new head, once a removal moved it
@@ -486,10 +465,9 @@ class ExpiryLists:
                 index[head] = _cprev(index[head], None)  # type: ignore[index]
         self._bytes -= freed
         self._expired -= counted
-        result.freed_bytes += freed
-        result.lifetime_s += lifetime
+        self._endings.tally("idle", idle)
+        self._endings.tally("expired", count - idle, lifetime, freed)
         result.removed += count
-        result.idle += idle
         for timeout in requeue:
             self._requeue(timeout, deadline_heap)
 
@@ -514,8 +492,6 @@ class ExpiryLists:
                 if self._cfrontier == sid:
                     self._cfrontier = kept
                 count += 1
-                result.freed_bytes += node[STATIC][COST]
-                result.lifetime_s += node[ACTIVE] - node[STATIC][CREATED]
             sid = node[CNEXT]
         self._creation_relink(kept, sid)
         result.removed += count
@@ -555,7 +531,8 @@ class ExpiryLists:
             key = pair_key(static[USER], static[CLIENT])
             if self._pairs.get(key) == sid:
                 self._pairs[key] = new_id
-        if self.report_ended:
+        self._endings.tally("rotated", 1, node[ACTIVE] - static[CREATED])
+        if self.detailed_endings:
             self._ended += (sid, node, "rotated")
         return index[new_id]
 

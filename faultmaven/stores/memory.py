@@ -20,13 +20,12 @@ from faultmaven.exceptions import (
 )
 from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
-from faultmaven.stores.base import BatchResult, Ended, EvictionListener, StoreStats
+from faultmaven.stores.base import BatchResult, StoreStats
 from faultmaven.stores.expiry import (
     ACTIVE,
     BLOB,
     CLIENT,
     COST,
-    CREATED,
     META,
     STATIC,
     USER,
@@ -34,9 +33,8 @@ from faultmaven.stores.expiry import (
     ExpiryLists,
     Static,
     _to_record,
-    pair_key,
-    session_bytes,
 )
+from faultmaven.stores.sizing import pair_key, session_bytes
 
 __all__ = ["MemoryStore", "session_bytes"]
 
@@ -58,7 +56,6 @@ class MemoryStore(ExpiryLists):
             raise ValueError("policy must be 'reject' or 'evict'")
         self.max_bytes = max_bytes
         self.policy = policy
-        self._on_evict: EvictionListener | None = None
 
     # -- memory budget ----------------------------------------------------------------------------
 
@@ -72,15 +69,10 @@ class MemoryStore(ExpiryLists):
         does not fit once `freed_later` bytes (sessions the caller is about to end) are gone."""
         if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
             return
-        evicted = BatchResult()
         while self._bytes + incoming > self.max_bytes:  # `keep` was just touched: never expired here
-            batch = self._remove_due(now, None, _EVICT_BATCH, frozenset())
-            if not batch.removed:
+            if not self._remove_due(now, None, _EVICT_BATCH, frozenset()).removed:
                 break
-            _add(evicted, batch)
         if self.policy == "reject":
-            if evicted.removed and self._on_evict is not None:
-                self._on_evict(evicted)
             if self._bytes - freed_later + incoming > self.max_bytes:
                 raise SessionStoreFullError("SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)")
             return
@@ -88,12 +80,7 @@ class MemoryStore(ExpiryLists):
             victim = self._least_recently_active(keep)
             if victim is None:
                 break
-            node = self._unlink(victim, "evicted")
-            evicted.removed += 1
-            evicted.freed_bytes += node[STATIC][COST]
-            evicted.lifetime_s += node[ACTIVE] - node[STATIC][CREATED]
-        if self._on_evict is not None:
-            self._on_evict(evicted)
+            self._unlink(victim, "evicted")
 
     def _least_recently_active(self, keep: str | None) -> str | None:
         best: tuple[float, str] | None = None
@@ -108,7 +95,7 @@ class MemoryStore(ExpiryLists):
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
             key = pair_key(record.user_id, record.client_id)
             existing = self._pairs.get(key)
@@ -116,7 +103,7 @@ class MemoryStore(ExpiryLists):
                 node = self._live(existing, now, None)
                 if node is not None:
                     self._move_to_tail(existing, node, now, node[STATIC])
-                    return _to_record(existing, now, node[STATIC]), True, 0
+                    return _to_record(existing, now, node[STATIC]), True
         sid = record.session_id
         if sid in self._index:
             raise SessionStoreException("session id already stored")
@@ -129,7 +116,6 @@ class MemoryStore(ExpiryLists):
             self._evict_for(cost, now, freed_later=sum(self._index[old][STATIC][COST] for old in over))
         for old in reversed(over):
             self._unlink(old, "user_limit")
-        limited = len(over)
         self._evict_for(cost, now)
         static: Static = (
             record.user_id,
@@ -147,7 +133,7 @@ class MemoryStore(ExpiryLists):
         self._bytes += cost
         if record.client_id is not None:
             self._pairs[pair_key(record.user_id, record.client_id)] = sid
-        return record, False, limited
+        return record, False
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         node = self._live(session_id, now, user_id)
@@ -188,7 +174,7 @@ class MemoryStore(ExpiryLists):
         self._bytes += cost - old[COST]
         return _to_record(session_id, now, static)
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
+    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
         node = self._index.get(session_id)
         if node is None:
             return None
@@ -197,7 +183,7 @@ class MemoryStore(ExpiryLists):
             return None
         was_live = self._live(session_id, now, None) is not None
         self._unlink(session_id, "deleted")
-        return Ended(was_live, node[ACTIVE] - node[STATIC][CREATED])
+        return was_live
 
     def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
         """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
@@ -243,9 +229,6 @@ class MemoryStore(ExpiryLists):
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""
         return self._remove_due(now, max_idle_s, limit, exclude)
 
-    def listen_evictions(self, listener: EvictionListener) -> None:
-        self._on_evict = listener
-
     def stats(self, now: float) -> StoreStats:
         return StoreStats(len(self._index), self._count_expired(now), self._bytes)
 
@@ -263,9 +246,3 @@ class MemoryStore(ExpiryLists):
 
     async def close(self) -> None:
         """Nothing to release: the sessions live as long as the process."""
-
-
-def _add(total: BatchResult, batch: BatchResult) -> None:
-    total.removed += batch.removed
-    total.freed_bytes += batch.freed_bytes
-    total.lifetime_s += batch.lifetime_s

@@ -47,11 +47,11 @@ from faultmaven.exceptions import (
     SessionVersionConflict,
 )
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, Ended, Ending, EvictionListener, StoreStats
-from faultmaven.stores.memory import session_bytes
+from faultmaven.stores.base import BatchResult, Ending, Endings, StoreStats
 from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
 from faultmaven.stores.scripts import SCRIPTS
 from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner, shard_tags
+from faultmaven.stores.sizing import session_bytes
 
 log = logging.getLogger("faultmaven.sessions")
 
@@ -157,8 +157,8 @@ class RedisStore:
         self._scripts = {name: self._client.register_script(lua) for name, lua in SCRIPTS.items()}
         self._preparing = asyncio.Lock()
         self._prepared = False
-        self.report_ended = False
-        self._ended: list[Ending] = []
+        self.detailed_endings = False
+        self._endings = Endings()
         self._snapshot: StoreStats | None = None
         self._snapshot_at = 0.0
         self._snapshot_error: str | None = None
@@ -212,26 +212,25 @@ class RedisStore:
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    def take_ended(self) -> list[Ending]:
-        ended, self._ended = self._ended, []
-        return ended
+    def take_endings(self) -> Endings:
+        endings, self._endings = self._endings, Endings()
+        return endings
 
     def _report(self, raw: list[list[bytes]]) -> None:
-        """Keep the endings a script returned: {id, user, client, created, active, reason} each."""
-        if self.report_ended:
-            for sid, user, client, created, active, reason in raw:
-                self._ended.append(
-                    (
-                        sid.decode(),
-                        _decode_user(user),
-                        client.decode() or None,
-                        float(created),
-                        float(active),
-                        reason.decode(),
-                    )
-                )
+        """Count (and keep, while detailed) the endings a script returned: {id, user, client, created,
+        active, reason} each."""
+        for sid, user, client, created, active, reason in raw:
+            ending: Ending = (
+                sid.decode(),
+                _decode_user(user),
+                client.decode() or None,
+                float(created),
+                float(active),
+                reason.decode(),
+            )
+            self._endings.add(ending, detailed=self.detailed_endings)
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         sid = record.session_id
         shard = self._shard(sid)
         if shard is None:
@@ -243,7 +242,7 @@ class RedisStore:
             resumed = await self._resume_only(shard, record, now)
             if resumed is None:
                 raise
-            return resumed, True, 0
+            return resumed, True
         args: list[Any] = [sid, shard.prefix, repr(now), _user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user, record.version]
@@ -255,8 +254,8 @@ class RedisStore:
         if len(stored) == 1:
             master = self._master_of(shard_of_id(sid) or 0)
             self._pending[master] = self._pending.get(master, 0) + cost
-            return record, False, len(ended)
-        return _record(stored[0].decode(), stored[1]), True, 0
+            return record, False
+        return _record(stored[0].decode(), stored[1]), True
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         shard = self._shard(session_id)
@@ -300,7 +299,7 @@ class RedisStore:
             raise SessionDataTooLargeError(value, limit if limit is not None else 2**62)
         return _record(session_id, found)
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> Ended | None:
+    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
         shard = self._shard(session_id)
         if shard is None:
             return None
@@ -309,10 +308,9 @@ class RedisStore:
         if not found:
             return None
         record = _record(session_id, found)
-        if self.report_ended:
-            user, client = record.user_id, record.client_id
-            self._ended.append((session_id, user, client, record.created_at, record.last_activity, "deleted"))
-        return Ended(now < record.expires_at, record.last_activity - record.created_at)
+        ending = (session_id, record.user_id, record.client_id, record.created_at, record.last_activity, "deleted")
+        self._endings.add(ending, detailed=self.detailed_endings)
+        return now < record.expires_at
 
     async def rotate(
         self, session_id: str, new_id: str, now: float, user_id: str | None = None
@@ -350,20 +348,15 @@ class RedisStore:
         shard = self._shards[part]
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
         skip = [sid for sid in exclude if shard_of_id(sid) == part]
-        args = [shard.prefix, repr(now), max_idle, limit, int(self.report_ended), *skip]
+        args = [shard.prefix, repr(now), max_idle, limit, int(self.detailed_endings), *skip]
         removed, freed, lifetime, failed, ended, idle = await self._run("remove_idle", shard.indexes, args)
-        self._report(ended)
-        return BatchResult(
-            removed=int(removed),
-            idle=int(idle),
-            lifetime_s=float(lifetime),
-            freed_bytes=int(freed),
-            failed=[f.decode() for f in failed],
-            exhausted=int(removed) + len(failed) < limit,
-        )
-
-    def listen_evictions(self, listener: EvictionListener) -> None:
-        """Redis enforces its own maxmemory policy; this store never evicts on a write."""
+        if ended:  # details: counted here, one by one
+            self._report(ended)
+            self._endings.freed_bytes += int(freed)
+        else:
+            self._endings.tally("idle", int(idle))
+            self._endings.tally("expired", int(removed) - int(idle), float(lifetime), int(freed))
+        return BatchResult(int(removed), [f.decode() for f in failed], int(removed) + len(failed) < limit)
 
     # -- memory limits -----------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-import faultmaven.session_management as session_management
+import faultmaven.cleanup as cleanup
+from faultmaven.cleanup import yield_to_loop
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
 from faultmaven.stores.redis import RedisStore
@@ -70,19 +71,19 @@ class _SlowBatches(SessionManager):
     """Each pause between batches takes real time: the run outlives the lease's TTL."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.cleaning = asyncio.Event()  # set once the run is inside the shard that holds the sessions
+        super().__init__(*args, cleanup_pause=self._slow_pause, **kwargs)
 
-    async def _between_batches(self) -> None:
+    async def _slow_pause(self) -> None:
         self.cleaning.set()
         await asyncio.sleep(0.15)
-        await super()._between_batches()
+        await yield_to_loop()
 
 
 async def others_kept_out(url: str, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> bool:
     """One user's 200 expired sessions (one shard), cleaned 20 at a time with 0.15 s pauses under a
     0.4 s lease (about 1.5 s in all); meanwhile another replica keeps asking for that shard's lease."""
-    monkeypatch.setattr(session_management, "LEASE_TTL_S", 0.4)
+    monkeypatch.setattr(cleanup, "LEASE_TTL_S", 0.4)
     clock = FakeClock()
     settings = Settings(cleanup_batch_size=20, cleanup_enabled=False, max_per_user=0)
     manager = _SlowBatches(store, settings=settings, clock=clock)
@@ -92,7 +93,7 @@ async def others_kept_out(url: str, store: RedisStore, monkeypatch: pytest.Monke
         for start in range(0, 200, 50):
             await asyncio.gather(*(manager.create_session("uma") for _ in range(start, start + 50)))
         clock.advance(minutes=31)
-        run = asyncio.create_task(manager.run_cleanup(trigger="scheduled"))
+        run = asyncio.create_task(manager.run_cleanup(trigger="scheduled", leased=True))
         await asyncio.wait_for(manager.cleaning.wait(), 10)
         taken = []
         while manager.get_session_metrics()["sessions_cleaned_total"] < 200:  # the run still holds the shard

@@ -13,7 +13,7 @@ import pytest
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
-from faultmaven.stores.expiry import session_bytes
+from faultmaven.stores.sizing import session_bytes
 from faultmaven.stores.redis import RedisStore
 from faultmaven.stores.shards import shard_of_id
 from tests.support import EPOCH, session_record
@@ -25,7 +25,7 @@ CLIENT = "browser-0001"
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     s = RedisStore(redis_url)
-    s.report_ended = True
+    s.detailed_endings = True
     yield s
     await s.close()
 
@@ -45,7 +45,7 @@ async def put(
         sid=store.new_id(user, client), user=user, client=client, created=at, timeout_s=timeout_s,
         absolute_at=absolute_at,
     )  # fmt: skip
-    stored, resumed, _ = await store.create(record, at, max_per_user)
+    stored, resumed = await store.create(record, at, max_per_user)
     assert not resumed
     return stored
 
@@ -87,7 +87,7 @@ async def traces(store: RedisStore, record: SessionRecord) -> list[str]:
 
 
 def reasons(store: RedisStore) -> list[str]:
-    return [reason for *_, reason in store.take_ended()]
+    return [reason for *_, reason in store.take_endings()]
 
 
 # -- expiry: the exact deadline --------------------------------------------------------------------------
@@ -106,7 +106,7 @@ async def test_redis_the_absolute_deadline_caps_activity(store: RedisStore) -> N
         assert await store.touch(s.session_id, at) is not None
     assert await store.touch(s.session_id, T0 + 1000.0) is None
     batch = await store.remove_idle(T0 + 1000.0, None, 10, set(), part(s.session_id))
-    assert (batch.removed, batch.idle, reasons(store)) == (1, 0, ["expired"])
+    assert (batch.removed, reasons(store)) == (1, ["expired"])
 
 
 # -- cleanup ------------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ async def test_redis_idle_exactly_the_max_age_is_removed(store: RedisStore) -> N
     s = await put(store, "ola")
     kept = await put(store, "ola", at=T0 + 0.5)  # the same user: the same shard
     batch = await store.remove_idle(T0 + 600.0, 600.0, 10, set(), part(s.session_id))
-    assert (batch.removed, batch.idle, reasons(store)) == (1, 1, ["idle"])
+    assert (batch.removed, reasons(store)) == (1, ["idle"])
     assert await store.touch(s.session_id, T0 + 600.0) is None
     assert await store.touch(kept.session_id, T0 + 600.0) is not None  # idle 599.5 s
 
@@ -127,9 +127,10 @@ async def test_redis_expired_and_idle_in_one_run_count_once_with_their_reasons(s
     idle = await put(store, "ann")
     fresh = await put(store, "ann", at=T0 + 290.0)
     batch = await store.remove_idle(T0 + 300.0, 120.0, 10, set(), part(idle.session_id))
-    assert (batch.removed, batch.idle) == (3, 1)
-    assert sorted(reasons(store)) == ["expired", "expired", "idle"]
-    assert batch.lifetime_s == 0.0 and not batch.failed and batch.exhausted
+    ended = store.take_endings()
+    assert (batch.removed, ended.counts) == (3, {"expired": 2, "idle": 1})
+    assert sorted(reason for *_, reason in ended) == ["expired", "expired", "idle"]
+    assert ended.lifetime_s == 0.0 and not batch.failed and batch.exhausted
     assert [await traces(store, s) for s in [*expired, idle]] == [[], [], []]
     assert await store.touch(fresh.session_id, T0 + 300.0) is not None
 
@@ -183,17 +184,17 @@ async def test_redis_removing_an_old_session_keeps_the_clients_pair_to_its_new_o
     assert (await store.remove_idle(T0 + 61.0, None, 10, set(), part(old.session_id))).removed == 1
     for client, expect in ((CLIENT, new), ("browser-0002", again)):
         probe = session_record(sid=store.new_id("dan", client), user="dan", client=client, created=T0 + 62.0)
-        resumed, was_resumed, _ = await store.create(probe, T0 + 62.0)
+        resumed, was_resumed = await store.create(probe, T0 + 62.0)
         assert was_resumed and resumed.session_id == expect.session_id
 
 
 async def test_redis_a_client_resumes_only_a_live_session(store: RedisStore) -> None:
     first = await put(store, None, CLIENT, timeout_s=60.0)
     probe = session_record(sid=store.new_id(None, CLIENT), client=CLIENT, created=T0 + 30.0)
-    resumed, was_resumed, _ = await store.create(probe, T0 + 30.0)
+    resumed, was_resumed = await store.create(probe, T0 + 30.0)
     assert was_resumed and resumed.session_id == first.session_id and resumed.last_activity == T0 + 30.0
     late = session_record(sid=store.new_id(None, CLIENT), client=CLIENT, created=T0 + 90.0)
-    created, was_resumed, _ = await store.create(late, T0 + 90.0)  # `first` expired at T0 + 90
+    created, was_resumed = await store.create(late, T0 + 90.0)  # `first` expired at T0 + 90
     assert not was_resumed and created.session_id == late.session_id
 
 
@@ -210,8 +211,8 @@ async def test_redis_a_create_retried_after_a_lost_reply_answers_its_own_session
     """redis-py's cluster client retries a command after a timeout: the script may have run already."""
     s = await put(store, "eve")
     again = session_record(sid=s.session_id, user="eve", created=s.created_at, blob=s.blob)
-    stored, resumed, ended = await store.create(again, T0 + 0.5)
-    assert (stored.session_id, resumed, ended) == (s.session_id, False, 0)
+    stored, resumed = await store.create(again, T0 + 0.5)
+    assert (stored.session_id, resumed, len(store.take_endings())) == (s.session_id, False, 0)
     assert [r.session_id for r in (await store.list_user("eve", T0 + 1.0, 10, 0))[0]] == [s.session_id]
     await store.refresh_stats(T0 + 1.0)
     assert store.stats(T0 + 1.0).stored == 1  # stored once, counted once
@@ -257,7 +258,7 @@ async def test_redis_revoke_tells_revoked_from_expired_at_the_deadline(store: Re
     live = await put(store, "jo", timeout_s=600.0, at=T0 + 0.5)
     due = await put(store, "jo", timeout_s=600.0)
     assert await store.revoke_user("jo", T0 + 600.0) == 1  # `due` is expired from its deadline on
-    ended = {sid: reason for sid, *_, reason in store.take_ended()}
+    ended = {sid: reason for sid, *_, reason in store.take_endings()}
     assert ended == {live.session_id: "revoked", due.session_id: "expired"}
 
 
@@ -311,7 +312,7 @@ async def test_redis_the_byte_count_follows_every_change(store: RedisStore) -> N
     assert await store.replace_data(b.session_id, smaller, T0 + 2.0) is not None
     assert await stored_bytes(store, T0 + 2.0) == cost(a) + cost(b, smaller)
     batch = await store.remove_idle(T0 + 60.0, None, 10, set(), part(a.session_id))
-    assert (batch.removed, batch.freed_bytes) == (1, cost(a))
+    assert (batch.removed, store.take_endings().freed_bytes) == (1, cost(a))
     assert await stored_bytes(store, T0 + 60.0) == cost(b, smaller)
     assert await store.delete(b.session_id, T0 + 61.0) is not None
     assert await stored_bytes(store, T0 + 61.0) == 0

@@ -101,7 +101,7 @@ async def test_scheduled_runs_on_two_replicas_end_each_session_once(any_redis_ur
         ids = {(await replicas[i % 2].create_session(f"user-{i}")).session_id for i in range(40)}
         clock.advance(minutes=31)
         await scheduled_runs(*replicas, runs=2)
-        await asyncio.gather(*(r._events.drain() for r in replicas))
+        await asyncio.gather(*(r.flush_session_ends() for r in replicas))
         assert sorted(e.session_id for e in seen) == sorted(ids)
         assert {e.reason for e in seen} == {"expired"}
         assert sum(r.get_session_metrics()["sessions_cleaned_total"] for r in replicas) == 40  # type: ignore[misc]

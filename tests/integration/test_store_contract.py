@@ -12,6 +12,7 @@ import pytest
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionStoreException
 from faultmaven.observability.health import health_report
+from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, SessionStore
 from faultmaven.stores.redis import RedisStore
@@ -137,8 +138,8 @@ async def test_redis_down_mid_cleanup_then_back(redis_server: RedisServer, redis
 
     store = Hooked(RedisStore(redis_url), stop_redis)
     settings = Settings(cleanup_batch_size=5, cleanup_enabled=True)
-    manager = SessionManager(store, settings=settings, clock=clock)  # type: ignore[arg-type]
-    manager._scheduler._backoff_base_s = 0.01
+    scheduler = CleanupScheduler(backoff_base_s=0.01)
+    manager = SessionManager(store, settings=settings, clock=clock, scheduler=scheduler)  # type: ignore[arg-type]
     for _ in range(30):
         await manager.create_session()
     clock.advance(minutes=31)
@@ -149,13 +150,13 @@ async def test_redis_down_mid_cleanup_then_back(redis_server: RedisServer, redis
     assert report["services"]["session_manager"]["status"] in ("unhealthy", "degraded")
     await manager.start_cleanup_scheduler(0.0005)
     async with asyncio.timeout(20):
-        while manager._scheduler.consecutive_failures < 2:
+        while scheduler.consecutive_failures < 2:
             await asyncio.sleep(0.01)
-    assert manager._scheduler.running
+    assert scheduler.running
     redis_server.start()  # the append-only file brings the sessions back
     async with asyncio.timeout(20):  # the run that cleans the last session still has shards to visit
         while (await readable_metrics(manager)).get("sessions_cleaned_total") != 30 or (
-            manager._scheduler.consecutive_failures != 0
+            scheduler.consecutive_failures != 0
         ):
             await asyncio.sleep(0.02)
     assert health_report(manager)["services"]["session_manager"]["metrics"]["cleanup_errors_total"] >= 3
@@ -192,7 +193,7 @@ async def test_a_failed_scheduled_run_releases_its_lease(redis_url: str, clock: 
         await manager.create_session()
     clock.advance(minutes=31)
     with pytest.raises(SessionCleanupException):
-        await manager.run_cleanup(trigger="scheduled")
+        await manager.run_cleanup(trigger="scheduled", leased=True)
     assert await store._client.keys("faultmaven:*lease") == []  # the next replica need not wait for a TTL
-    assert await manager.run_cleanup(trigger="scheduled") == 20 - store.first_removed
+    assert await manager.run_cleanup(trigger="scheduled", leased=True) == 20 - store.first_removed
     await manager.close()

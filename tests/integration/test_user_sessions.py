@@ -151,7 +151,7 @@ async def test_every_removal_reaches_a_listener_once_with_its_reason(
     clock.advance(minutes=5)
     assert await manager_on.cleanup_inactive_sessions() == 5
     assert await manager_on.revoke_user_sessions("bob") == 3
-    await manager_on._events.drain()
+    await manager_on.flush_session_ends()
     reasons = Counter(end.reason for end in seen)
     assert reasons == Counter({"deleted": 1, "rotated": 1, "user_limit": 1, "expired": 5, "revoked": 3})
     assert {e.session_id for e in seen if e.reason == "expired"} == set(expiring)
@@ -210,12 +210,12 @@ async def test_three_replicas_report_each_ending_exactly_once(any_redis_url: str
             await asyncio.sleep(0.05)
         async with asyncio.timeout(20):
             while True:
-                await asyncio.gather(*(r._events.drain() for r in replicas))
+                await asyncio.gather(*(r.flush_session_ends() for r in replicas))
                 if len(seen) >= created:
                     break
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        await asyncio.gather(*(r._events.drain() for r in replicas))
+        await asyncio.gather(*(r.flush_session_ends() for r in replicas))
         ids = Counter(sid for _, sid, _ in seen)
         assert len(ids) == created and set(ids.values()) == {1}, "an ending was reported twice or missed"
         assert {reason for _, _, reason in seen} <= {"expired", "user_limit"}

@@ -20,13 +20,14 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from faultmaven.cleanup import yield_to_loop
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionNotFoundError, SessionStoreFullError, SessionVersionConflict
 from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.expiry import session_bytes
+from faultmaven.stores.sizing import session_bytes
 from faultmaven.stores.redis import RedisStore
 from tests.support import FakeClock, assert_store_consistent
 
@@ -103,12 +104,12 @@ class GatedManager(SessionManager):
     """The real manager, whose cleanup can be held at its yield point between batches."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.permits: int | None = None  # between-batch yields allowed before holding; None: never hold
         self.waiting = False
         self._changed = asyncio.Event()
+        super().__init__(*args, cleanup_pause=self._gated_pause, **kwargs)
 
-    async def _between_batches(self) -> None:
+    async def _gated_pause(self) -> None:
         while self.permits is not None and self.permits <= 0:
             self.waiting = True
             self._changed.clear()
@@ -116,7 +117,7 @@ class GatedManager(SessionManager):
         self.waiting = False
         if self.permits is not None:
             self.permits -= 1
-        await super()._between_batches()
+        await yield_to_loop()
 
     def release(self) -> None:
         self.permits = None
@@ -539,7 +540,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def events_equal_the_removals(self) -> None:
-        self.run(self.manager._events.drain())
+        self.run(self.manager.flush_session_ends())
         assert sorted(self.events) == sorted(self.expected), "an ending was missed or reported twice"
 
     @invariant()

@@ -14,7 +14,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores import BatchResult
+from faultmaven.stores import BatchResult, Endings
 from faultmaven.stores import expiry as mem
 from tests.property.machine import PeekableStore, T, build_machine
 from tests.support import due_ids
@@ -160,9 +160,10 @@ class ForgetsTheUserIndexOnCleanup(PeekableStore):
 class FiresAnEventTwice(PeekableStore):
     """Reports the first ending of every call twice."""
 
-    def take_ended(self) -> list[Any]:
-        ended = list(super().take_ended())
-        return ended + ended[:1]
+    def take_endings(self) -> Endings:
+        endings = super().take_endings()
+        endings.attach(list(endings)[:1])
+        return endings
 
 
 class RotatesByCopyAndDelete(PeekableStore):

@@ -15,7 +15,7 @@ from faultmaven.config import Settings
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.memory import session_bytes
+from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, FakeClock, StoreLines
 from tests.support import session_record as record
 
@@ -108,11 +108,15 @@ async def test_a_max_age_batch_respects_its_limit_across_both_passes_and_sums_bo
     store, now = await idle_and_expired(idle=25, expired=10)
     unit = store.stats(now).memory_bytes // 35  # type: ignore[operator]
     first = await store.remove_idle(now, 600.0, 12, set())
-    assert (first.removed, first.idle, first.exhausted) == (12, 2, False)  # 10 expired, then 2 idle
-    assert first.freed_bytes == 12 * unit
-    assert first.lifetime_s == 0.0
-    batches = [await store.remove_idle(now, 600.0, 12, set()) for _ in range(3)]
-    assert [(b.removed, b.idle, b.exhausted) for b in batches] == [(12, 12, False), (11, 11, True), (0, 0, True)]
+    ended = store.take_endings()
+    assert (first.removed, ended.counts, first.exhausted) == (12, {"expired": 10, "idle": 2}, False)
+    assert ended.freed_bytes == 12 * unit
+    assert ended.lifetime_s == 0.0
+    batches = []
+    for _ in range(3):
+        batch = await store.remove_idle(now, 600.0, 12, set())
+        batches.append((batch.removed, store.take_endings().counts.get("idle", 0), batch.exhausted))
+    assert batches == [(12, 12, False), (11, 11, True), (0, 0, True)]
     assert store.stats(now).stored == 0
 
 
@@ -124,9 +128,10 @@ async def test_one_batch_adds_up_bytes_and_lifetimes_over_its_passes() -> None:
     for r in (expired, idle, old):
         await store.create(r, r.last_activity)
     result = await store.remove_idle(EPOCH + 101, 90.0, 10, set())  # one per pass: expired, idle, absolute
-    assert (result.removed, result.idle) == (3, 1)
-    assert result.freed_bytes == sum(session_bytes(r.session_id, None, r.blob) for r in (expired, idle, old))
-    assert result.lifetime_s == 5 + 7 + 50
+    ended = store.take_endings()
+    assert (result.removed, ended.counts) == (3, {"expired": 2, "idle": 1})
+    assert ended.freed_bytes == sum(session_bytes(r.session_id, None, r.blob) for r in (expired, idle, old))
+    assert ended.lifetime_s == 5 + 7 + 50
 
 
 async def test_a_max_age_cleanup_reports_each_ending_as_idle_or_expired(clock: FakeClock) -> None:
@@ -139,7 +144,7 @@ async def test_a_max_age_cleanup_reports_each_ending_as_idle_or_expired(clock: F
     idle = [(await manager.create_session(timeout_minutes=240)).session_id for _ in range(2)]
     clock.advance(minutes=60)  # the first is at its absolute deadline exactly; the others idle 60 min
     assert await manager.cleanup_inactive_sessions(max_age_minutes=60) == 3
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert {e.session_id: e.reason for e in seen} == {at_deadline: "expired", idle[0]: "idle", idle[1]: "idle"}
     assert len(seen) == 3
     assert manager.ended_by_reason()["idle"] == 2 and manager.ended_by_reason()["expired"] == 1
@@ -222,7 +227,7 @@ async def test_listeners_hear_of_a_cleanup_only_after_it_ends(clock: FakeClock) 
         await manager.create_session()
     clock.advance(minutes=30)
     assert await manager.cleanup_inactive_sessions() == 30
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert runs_seen == [1] * 30
     await manager.close()
 
@@ -258,7 +263,7 @@ async def test_idle_removals_are_counted_in_both_lane_passes() -> None:
     for r in (expired, other, behind):
         await store.create(r, r.created_at)
     result = await store.remove_idle(EPOCH + 100, 40.0, 10, set())
-    assert (result.removed, result.idle) == (3, 2)
+    assert (result.removed, store.take_endings().counts) == (3, {"expired": 1, "idle": 2})
 
 
 @pytest.mark.parametrize("kind", ["idle", "absolute"])

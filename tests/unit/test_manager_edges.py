@@ -11,10 +11,15 @@ from typing import Any
 
 import pytest
 
+from faultmaven.cleanup import CleanupRunner
 from faultmaven.config import Settings
+from faultmaven.counters import SessionCounters
+from faultmaven.endings import EndingsHandler
+from faultmaven.events import SessionEndDispatcher
 from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.observability.audit import NODE
 from faultmaven.session import Session, SessionEnd, check_client_id, check_user_id, fingerprint
-from faultmaven.session_management import MAX_PAGE, NODE, SessionManager
+from faultmaven.session_management import MAX_PAGE, SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from tests.support import EPOCH, DownStore, FakeClock, HookedStore, exactly
 
@@ -94,7 +99,7 @@ async def test_an_end_event_names_the_user_and_the_client(manager: SessionManage
     manager.add_session_end_listener(seen.append)
     sid = (await manager.create_session("alice", client_id="browser-tab-1")).session_id
     await manager.delete_session(sid)
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert [(e.session_id, e.user_id, e.client_id, e.reason) for e in seen] == [
         (sid, "alice", "browser-tab-1", "deleted")
     ]
@@ -147,7 +152,7 @@ async def test_rotation_keeps_the_session_in_place_in_every_list(clock: FakeCloc
     clock.advance(minutes=21)  # ids[3] was active 21 min ago, but is past its 90 min lifetime
     assert manager.get_session_metrics()["expired_sessions"] == 1
     assert await manager.cleanup_inactive_sessions() == 1
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert [(e.session_id, e.reason) for e in seen] == [
         (ids[2], "rotated"),
         (ids[0], "expired"),
@@ -255,24 +260,33 @@ class _Leaseless(MemoryStore):
         return None
 
 
+def leased_runner(store: MemoryStore, clock: FakeClock) -> tuple[CleanupRunner, SessionCounters]:
+    """A cleanup runner as the manager builds one, to run leased (scheduled) runs on demand."""
+    counters = SessionCounters()
+    endings = EndingsHandler(counters, SessionEndDispatcher(clock), clock)
+    return CleanupRunner(store, 50, clock, endings, counters), counters
+
+
 async def test_metrics_keys_are_the_contract_plus_four_and_a_skipped_run_counts(clock: FakeClock) -> None:
     manager = SessionManager(_Leaseless(), settings=Settings(cleanup_enabled=False), clock=clock)
     metrics = manager.get_session_metrics()
     assert set(metrics) == CONTRACT_METRICS | OURS
     assert (metrics["cleanup_skipped_total"], metrics["store_stats_age_s"]) == (0, 0.0)
+    runner, counters = leased_runner(_Leaseless(), clock)
     for _ in range(2):
-        assert await manager.run_cleanup(trigger="scheduled") == 0
-    assert manager.get_session_metrics()["cleanup_skipped_total"] == 2
+        assert await runner.run(None, trigger="scheduled", leased=True) == 0
+    assert counters.cleanup_skipped == 2 and counters.cleanup_runs == 0
+    assert await runner.run(None, trigger="scheduled") == 0  # unleased: runs whatever the leases
+    assert counters.cleanup_runs == 1
     await manager.close()
 
 
 async def test_a_skipped_run_is_logged(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    manager = SessionManager(_Leaseless(), settings=Settings(cleanup_enabled=False), clock=clock)
+    runner, _ = leased_runner(_Leaseless(), clock)
     caplog.set_level(logging.INFO, "faultmaven.sessions")
-    await manager.run_cleanup(trigger="scheduled")
+    await runner.run(None, trigger="scheduled", leased=True)
     skipped = "Session cleanup skipped: other replicas hold every cleanup lease"
     assert [r.getMessage() for r in caplog.records if r.name == "faultmaven.sessions"] == [skipped]
-    await manager.close()
 
 
 async def test_failed_runs_are_counted_one_by_one(clock: FakeClock) -> None:

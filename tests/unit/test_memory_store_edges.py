@@ -12,8 +12,8 @@ from faultmaven.config import Settings
 from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores.memory import session_bytes
+from faultmaven.stores import MemoryStore
+from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, FakeClock, exactly
 from tests.support import session_record as record
 
@@ -25,16 +25,11 @@ def cost(r: SessionRecord) -> int:
     return session_bytes(r.session_id, r.user_id, r.blob, r.meta, r.client_id)
 
 
-def listened(store: MemoryStore) -> list[BatchResult]:
-    runs: list[BatchResult] = []
-    store.listen_evictions(runs.append)
-    return runs
-
-
 async def test_a_session_of_exactly_the_budget_fits_and_one_byte_less_refuses_it() -> None:
     r = record(user="alice", client="tab-1", meta=META)
     store = MemoryStore(max_bytes=cost(r))
-    assert (await store.create(r, EPOCH))[1:] == (False, 0)
+    assert (await store.create(r, EPOCH))[1:] == (False,)
+    assert store.take_endings().counts == {}
     assert store.stats(EPOCH).memory_bytes == cost(r)  # every part of the estimate: id, user, data, meta, client
 
     small = MemoryStore(max_bytes=cost(r) - 1)
@@ -47,10 +42,9 @@ async def test_a_session_of_exactly_the_budget_fits_and_one_byte_less_refuses_it
 async def test_filling_the_budget_exactly_evicts_nothing() -> None:
     a, b = record(user="alice"), record(user="bob")
     store = MemoryStore(max_bytes=cost(a) + cost(b))
-    runs = listened(store)
     await store.create(a, EPOCH)
     await store.create(b, EPOCH)
-    assert runs == [] and store.stats(EPOCH).stored == 2
+    assert len(store.take_endings()) == 0 and store.stats(EPOCH).stored == 2
 
 
 async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> None:
@@ -60,14 +54,14 @@ async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> Non
     big = record(created=now, blob=BLOB * 2 + b" " * 200)
     assert cost(olds[0]) < cost(big) <= 2 * cost(olds[0])
     store = MemoryStore(max_bytes=sum(map(cost, olds)), policy="evict")
-    runs = listened(store)
     for r in olds:
         await store.create(r, r.last_activity)
+    assert len(store.take_endings()) == 0
     await store.create(big, now)
-    (run,) = runs
-    assert run.removed == 2
-    assert run.freed_bytes == cost(olds[0]) + cost(olds[1])
-    assert run.lifetime_s == pytest.approx(10 + 11)
+    ended = store.take_endings()
+    assert ended.counts == {"evicted": 2}
+    assert ended.freed_bytes == cost(olds[0]) + cost(olds[1])
+    assert ended.lifetime_s == pytest.approx(10 + 11)
     assert [await store.touch(r.session_id, now) is not None for r in olds] == [False, False, True]
     assert store.stats(now).memory_bytes == cost(olds[2]) + cost(big)
 
@@ -94,15 +88,15 @@ async def test_making_room_removes_expired_sessions_a_batch_at_a_time_and_report
     unit = cost(expired[0])
     big = record(created=EPOCH + 120, blob=b"y" * (unit * 70 - cost(record(blob=b""))))
     store = MemoryStore(max_bytes=unit * 105)
-    runs = listened(store)
     for r in expired:
         await store.create(r, EPOCH + 10)
     for r in live:
         await store.create(r, EPOCH + 90)
+    assert len(store.take_endings()) == 0
     await store.create(big, EPOCH + 120)
-    (run,) = runs
-    assert run.removed == 100 and run.freed_bytes == unit * 100
-    assert run.lifetime_s == pytest.approx(100 * 10)
+    ended = store.take_endings()
+    assert ended.counts == {"expired": 100} and ended.freed_bytes == unit * 100
+    assert ended.lifetime_s == pytest.approx(100 * 10)
     assert store.stats(EPOCH + 120).stored == 6
     assert all([await store.touch(r.session_id, EPOCH + 120) is not None for r in live])
 
@@ -127,13 +121,13 @@ async def test_a_growing_write_never_evicts_the_session_it_grows() -> None:
     grown = record(created=EPOCH, timeout_s=3600)
     others = [record(created=EPOCH) for _ in range(2)]
     store = MemoryStore(max_bytes=cost(grown) * 3, policy="evict")
-    runs = listened(store)
     for r in (grown, *others):
         await store.create(r, EPOCH)
+    assert len(store.take_endings()) == 0
     bigger = BLOB + b" " * 100
     updated = await store.replace_data(grown.session_id, bigger, EPOCH)
     assert updated is not None and updated.session_id == grown.session_id and updated.blob == bigger
-    assert [run.removed for run in runs] == [1]
+    assert store.take_endings().counts == {"evicted": 1}
     kept = await store.touch(grown.session_id, EPOCH)
     assert kept is not None and kept.blob == bigger
     assert store.stats(EPOCH).memory_bytes == cost(updated) + cost(others[1])
@@ -157,12 +151,13 @@ async def test_replace_data_limit_counts_data_and_metadata_and_its_boundary_fits
 async def test_create_reports_no_limit_evictions_on_resume_or_without_a_limit() -> None:
     store = MemoryStore()
     first = record(user="alice", client="tab-1")
-    assert (await store.create(first, EPOCH, max_per_user=1))[1:] == (False, 0)
+    assert (await store.create(first, EPOCH, max_per_user=1))[1:] == (False,)
     again = record(user="alice", client="tab-1")
-    resumed, was_resumed, limited = await store.create(again, EPOCH + 1, max_per_user=1)
-    assert (resumed.session_id, was_resumed, limited) == (first.session_id, True, 0)
+    resumed, was_resumed = await store.create(again, EPOCH + 1, max_per_user=1)
+    assert (resumed.session_id, was_resumed) == (first.session_id, True)
     for _ in range(2):  # no max_per_user: no limit
-        assert (await store.create(record(user="alice"), EPOCH + 2))[1:] == (False, 0)
+        assert (await store.create(record(user="alice"), EPOCH + 2))[1:] == (False,)
+    assert len(store.take_endings()) == 0
     assert (await store.list_user("alice", EPOCH + 2, 10, 0))[1] == 3
 
 
@@ -187,7 +182,7 @@ async def test_revoking_a_user_reports_expired_sessions_as_expired(clock: FakeCl
         await manager.create_session("bob")
     clock.advance(minutes=10)
     assert await manager.revoke_user_sessions("bob") == 2
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert Counter(end.reason for end in seen) == Counter({"revoked": 2, "expired": 1})
     await manager.close()
 
@@ -199,7 +194,7 @@ async def test_a_scheduled_run_on_the_memory_store_cleans_every_batch(clock: Fak
     for _ in range(35):
         await manager.create_session(None, timeout_minutes=5)
     clock.advance(minutes=5)
-    assert await manager.run_cleanup(trigger="scheduled") == 35
+    assert await manager.run_cleanup(trigger="scheduled", leased=True) == 35
     assert manager.get_session_metrics()["active_sessions"] == 0
     await manager.close()
 
@@ -207,13 +202,13 @@ async def test_a_scheduled_run_on_the_memory_store_cleans_every_batch(clock: Fak
 async def test_endings_of_several_calls_are_all_handed_over_at_once() -> None:
     """A store keeps every ending (a deletion, a rotation, a removal) until they are taken."""
     store = MemoryStore()
-    store.report_ended = True
+    store.detailed_endings = True
     a, b = record(user="alice"), record(user="alice")
     for r in (a, b):
         await store.create(r, EPOCH)
     await store.delete(a.session_id, EPOCH)
     await store.rotate(b.session_id, "n" * 43, EPOCH)
     await store.delete("n" * 43, EPOCH)
-    taken = [(sid, reason) for sid, *_, reason in store.take_ended()]
+    taken = [(sid, reason) for sid, *_, reason in store.take_endings()]
     assert taken == [(a.session_id, "deleted"), (b.session_id, "rotated"), ("n" * 43, "deleted")]
-    assert len(store.take_ended()) == 0
+    assert len(store.take_endings()) == 0

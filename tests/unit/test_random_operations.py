@@ -116,6 +116,6 @@ async def test_random_operations_agree_with_a_plain_model(seed: int) -> None:
                     (s for s, m in model.items() if m.user == user and live(s)), key=lambda s: -model[s].touched
                 )
                 assert [s.session_id for s in await manager.list_user_sessions(user, limit=1000)] == mine
-    await manager._events.drain()
+    await manager.flush_session_ends()
     assert Counter(e.reason for e in ended) == reasons
     await manager.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,13 +24,9 @@ HEALTHY: dict[str, Any] = {
 }
 
 
-async def _never() -> None:
-    return None
-
-
 @pytest.mark.parametrize(("rng", "delay"), [(0.0, 54.0), (0.25, 57.0), (0.5, 60.0), (1.0, 66.0)])
 def test_the_delay_carries_plus_minus_jitter(rng: float, delay: float) -> None:
-    scheduler = CleanupScheduler(_never, jitter=0.1, rng=lambda: rng)
+    scheduler = CleanupScheduler(jitter=0.1, rng=lambda: rng)
     assert scheduler.next_delay(60.0) == pytest.approx(delay)
 
 
@@ -38,14 +35,14 @@ async def test_failures_are_logged_counted_one_by_one_and_reset_by_a_restart(
 ) -> None:
     calls = 0
 
-    async def failing() -> None:
+    async def failing(should_stop: Callable[[], bool]) -> None:
         nonlocal calls
         calls += 1
         raise KeyError("boom")
 
-    scheduler = CleanupScheduler(failing, backoff_base_s=0.001, jitter=0.0)
+    scheduler = CleanupScheduler(backoff_base_s=0.001, jitter=0.0)
     caplog.set_level(logging.ERROR, "faultmaven.scheduler")
-    scheduler.start(0.01)
+    scheduler.start(failing, 0.01)
     async with asyncio.timeout(10):
         while calls < 3:
             await asyncio.sleep(0.001)
@@ -54,7 +51,7 @@ async def test_failures_are_logged_counted_one_by_one_and_reset_by_a_restart(
     assert [r.getMessage() for r in failed] == ["Scheduled session cleanup failed; retrying with backoff"] * 3
     assert [(r.error_type, r.consecutive_failures) for r in failed] == [("KeyError", n) for n in (1, 2, 3)]  # type: ignore[attr-defined]
     assert scheduler.consecutive_failures >= 3 and scheduler.next_delay(0.01) < 0.01
-    scheduler.start(60.0)  # a fresh start waits the full interval again
+    scheduler.start(failing, 60.0)  # a fresh start waits the full interval again
     assert scheduler.consecutive_failures == 0 and scheduler.next_delay(60.0) == 60.0
     await scheduler.stop()
 
@@ -114,7 +111,7 @@ async def test_a_run_that_outlives_the_grace_period_is_cancelled_and_the_stop_lo
 ) -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def stuck() -> None:
+    async def stuck(should_stop: Callable[[], bool]) -> None:
         started.set()
         try:
             await asyncio.sleep(3600)  # a run that never looks at `stopping`
@@ -122,9 +119,9 @@ async def test_a_run_that_outlives_the_grace_period_is_cancelled_and_the_stop_lo
             cancelled.set()
             raise
 
-    scheduler = CleanupScheduler(stuck, jitter=0.0)
+    scheduler = CleanupScheduler(jitter=0.0)
     caplog.set_level(logging.INFO, "faultmaven.scheduler")
-    scheduler.start(0.001)
+    scheduler.start(stuck, 0.001)
     async with asyncio.timeout(10):
         await started.wait()
         await scheduler.stop(grace_s=0.05)

@@ -11,6 +11,7 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionDataTooLargeError, SessionNotFoundError
+from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import is_valid_id
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
@@ -64,14 +65,15 @@ async def test_cleanup_partial_failure(settings: Settings, clock: FakeClock) -> 
 
 
 async def test_scheduler_lifecycle(settings: Settings, clock: FakeClock) -> None:
-    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    scheduler = CleanupScheduler()
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock, scheduler=scheduler)
     await make_sessions(manager, 30)
     clock.advance(minutes=31)
 
     await manager.start_cleanup_scheduler(interval_minutes=0.0005)  # 30 ms of real time
-    first_task = manager._scheduler._task
+    first_task = scheduler.task
     await manager.start_cleanup_scheduler(interval_minutes=0.0005)  # idempotent: same task
-    assert manager._scheduler._task is first_task
+    assert scheduler.task is first_task is not None
     assert manager.get_session_metrics()["scheduler_running"] is True
 
     async with asyncio.timeout(10):
@@ -373,31 +375,26 @@ async def test_session_used_during_cleanup_is_kept_when_deleted_or_updated(clock
 
 async def test_scheduler_survives_failing_runs_and_recovers(settings: Settings, clock: FakeClock) -> None:
     store = DownStore()
-    manager = SessionManager(store, settings=settings, clock=clock)
-    manager._scheduler._backoff_base_s = 0.001
+    scheduler = CleanupScheduler(backoff_base_s=0.001)
+    manager = SessionManager(store, settings=settings, clock=clock, scheduler=scheduler)
     await make_sessions(manager, 10)
     clock.advance(minutes=31)
     store.down = True
     await manager.start_cleanup_scheduler(interval_minutes=0.0005)
     async with asyncio.timeout(10):
-        while manager._scheduler.consecutive_failures < 3:
+        while scheduler.consecutive_failures < 3:
             await asyncio.sleep(0.005)
-    assert manager._scheduler.running
+    assert scheduler.running
     store.down = False
     async with asyncio.timeout(10):
         while manager.get_session_metrics()["sessions_cleaned_total"] < 10:
             await asyncio.sleep(0.005)
-    assert manager._scheduler.consecutive_failures == 0
+    assert scheduler.consecutive_failures == 0
     await manager.stop_cleanup_scheduler()
 
 
 async def test_backoff_grows_and_is_capped_by_the_interval() -> None:
-    from faultmaven.scheduler import CleanupScheduler
-
-    async def job() -> None:
-        return None
-
-    scheduler = CleanupScheduler(job, backoff_base_s=1.0, jitter=0.0)
+    scheduler = CleanupScheduler(backoff_base_s=1.0, jitter=0.0)
     delays = []
     for failures in range(8):
         scheduler.consecutive_failures = failures
@@ -413,14 +410,15 @@ async def test_graceful_stop_lets_the_current_batch_finish(clock: FakeClock) -> 
         await asyncio.sleep(0.01)  # a batch in flight when stop arrives
 
     store = HookedStore(slow_batch)
-    manager = SessionManager(store, settings=Settings(cleanup_batch_size=10), clock=clock)
+    scheduler = CleanupScheduler()
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=10), clock=clock, scheduler=scheduler)
     await make_sessions(manager, 1000)
     clock.advance(minutes=31)
     await manager.start_cleanup_scheduler(interval_minutes=0.0001)
     async with asyncio.timeout(10):
         await stop_requested.wait()
     await manager.stop_cleanup_scheduler()
-    assert not manager._scheduler.running
+    assert not scheduler.running
     removed = manager.get_session_metrics()["sessions_cleaned_total"]
     assert removed is not None and 0 < removed < 1000 and removed % 10 == 0  # whole batches only
     assert len(store) == 1000 - removed

@@ -1,0 +1,81 @@
+"""Audit records: one per cleanup or eviction run, and one per call that ended sessions by revocation,
+rotation or the per-user limit. Users appear as keyed fingerprints, never as raw ids.
+
+The service log carries the run's summary ("Session cleanup completed" with its counts and the audit
+fields nested); the dedicated `faultmaven.audit` logger gets the same run (SESSION_AUDIT_LOG_PATH adds a
+file for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from faultmaven.session import fingerprint
+
+log = logging.getLogger("faultmaven.sessions")
+audit_log = logging.getLogger("faultmaven.audit")
+
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+_MIB = 1024 * 1024
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What one cleanup or eviction run did, for its log and audit records."""
+
+    run_id: str
+    trigger: str
+    started_at: float
+    finished_at: float
+    removed: int
+    duration_ms: float
+    freed_bytes: int
+    errors: int
+    reason: str
+
+
+def log_run(run: RunRecord, level: int = logging.INFO, error_type: str | None = None) -> None:
+    """One record per run in the service log, and the same run in the audit log."""
+    audit: dict[str, Any] = {
+        "run_id": run.run_id,
+        "trigger": run.trigger,
+        "node": NODE,
+        "outcome": "failed" if error_type else "completed",
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+    audit |= {"reason": run.reason, "cleanup_count": run.removed, "errors": run.errors}
+    fields: dict[str, Any] = {
+        "cleanup_count": run.removed,
+        "duration_ms": round(run.duration_ms, 3),
+        "memory_freed_mb": round(run.freed_bytes / _MIB, 6),
+        "errors_encountered": run.errors,
+        "audit": audit,
+    }
+    if error_type:
+        fields["error_type"] = error_type
+    log.log(level, "Session cleanup failed" if error_type else "Session cleanup completed", extra=fields)
+    audit_log.info("cleanup run", extra=audit | {"duration_ms": fields["duration_ms"], "error_type": error_type})
+
+
+def audit_event(event: str, user_id: str | None, count: int, at: float) -> None:
+    """A revocation, rotation or user-limit ending: who (as a fingerprint), how many, where and when."""
+    audit_log.info(
+        "session " + event,
+        extra={
+            "event": event,
+            "user": fingerprint(user_id) if user_id is not None else None,
+            "count": count,
+            "node": NODE,
+            "at": _iso(at),
+        },
+    )
