@@ -16,20 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from faultmaven.auth import InvalidToken, KeyFileError, TokenVerifier
 from faultmaven.conditional import BadIfMatch, etag, if_match_version
 from faultmaven.config.config import Settings
-from faultmaven.exceptions import (
-    SessionCleanupException,
-    SessionDataTooLargeError,
-    SessionNotFoundError,
-    SessionStoreException,
-    SessionVersionConflict,
-)
+from faultmaven.exceptions import SessionStoreException
+from faultmaven.http_errors import checked, found, invalid, store_unavailable_because
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
-_NOT_FOUND = "session not found"
 ADMIN_OFF = "admin routes are off: set SESSION_ADMIN_TOKEN (or an identity source for a user's own sessions)"
 
 
@@ -86,7 +80,7 @@ def caller_of(request: Request) -> str | None:
     try:
         return check_user_id(value)
     except ValueError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
 
 
 def _token_user(request: Request, settings: Settings) -> str:
@@ -135,14 +129,6 @@ def _session_json(session: Session, code: int = status.HTTP_200_OK, headers: dic
     return _json(session.to_dict(), code, {"ETag": etag(session.version)} | (headers or {}))
 
 
-def _too_large(exc: SessionDataTooLargeError) -> HTTPException:
-    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc))
-
-
-def _invalid(exc: Exception) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=dict[str, Any])
 async def create_session(request: Request, body: Annotated[CreateSession | None, Body()] = None) -> Response:
     """201 with a new session; 200 with `session_resumed: true` when the client_id resumed a live one."""
@@ -150,8 +136,8 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     body = body or CreateSession()
     if caller is not None and body.user_id is not None and body.user_id != caller:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id differs from the caller's")
-    try:
-        session = await manager.create_session(
+    session = await checked(
+        manager.create_session(
             caller if caller is not None else body.user_id,
             body.data,
             client_id=body.client_id,
@@ -159,10 +145,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
             session_type=body.session_type,
             metadata=body.metadata,
         )
-    except SessionDataTooLargeError as exc:
-        raise _too_large(exc) from None
-    except (TypeError, ValueError) as exc:
-        raise _invalid(exc) from None
+    )
     code = status.HTTP_200_OK if session.session_resumed else status.HTTP_201_CREATED
     return _session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
@@ -173,8 +156,8 @@ async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
     monitor: LoopMonitor = request.app.state.loop_monitor
     try:
         return manager.get_session_metrics() | monitor.snapshot()
-    except SessionStoreException as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"session store unavailable: {exc}") from None
+    except SessionStoreException as exc:  # an operator's view: it says what the store reported
+        raise store_unavailable_because(exc) from None
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -208,7 +191,7 @@ def _target_user(
     try:
         return check_user_id(user_id)
     except ValueError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
 
 
 UserQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_USER_ID_LENGTH)]
@@ -245,28 +228,20 @@ async def trigger_cleanup(
 ) -> dict[str, Any]:
     _require_admin(manager, credentials)
     started = time.perf_counter()
-    try:
-        cleaned = await manager.run_cleanup(max_age_minutes, trigger="admin")
-    except SessionCleanupException as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    cleaned = await manager.run_cleanup(max_age_minutes, trigger="admin")
     return {"cleaned": cleaned, "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)}
 
 
 @router.get("/{session_id}", response_model=dict[str, Any])
 async def get_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
-    session = await manager.get_session(session_id, user_id=caller)
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
-    return _session_json(session)
+    return _session_json(found(await manager.get_session(session_id, user_id=caller)))
 
 
 @router.post("/{session_id}/heartbeat", response_model=dict[str, Any])
 async def heartbeat(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
-    session = await manager.touch_session(session_id, user_id=caller)
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
+    session = found(await manager.touch_session(session_id, user_id=caller))
     return _json(
         {
             "ok": True,  # the copilot reads only this
@@ -284,10 +259,7 @@ async def heartbeat(session_id: str, request: Request) -> Response:
 async def rotate_session(session_id: str, request: Request) -> Response:
     """A new id for the session, everything else kept (ASVS 7.2.4); the old id is a 404 from now on."""
     manager, caller = manager_of(request), caller_of(request)
-    try:
-        session = await manager.rotate_session(session_id, user_id=caller)
-    except SessionNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
+    session = await manager.rotate_session(session_id, user_id=caller)
     return _session_json(session, headers={"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
@@ -342,28 +314,14 @@ async def update_session(session_id: str, request: Request) -> Response:
     except BadIfMatch as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
     manager, caller = manager_of(request), caller_of(request)
-    try:
-        session = await manager.update_session(
-            session_id, body.data, user_id=caller, merge=merge, if_version=if_version
-        )
-    except SessionNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND) from None
-    except SessionVersionConflict as exc:
-        current = exc.current_version
-        detail = "If-Match does not name the current version of the session's data"
-        return _json(
-            {"detail": detail, "version": current}, status.HTTP_412_PRECONDITION_FAILED, {"ETag": etag(current)}
-        )
-    except SessionDataTooLargeError as exc:
-        raise _too_large(exc) from None
-    except (TypeError, ValueError) as exc:
-        raise _invalid(exc) from None
+    session = await checked(
+        manager.update_session(session_id, body.data, user_id=caller, merge=merge, if_version=if_version)
+    )
     return _session_json(session)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
-    if not await manager.delete_session(session_id, user_id=caller):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_NOT_FOUND)
+    found(await manager.delete_session(session_id, user_id=caller) or None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,6 +7,8 @@ folder is used, through FastAPI's own get_swagger_ui_html and get_redoc_html.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.staticfiles import StaticFiles
@@ -25,9 +27,23 @@ def serve_docs_offline(
     """
     if app.openapi_url is None:
         raise ValueError("the app has no OpenAPI schema (openapi_url=None) to show")
-    openapi_url = app.openapi_url
-    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url
     app.mount(assets_path, StaticFiles(packages=[_PACKAGE]), name="docs-assets")
+    _add_page(app, docs_url, _swagger_ui(app, app.openapi_url, assets_path))
+    if app.swagger_ui_oauth2_redirect_url:
+        _add_page(app, app.swagger_ui_oauth2_redirect_url, swagger_ui_redirect)
+    if redoc_url is not None:
+        _add_page(app, redoc_url, _redoc(app, app.openapi_url, assets_path))
+
+
+Page = Callable[..., Awaitable[HTMLResponse]]
+
+
+def _add_page(app: FastAPI, path: str, page: Page) -> None:
+    app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+
+
+def _swagger_ui(app: FastAPI, openapi_url: str, assets_path: str) -> Page:
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url
 
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
@@ -41,23 +57,23 @@ def serve_docs_offline(
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
-    app.add_api_route(docs_url, swagger_ui, methods=["GET"], include_in_schema=False)
-    if oauth2_redirect_url:
+    return swagger_ui
 
-        async def swagger_ui_redirect() -> HTMLResponse:
-            return get_swagger_ui_oauth2_redirect_html()
 
-        app.add_api_route(oauth2_redirect_url, swagger_ui_redirect, methods=["GET"], include_in_schema=False)
-    if redoc_url is not None:
+async def swagger_ui_redirect() -> HTMLResponse:
+    """The page Swagger UI returns to after an OAuth2 sign-in."""
+    return get_swagger_ui_oauth2_redirect_html()
 
-        async def redoc(request: Request) -> HTMLResponse:
-            root = request.scope.get("root_path", "")
-            return get_redoc_html(
-                openapi_url=f"{root}{openapi_url}",
-                title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{assets_path}/redoc.standalone.js",
-                redoc_favicon_url=f"{root}{assets_path}/favicon.png",
-                with_google_fonts=False,
-            )
 
-        app.add_api_route(redoc_url, redoc, methods=["GET"], include_in_schema=False)
+def _redoc(app: FastAPI, openapi_url: str, assets_path: str) -> Page:
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{assets_path}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{assets_path}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    return redoc

@@ -1,40 +1,29 @@
 """Sessions inside an existing FastAPI app, in one call; create_app builds the served app the same way.
 
 `install` adds the session routes, /health and /metrics (at paths of the host's choosing), the body
-limit and CORS for the session routes, the 503 for an unreachable store, and the manager's start and stop
-inside the host app's lifespan, which keeps running around them.
+limit and CORS for the session routes, the HTTP answers to the service's errors (faultmaven.http_errors),
+and the manager's start and stop inside the host app's lifespan, which keeps running around them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from faultmaven.api import router
 from faultmaven.body_limit import BodyLimitMiddleware
 from faultmaven.config.config import Settings
 from faultmaven.cors import SessionCORSMiddleware
-from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.exceptions import SessionStoreException
+from faultmaven.http_errors import install_error_handlers
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
-
-
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": "session store unavailable"}, status_code=503)
-
-
-async def _store_full(request: Request, exc: Exception) -> Response:
-    """New sessions refused at the store's budget: the client may try again after Retry-After."""
-    retry_after = exc.retry_after_s if isinstance(exc, SessionStoreFullError) else 30
-    headers = {"Retry-After": str(retry_after)}
-    return JSONResponse({"detail": "session store full, retry later"}, status_code=503, headers=headers)
 
 
 def install(
@@ -57,17 +46,27 @@ def install(
     text. The body limit and CORS (SESSION_CORS_ORIGINS) apply to
     the session routes only, so the host's own routes are served as before.
     """
-    prefix = mount_path + router.prefix
     monitor = LoopMonitor()
     app.state.loop_monitor = monitor
-    app.state.session_routes_prefix = prefix
     if manager is not None:
         app.state.session_manager = manager  # usable even by a client that does not run the lifespan
+    _add_session_routes(app, mount_path)
+    _add_observability(app, monitor, health_path, metrics_path)
+    app.router.lifespan_context = _lifespan(app, manager, settings, monitor)
+
+
+def _add_session_routes(app: FastAPI, mount_path: str) -> None:
+    """The routes under `mount_path`, with the body limit and CORS for them and the errors' answers."""
+    prefix = mount_path + router.prefix
+    app.state.session_routes_prefix = prefix
     app.add_middleware(BodyLimitMiddleware, path_prefix=prefix)
     app.add_middleware(SessionCORSMiddleware, path_prefix=prefix)  # outside: a 413 carries CORS headers too
-    app.add_exception_handler(SessionStoreException, _store_unavailable)
-    app.add_exception_handler(SessionStoreFullError, _store_full)
+    install_error_handlers(app)
     app.include_router(router, prefix=mount_path)
+
+
+def _add_observability(app: FastAPI, monitor: LoopMonitor, health_path: str | None, metrics_path: str | None) -> None:
+    """/health from the manager that serves the routes, and the Prometheus text; each left out if None."""
     registry = prometheus.make_registry(lambda: app.state.session_manager, monitor)
 
     async def health(request: Request) -> dict[str, Any]:
@@ -81,6 +80,14 @@ def install(
     if metrics_path is not None:
         app.add_api_route(metrics_path, metrics, methods=["GET"])
 
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def _lifespan(
+    app: FastAPI, manager: SessionManager | None, settings: Settings | None, monitor: LoopMonitor
+) -> Lifespan:
+    """The host's lifespan inside the manager's: built (unless given) and started before, closed after."""
     host_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -88,15 +95,20 @@ def install(
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
         try:
-            with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
-                await mgr.refresh_store_stats()
-            monitor.start()
-            if mgr.settings.cleanup_enabled:
-                await mgr.start_cleanup_scheduler(mgr.settings.cleanup_interval_minutes)
+            await _start(mgr, monitor)
             async with host_lifespan(host) as state:
                 yield state
         finally:
             await mgr.close()
             await monitor.stop()
 
-    app.router.lifespan_context = lifespan
+    return lifespan
+
+
+async def _start(manager: SessionManager, monitor: LoopMonitor) -> None:
+    """The first store stats, the loop monitor and, when enabled, the cleanup scheduler."""
+    with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
+        await manager.refresh_store_stats()
+    monitor.start()
+    if manager.settings.cleanup_enabled:
+        await manager.start_cleanup_scheduler(manager.settings.cleanup_interval_minutes)

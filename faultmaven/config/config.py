@@ -188,11 +188,7 @@ class Settings(BaseSettings):
         """One identity source; the key readable, and every listed algorithm one the key can verify."""
         secret, path = self.jwt_secret, self.jwt_public_key
         if secret is None and path is None:
-            for name in ("algorithms", "audience", "issuer"):
-                if getattr(self, f"jwt_{name}") is not None:
-                    raise ConfigError(
-                        f"{PREFIX}JWT_{name.upper()} is set, but neither {PREFIX}JWT_SECRET nor {PREFIX}JWT_PUBLIC_KEY"
-                    )
+            self._check_no_jwt_options()
             return
         if secret is not None and path is not None:
             raise ConfigError(f"{PREFIX}JWT_SECRET and {PREFIX}JWT_PUBLIC_KEY are both set; configure one key")
@@ -202,19 +198,33 @@ class Settings(BaseSettings):
                 f"{PREFIX}JWT_PUBLIC_KEY) are both set; the caller comes from one identity source"
             )
         if secret is not None:
-            try:
-                raw = auth.check_secret(secret.get_secret_value().encode())
-            except ValueError as exc:  # never the secret's value in the message
-                raise ConfigError(f"{PREFIX}JWT_SECRET {exc}") from None
-            try:
-                auth.secret_algorithms(raw, self.jwt_algorithm_names)
-            except ValueError as exc:
-                raise ConfigError(f"{PREFIX}JWT_ALGORITHMS={self.jwt_algorithms!r} {exc}") from None
+            self._check_jwt_secret(secret)
         elif path is not None:
-            try:
-                auth.read_key_file(path, self.jwt_algorithm_names)
-            except auth.KeyFileError as exc:
-                raise ConfigError(f"{PREFIX}JWT_PUBLIC_KEY={path!r} {exc}") from None
+            self._check_jwt_key_file(path)
+
+    def _check_no_jwt_options(self) -> None:
+        """Without a key, a JWT option set alone is a mistake the operator should hear of."""
+        for name in ("algorithms", "audience", "issuer"):
+            if getattr(self, f"jwt_{name}") is not None:
+                raise ConfigError(
+                    f"{PREFIX}JWT_{name.upper()} is set, but neither {PREFIX}JWT_SECRET nor {PREFIX}JWT_PUBLIC_KEY"
+                )
+
+    def _check_jwt_secret(self, secret: SecretStr) -> None:
+        try:
+            raw = auth.check_secret(secret.get_secret_value().encode())
+        except ValueError as exc:  # never the secret's value in the message
+            raise ConfigError(f"{PREFIX}JWT_SECRET {exc}") from None
+        try:
+            auth.secret_algorithms(raw, self.jwt_algorithm_names)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}JWT_ALGORITHMS={self.jwt_algorithms!r} {exc}") from None
+
+    def _check_jwt_key_file(self, path: str) -> None:
+        try:
+            auth.read_key_file(path, self.jwt_algorithm_names)
+        except auth.KeyFileError as exc:
+            raise ConfigError(f"{PREFIX}JWT_PUBLIC_KEY={path!r} {exc}") from None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

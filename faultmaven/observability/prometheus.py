@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from faultmaven.exceptions import SessionStoreException
+from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
@@ -38,6 +39,13 @@ _COUNTERS = {
 }
 
 
+_ENDED_HELP = "Sessions ended by this process, by reason."
+_REJECTED_HELP = (
+    "Creates and updates refused by the memory limits, by reason: store_full (at the budget, or a Redis "
+    "master within its reserve) or too_large (one session larger than the whole budget)."
+)
+
+
 class SessionCollector:
     """A custom collector: no state of its own, so the numbers are the manager's, never a copy."""
 
@@ -50,42 +58,48 @@ class SessionCollector:
         try:
             metrics = manager.get_session_metrics()
         except SessionStoreException:
-            yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=0)
+            yield _store_up(False)
             return
-        yield GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=1)
-        for key, (name, doc, factor) in _GAUGES.items():
-            value = metrics.get(key)
-            if value is not None:
-                yield GaugeMetricFamily(name, doc, value=float(value) * factor)
-        for key, (name, doc) in _COUNTERS.items():
-            yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
-        ended = CounterMetricFamily(
-            "faultmaven_sessions_ended", "Sessions ended by this process, by reason.", labels=["reason"]
-        )
-        for reason, count in manager.ended_by_reason().items():
-            ended.add_metric([reason], float(count))
-        yield ended
-        rejected = CounterMetricFamily(
-            "faultmaven_sessions_rejected",
-            "Creates and updates refused by the memory limits, by reason: store_full (at the budget, or a Redis "
-            "master within its reserve) or too_large (one session larger than the whole budget).",
-            labels=["reason"],
-        )
-        for reason, count in manager.rejected_by_reason().items():
-            rejected.add_metric([reason], float(count))
-        yield rejected
-        hist = manager.cleanup_durations
-        yield HistogramMetricFamily(
-            "faultmaven_session_cleanup_duration_seconds",
-            "Duration of finished cleanup runs.",
-            buckets=hist.cumulative(),
-            sum_value=hist.total_s,
-        )
+        yield _store_up(True)
+        yield from _metric_families(metrics)
+        yield _by_reason("faultmaven_sessions_ended", _ENDED_HELP, manager.ended_by_reason())
+        yield _by_reason("faultmaven_sessions_rejected", _REJECTED_HELP, manager.rejected_by_reason())
+        yield _cleanup_histogram(manager.cleanup_durations)
         yield GaugeMetricFamily(
             "faultmaven_event_loop_recent_max_stall_seconds",
             "Longest event-loop stall in the last minute.",
             value=self._monitor.recent_max_stall_s(),
         )
+
+
+def _store_up(up: bool) -> Metric:
+    return GaugeMetricFamily("faultmaven_session_store_up", "1 while the session store answers.", value=int(up))
+
+
+def _metric_families(metrics: Mapping[str, int | float | None]) -> Iterator[Metric]:
+    """The gauges (those with a value) and counters read from get_session_metrics(), in base units."""
+    for key, (name, doc, factor) in _GAUGES.items():
+        value = metrics.get(key)
+        if value is not None:
+            yield GaugeMetricFamily(name, doc, value=float(value) * factor)
+    for key, (name, doc) in _COUNTERS.items():
+        yield CounterMetricFamily(name, doc, value=float(metrics[key] or 0))
+
+
+def _by_reason(name: str, doc: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=["reason"])
+    for reason, count in counts.items():
+        family.add_metric([reason], float(count))
+    return family
+
+
+def _cleanup_histogram(hist: DurationHistogram) -> Metric:
+    return HistogramMetricFamily(
+        "faultmaven_session_cleanup_duration_seconds",
+        "Duration of finished cleanup runs.",
+        buckets=hist.cumulative(),
+        sum_value=hist.total_s,
+    )
 
 
 def make_registry(manager: Callable[[], SessionManager], monitor: LoopMonitor) -> CollectorRegistry:
