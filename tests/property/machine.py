@@ -27,8 +27,8 @@ from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.sizing import session_bytes
 from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.sizing import session_bytes
 from tests.support import FakeClock, assert_store_consistent
 
 TIMEOUT_MINUTES = 1.0
