@@ -66,8 +66,7 @@ class SessionManager:
         scheduler: CleanupScheduler | None = None,
         cleanup_pause: Callable[[], Awaitable[None]] = yield_to_loop,
     ) -> None:
-        """`scheduler` runs the background cleanup (its backoff is configurable); `cleanup_pause` runs
-        between cleanup batches (by default it yields to the event loop)."""
+        """`scheduler` runs the background cleanup; `cleanup_pause` runs between its batches."""
         self.settings = settings if settings is not None else Settings.from_env()
         self.store: SessionStore = store if store is not None else _store_for(self.settings)
         self._clock = clock if clock is not None else time.time
@@ -195,8 +194,7 @@ class SessionManager:
         return bool(was_live)
 
     async def cleanup_inactive_sessions(self, max_age_minutes: float | None = None) -> int:
-        """Remove every expired session (each by its own deadlines) and, with `max_age_minutes`, every session
-        idle for at least that long; return how many."""
+        """Remove every expired session and, with `max_age_minutes`, every one idle that long; how many."""
         return await self.run_cleanup(max_age_minutes)
 
     async def run_cleanup(
