@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     """Validated configuration; construct it directly in code or with `from_env`."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", validate_default=True)
+    reads_environment: ClassVar[bool] = False  # from_env() reads the environment and ./.env too
 
     timeout_minutes: Minutes = 30.0
     cleanup_interval_minutes: Minutes = 15.0
@@ -127,7 +128,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # built in code: its arguments only; from_env adds the environment
+        """Built in code: its arguments only; from_env() adds the environment, then ./.env."""
+        if cls.reads_environment:
+            return (init_settings, env_settings, dotenv_settings)
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -265,17 +269,7 @@ class _FromEnvironment(Settings):
     """Settings read from the process environment, then ./.env (the environment wins)."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings)
+    reads_environment: ClassVar[bool] = True
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
