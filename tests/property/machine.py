@@ -430,10 +430,7 @@ class SessionMachine(RuleBasedStateMachine):
         before = set(self.model)
         self.manager.permits = batches
         task = self.loop.create_task(self.manager.cleanup_inactive_sessions(max_age))
-        for _ in range(10_000):
-            if task.done() or self.manager.waiting:
-                break
-            self.run(asyncio.sleep(0))
+        self.run(self._until_held_or_done(task))
         if task.done():  # the run finished before holding: the operations come after it
             self.manager.release()
             self.check_cleanup(max_age, task.result(), before)
@@ -454,6 +451,13 @@ class SessionMachine(RuleBasedStateMachine):
         removed = self.run(task)
         self.check_cleanup(max_age, removed - removed_early, set(self.model))
         self.cleaned += removed_early
+
+    async def _until_held_or_done(self, task: asyncio.Task[int]) -> None:
+        """Wait until the run holds at its pause or has finished: a Redis Cluster batch on a busy machine
+        can take many turns of the loop, so the wait is for the condition, with a deadline."""
+        async with asyncio.timeout(30):
+            while not (task.done() or self.manager.waiting):
+                await asyncio.sleep(0.001)
 
     def apply_op(self, kind: str, index: int) -> None:
         if kind == "create":
