@@ -89,6 +89,34 @@ async def test_a_scheduled_run_ends_a_busy_session_at_its_absolute_deadline(
         await manager.close()
 
 
+async def test_a_scheduled_run_keeps_the_users_index_and_resume_pairs_in_step(
+    make_store: Callable[[], SessionStore], clock: FakeClock
+) -> None:
+    """What a scheduled run ends leaves the user's list, the per-user limit and the resume pair at once,
+    and counts in the average lifetime with every other ending."""
+    manager = SessionManager(make_store(), settings=_settings(max_per_user=2), clock=clock)
+    try:
+        old = await manager.create_session("ida", client_id="laptop-0001", timeout_minutes=5)
+        keep = await manager.create_session("ida", client_id="phone-00001")
+        clock.advance(minutes=1)
+        assert await manager.touch_session(old.session_id) is not None  # lives 60 s, expires at minute 6
+        clock.advance(minutes=2)
+        assert await manager.touch_session(keep.session_id) is not None  # lives 180 s
+        clock.advance(minutes=4)
+        await scheduled_runs(manager, runs=1)
+        assert [s.session_id for s in await manager.list_user_sessions("ida")] == [keep.session_id]
+        again = await manager.create_session("ida", client_id="laptop-0001")  # its pair ended with it
+        assert not again.session_resumed and again.session_id != old.session_id
+        assert manager.ended_by_reason()["user_limit"] == 0  # the limit of 2 counts live sessions only
+        assert await manager.revoke_user_sessions("ida") == 2
+        ended = {reason: n for reason, n in manager.ended_by_reason().items() if n}
+        assert ended == {"expired": 1, "revoked": 2}
+        average = manager.get_session_metrics()["average_session_duration"]
+        assert average == pytest.approx((60 + 180 + 0) / 3)  # every ending, the revoked ones too
+    finally:
+        await manager.close()
+
+
 async def test_scheduled_runs_on_two_replicas_end_each_session_once(any_redis_url: str, clock: FakeClock) -> None:
     """Two replicas on one Redis, both scheduled: leases keep them apart, each ending is reported once."""
     from faultmaven.stores.redis import RedisStore
