@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import logging.config
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -12,6 +15,7 @@ import pytest_timeout
 
 from faultmaven.config import Settings
 from faultmaven.main import create_app
+from faultmaven.observability.logging import logging_config
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore, SessionStore
 from faultmaven.stores.redis import RedisStore
@@ -125,3 +129,31 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+def _not_the_test_client(record: logging.LogRecord) -> bool:
+    """The test's own HTTP client logs the URLs it calls; those lines are not the service's."""
+    return not record.name.startswith(("httpx", "httpcore"))
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Every log line of the process at DEBUG (but the test client's), through the service's own JSON
+    formatter: what a deployment's log would hold."""
+    stream = io.StringIO()
+    formatter = logging.config.DictConfigurator(logging_config()).configure_formatter(  # type: ignore[attr-defined]
+        logging_config()["formatters"]["json"]
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(_not_the_test_client)
+    loggers = [logging.getLogger(), logging.getLogger("faultmaven")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield stream
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,6 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from faultmaven import auth
 from faultmaven.config import Settings
-from faultmaven.observability.logging import logging_config
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from tests.conftest import open_client
@@ -504,32 +503,11 @@ def test_a_broken_or_missing_rewrite_keeps_the_keys_read_before(
 # -- no token in any log line ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def every_log_line() -> Iterator[io.StringIO]:
-    """Every record of every logger at DEBUG, through the service's own JSON formatter."""
-    stream = io.StringIO()
-    formatter = logging.config.DictConfigurator(logging_config()).configure_formatter(  # type: ignore[attr-defined]
-        logging_config()["formatters"]["json"]
-    )
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
-    handler.setLevel(logging.DEBUG)
-    loggers = [logging.getLogger(), logging.getLogger("faultmaven")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield stream
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def _signatures(tokens: list[str]) -> list[str]:
     return [t.rpartition(".")[2] for t in tokens if "." in t]
 
 
-async def test_no_token_in_any_log_line(every_log_line: io.StringIO, rsa_key: KeyPair, tmp_path: Path) -> None:
+async def test_no_token_in_any_log_line(json_log: io.StringIO, rsa_key: KeyPair, tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     write_jwks(path, rsa_key.jwk("k1"))
     now = int(time.time())
@@ -548,11 +526,11 @@ async def test_no_token_in_any_log_line(every_log_line: io.StringIO, rsa_key: Ke
                 await client.get(f"{API}/{sid}", headers=bearer(token))
         path.write_text("not a key")  # a warning from the key file, too
         deadline = time.monotonic() + 10
-        while "JWT key file not usable" not in every_log_line.getvalue():
+        while "JWT key file not usable" not in json_log.getvalue():
             assert time.monotonic() < deadline, "the broken key file was not looked at"
             await client.get(API, headers=bearer(tokens[0]))
             await _tick()
-    text = every_log_line.getvalue()
+    text = json_log.getvalue()
     records = [json.loads(line) for line in text.splitlines()]
     assert sum(r.get("logger") == "faultmaven.access" and r.get("status") == 401 for r in records) >= 4
     assert any(r.get("logger") == "faultmaven.access" and r.get("status") == 201 for r in records)

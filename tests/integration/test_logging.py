@@ -5,45 +5,23 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from faultmaven.config import Settings
-from faultmaven.observability.logging import logging_config
 from faultmaven.session_management import SessionManager
 from tests.conftest import open_client
 from tests.support import FakeClock, PoisonStore
 
 API = "/api/v1/sessions"
 SECRET = "hunter2-data-value"
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Every faultmaven log line at DEBUG, formatted by the service's own JSON formatter."""
-    stream = io.StringIO()
-    formatter = logging.config.DictConfigurator(logging_config()).configure_formatter(  # type: ignore[attr-defined]
-        logging_config()["formatters"]["json"]
-    )
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
-    logger = logging.getLogger("faultmaven")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 async def test_no_session_id_or_data_in_any_log_line(json_log: io.StringIO, clock: FakeClock) -> None:
