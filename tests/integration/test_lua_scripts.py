@@ -43,7 +43,7 @@ async def test_every_script_compiles_in_redis(redis_url: str, name: str) -> None
 async def test_the_store_runs_the_assembled_scripts(redis_url: str) -> None:
     store = RedisStore(redis_url)
     try:
-        assert {name: script.script for name, script in store._scripts.items()} == dict(SCRIPTS)
+        assert store.scripts.texts() == dict(SCRIPTS)
     finally:
         await store.close()
 

@@ -27,8 +27,8 @@ from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.sizing import session_bytes
 from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.sizing import session_bytes
 from tests.support import FakeClock, assert_store_consistent
 
 TIMEOUT_MINUTES = 1.0
@@ -88,15 +88,15 @@ class PeekableRedisStore(RedisStore):
     """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
 
     async def user_index(self, user: str) -> list[str]:
-        key = f"{self._owner_shard(user).prefix}u:{user}"
-        return [sid.decode() for sid in await self._client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
+        key = f"{self.owner_shard(user).prefix}u:{user}"
+        return [sid.decode() for sid in await self.client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
-        shard = self._shard(session_id)
+        shard = self.shard_for(session_id)
         if shard is None:
             return None
         fields = ["active", "data", "version"]
-        active, data, version = await self._client.hmget(shard.key(session_id), fields)  # type: ignore[misc]
+        active, data, version = await self.client.hmget(shard.key(session_id), fields)  # type: ignore[misc]
         return None if active is None else (float(active), json.loads(data), int(version or 1))
 
 
