@@ -43,10 +43,6 @@ class Shard:
         """The key naming the session a (user, client) pair resumes, as the scripts build it."""
         return f"{self.prefix}c:{pair_key(user_id, client_id)}"
 
-    def user(self, user_id: str) -> str:
-        """The user's index of sessions in activity order (in the user's shard)."""
-        return f"{self.prefix}u:{user_id}"
-
 
 def shards_under(prefix: str) -> tuple[Shard, ...]:
     """Every shard's keys under a key prefix, in shard order."""
