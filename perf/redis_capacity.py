@@ -33,7 +33,7 @@ DATA = {"case": "db-latency", "step": 3, "notes": ["checked connections", "raise
 async def commands(store: RedisStore) -> int:
     """Commands Redis has run since the last CONFIG RESETSTAT, scripts' inner commands included, without
     the INFO and CONFIG calls of this measurement."""
-    stats: dict[str, Any] = await store._client.info("commandstats")  # type: ignore[union-attr]
+    stats: dict[str, Any] = await store.client.info("commandstats")  # type: ignore[union-attr]
     return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
 
 
@@ -43,7 +43,7 @@ async def measure(url: str, n: int) -> dict[str, float]:
     manager = SessionManager(RedisStore(url), settings=settings, clock=clock)
     store = manager.store
     assert isinstance(store, RedisStore)
-    client: Any = store._client
+    client: Any = store.client
     await client.flushall()
     before = (await client.info("memory"))["used_memory"]
     await client.config_resetstat()
@@ -53,7 +53,7 @@ async def measure(url: str, n: int) -> dict[str, float]:
         ids += [s.session_id for s in await asyncio.gather(*batch)]
     per_create = await commands(store) / n
     after = (await client.info("memory"))["used_memory"]
-    shard = store._shard(ids[0])
+    shard = store.shard_for(ids[0])
     assert shard is not None
     hash_bytes = await client.memory_usage(shard.key(ids[0]))
     await client.config_resetstat()

@@ -69,8 +69,8 @@ async def test_sessions_and_index_entries_spread_evenly_over_the_masters(
     owners = slot_owners(redis_cluster)
     keys = {port: redis_cluster.dbsize(port) for port in redis_cluster.masters()}
     entries: Counter[int] = Counter()
-    for shard in store._shards:
-        entries[owners[key_slot(shard.prefix.encode())]] += int(await store._client.zcard(shard.indexes[1]))
+    for shard in store.shards:
+        entries[owners[key_slot(shard.prefix.encode())]] += int(await store.client.zcard(shard.indexes[1]))
     assert sum(entries.values()) == SPREAD
     key_shares = {port: round(count / sum(keys.values()), 4) for port, count in keys.items()}
     entry_shares = {port: round(count / SPREAD, 4) for port, count in entries.items()}
@@ -132,7 +132,7 @@ async def test_a_master_killed_mid_cleanup_fails_over_and_loses_nothing_live(
 
 
 def victim_owns(cluster: RedisCluster, store: RedisStore, sid: str, port: int) -> bool:
-    shard = store._shard(sid)
+    shard = store.shard_for(sid)
     assert shard is not None
     return slot_owners(cluster)[key_slot(shard.key(sid).encode())] == port
 

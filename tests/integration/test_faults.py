@@ -118,8 +118,8 @@ class _CancelInBatch(RedisStore):
 
 async def _sum_shards(store: RedisStore, command: str, index: int, *args: str) -> int:
     """One command on one index key (0 idx, 1 exp, 2 stats) of every shard, added up."""
-    call = getattr(store._client, command)
-    return sum([int(await call(shard.indexes[index], *args) or 0) for shard in store._shards])
+    call = getattr(store.client, command)
+    return sum([int(await call(shard.indexes[index], *args) or 0) for shard in store.shards])
 
 
 async def test_cancelled_cleanup_leaves_redis_consistent(redis_url: str, clock: FakeClock) -> None:
@@ -134,7 +134,7 @@ async def test_cancelled_cleanup_leaves_redis_consistent(redis_url: str, clock: 
     task.cancel()  # the sixth batch's script is on its way or running in Redis
     with pytest.raises(asyncio.CancelledError):
         await task
-    client = store._client
+    client = store.client
     keys = [k async for k in client.scan_iter(match="faultmaven:{*}s:*")]
     costs = [int(await client.hget(k, "cost")) for k in keys]
     assert 0 < len(keys) < 300 and len(keys) == await _sum_shards(store, "zcard", 0)

@@ -43,7 +43,7 @@ async def test_every_script_compiles_in_redis(redis_url: str, name: str) -> None
 async def test_the_store_runs_the_assembled_scripts(redis_url: str) -> None:
     store = RedisStore(redis_url)
     try:
-        assert {name: script.script for name, script in store._scripts.items()} == dict(SCRIPTS)
+        assert store.scripts.texts() == dict(SCRIPTS)
     finally:
         await store.close()
 
@@ -74,3 +74,22 @@ def test_each_header_names_the_keys_and_argv_the_script_reads(name: str) -> None
     named = set(SLOTS.findall(header))
     assert read, f"{name} reads no KEYS or ARGV"
     assert read <= named, f"{name} reads {sorted(read - named)} without naming them in its header"
+
+
+LIVE_SCRIPTS = ("touch.lua", "update.lua", "rotate.lua", "create.lua")  # act on a live session (create: resume)
+NUMBERED_FIELD = re.compile(r"\bfields\[\d+\]")
+
+
+@pytest.mark.parametrize("name", LIVE_SCRIPTS)
+def test_scripts_acting_on_a_live_session_check_it_with_common_live_session(name: str) -> None:
+    body = read_lua(name).replace(_header(read_lua(name)), "")
+    assert "live_session(" in body, f"{name} checks liveness its own way"
+
+
+@pytest.mark.parametrize("name", sorted(_lua_files() - {COMMON}))
+def test_only_common_reads_a_whole_session_hash_and_fields_go_by_name(name: str) -> None:
+    """A script reads a session's fields through common.lua (stored_session, live_session) and names each
+    field (USER, ACTIVE...), so a field's place in FIELDS is written down once."""
+    body = read_lua(name).replace(_header(read_lua(name)), "")
+    assert "unpack(FIELDS)" not in body, f"{name} reads a session hash itself"
+    assert not NUMBERED_FIELD.search(body), f"{name} reads a session field by its number"

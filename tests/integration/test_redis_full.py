@@ -224,14 +224,14 @@ async def test_a_noeviction_redis_without_maxmemory_is_healthy(redis_url: str) -
 async def test_far_from_the_limit_creates_make_no_memory_round_trips(redis_url: str) -> None:
     store = RedisStore(redis_url)
     reads = 0
-    refresh = store.refresh_memory
+    refresh = store.memory.refresh
 
     async def counted() -> None:
         nonlocal reads
         reads += 1
         await refresh()
 
-    store.refresh_memory = counted  # type: ignore[method-assign]
+    store.memory.refresh = counted  # type: ignore[method-assign]
     manager = SessionManager(store, settings=SETTINGS, clock=FakeClock())
     try:
         started = time.monotonic()

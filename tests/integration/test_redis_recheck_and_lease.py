@@ -33,7 +33,7 @@ class _NoRecheck(RedisStore):
         super().__init__(url)
         broken = SCRIPTS["remove_idle"].replace(RECHECK, "          if false then\n")
         assert broken != SCRIPTS["remove_idle"], "the variant did not change the script"
-        self._scripts["remove_idle"] = self._client.register_script(broken)
+        self.scripts.register("remove_idle", broken)
 
 
 class _NeverRenews(RedisStore):

@@ -67,8 +67,8 @@ async def stored_bytes(store: RedisStore, now: float) -> int | None:
 
 async def traces(store: RedisStore, record: SessionRecord) -> list[str]:
     """Every key that still names the session: its hash, both shard indexes, its user's index, its pair."""
-    sid, client = record.session_id, store._client
-    shard = store._shard(sid)
+    sid, client = record.session_id, store.client
+    shard = store.shard_for(sid)
     assert shard is not None
     idx, exp, _ = shard.indexes
     found = []
@@ -224,9 +224,9 @@ async def test_redis_a_create_retried_after_a_lost_reply_answers_its_own_session
 async def test_redis_the_users_index_lives_as_long_as_its_sessions(store: RedisStore) -> None:
     short = await put(store, "gus", timeout_s=60.0)
     long = await put(store, "gus", timeout_s=3600.0)
-    client = store._client
-    shard = store._shard(long.session_id)
-    assert shard is not None and shard is store._shard(short.session_id)
+    client = store.client
+    shard = store.shard_for(long.session_id)
+    assert shard is not None and shard is store.shard_for(short.session_id)
     user_ttl = await client.pttl(f"{shard.prefix}u:gus")
     assert user_ttl >= await client.pttl(shard.key(long.session_id)) > 0
 
@@ -340,13 +340,13 @@ async def test_redis_a_lost_lease_is_not_renewed_over_its_new_holder(redis_url: 
     try:
         token = await first.acquire_lease(30.0, 7)
         assert token is not None and await first.renew_lease(token, 30.0)
-        lease = first._shards[7].lease
-        await first._client.delete(lease)
+        lease = first.shards[7].lease
+        await first.client.delete(lease)
         taken = await second.acquire_lease(2.0, 7)
         assert taken is not None
         assert not await first.renew_lease(token, 30.0)
-        assert 0 < await first._client.pttl(lease) <= 2000
-        assert await second.renew_lease(taken, 3.0) and await first._client.pttl(lease) > 2000
+        assert 0 < await first.client.pttl(lease) <= 2000
+        assert await second.renew_lease(taken, 3.0) and await first.client.pttl(lease) > 2000
     finally:
         await first.close()
         await second.close()
@@ -357,14 +357,14 @@ async def test_redis_a_lost_lease_is_not_released_from_its_new_holder(redis_url:
     try:
         token = await first.acquire_lease(30.0, 7)
         assert token is not None
-        lease = first._shards[7].lease
-        await first._client.delete(lease)
+        lease = first.shards[7].lease
+        await first.client.delete(lease)
         taken = await second.acquire_lease(30.0, 7)
         assert taken is not None
         await first.release_lease(token)
-        assert await first._client.get(lease) == taken.encode()
+        assert await first.client.get(lease) == taken.encode()
         await second.release_lease(taken)
-        assert await first._client.exists(lease) == 0
+        assert await first.client.exists(lease) == 0
     finally:
         await first.close()
         await second.close()

@@ -194,6 +194,6 @@ async def test_a_failed_scheduled_run_releases_its_lease(redis_url: str, clock: 
     clock.advance(minutes=31)
     with pytest.raises(SessionCleanupException):
         await manager.run_cleanup(trigger="scheduled", leased=True)
-    assert await store._client.keys("faultmaven:*lease") == []  # the next replica need not wait for a TTL
+    assert await store.client.keys("faultmaven:*lease") == []  # the next replica need not wait for a TTL
     assert await manager.run_cleanup(trigger="scheduled", leased=True) == 20 - store.first_removed
     await manager.close()

@@ -176,9 +176,9 @@ async def test_a_session_stored_without_a_version_reads_as_version_1(any_redis_u
     manager = SessionManager(store, settings=Settings(cleanup_enabled=False), clock=clock)
     try:
         sid = (await manager.create_session("alice", {"a": 1})).session_id
-        shard = store._shard(sid)
+        shard = store.shard_for(sid)
         assert shard is not None
-        assert await store._client.hdel(shard.key(sid), "version") == 1  # as an older release stored it
+        assert await store.client.hdel(shard.key(sid), "version") == 1  # as an older release stored it
         assert (await manager.get_session(sid)).version == 1  # type: ignore[union-attr]
         with pytest.raises(SessionVersionConflict):
             await manager.update_session(sid, {"a": 2}, if_version=2)

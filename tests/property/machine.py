@@ -88,15 +88,15 @@ class PeekableRedisStore(RedisStore):
     """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
 
     async def user_index(self, user: str) -> list[str]:
-        key = f"{self._owner_shard(user).prefix}u:{user}"
-        return [sid.decode() for sid in await self._client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
+        key = f"{self.owner_shard(user).prefix}u:{user}"
+        return [sid.decode() for sid in await self.client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
-        shard = self._shard(session_id)
+        shard = self.shard_for(session_id)
         if shard is None:
             return None
         fields = ["active", "data", "version"]
-        active, data, version = await self._client.hmget(shard.key(session_id), fields)  # type: ignore[misc]
+        active, data, version = await self.client.hmget(shard.key(session_id), fields)  # type: ignore[misc]
         return None if active is None else (float(active), json.loads(data), int(version or 1))
 
 

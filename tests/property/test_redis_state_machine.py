@@ -38,7 +38,7 @@ class _RedisScriptVariant(machine.PeekableRedisStore):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._scripts["touch"] = self._client.register_script(self.broken_touch)
+        self.scripts.register("touch", self.broken_touch)
 
 
 _TOUCH = SCRIPTS["touch"]

@@ -11,9 +11,15 @@ local FIELDS = {'user', 'client', 'type', 'created', 'active', 'timeout', 'abs',
 -- The place of each field in FIELDS (and in an HMGET of FIELDS).
 local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST, VERSION = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
--- The session's exact deadline: its idle timeout past its last activity, capped by its absolute deadline.
+-- The exact deadline of a session last active at `active` (numbers): its idle timeout past that, capped
+-- by its absolute deadline. Expired from the deadline on (now >= deadline).
+local function deadline_at(active, timeout, abs)
+  return math.min(active + timeout, abs)
+end
+
+-- The session's exact deadline, from its fields.
 local function deadline(fields)
-  return math.min(tonumber(fields[ACTIVE]) + tonumber(fields[TIMEOUT]), tonumber(fields[ABS]))
+  return deadline_at(tonumber(fields[ACTIVE]), tonumber(fields[TIMEOUT]), tonumber(fields[ABS]))
 end
 
 -- The hash's native TTL (ms), a safety net for sessions no cleanup reaches: 60 s past the earlier of
@@ -33,11 +39,18 @@ local function owned_by(fields, user)
   return user == '' or owner == '' or owner == user
 end
 
--- The session's fields if its hash is stored, its deadline is still ahead at `now` and `user` may act
--- on it; else nil. One HMGET.
-local function live_session(key, now, user)
+-- The session's fields (in FIELDS order) if its hash is stored, live or not; else nil. One HMGET.
+local function stored_session(key)
   local fields = redis.call('HMGET', key, unpack(FIELDS))
   if not fields[ACTIVE] then return nil end
+  return fields
+end
+
+-- The session's fields if its hash is stored, its deadline is still ahead at `now` and `user` may act
+-- on it; else nil: the check every script that acts on a live session starts with.
+local function live_session(key, now, user)
+  local fields = stored_session(key)
+  if not fields then return nil end
   if now >= deadline(fields) then return nil end
   if not owned_by(fields, user) then return nil end
   return fields
@@ -95,8 +108,8 @@ local function user_sessions(prefix, user)
   local uk = user_key(prefix, user)
   local out = {}
   for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
-    local fields = redis.call('HMGET', prefix .. 's:' .. id, unpack(FIELDS))
-    if fields[ACTIVE] then out[#out + 1] = {id, fields} else redis.call('ZREM', uk, id) end
+    local fields = stored_session(prefix .. 's:' .. id)
+    if fields then out[#out + 1] = {id, fields} else redis.call('ZREM', uk, id) end
   end
   return out
 end
@@ -105,7 +118,8 @@ end
 local function live_user_sessions(prefix, user, now)
   local live = {}
   for _, s in ipairs(user_sessions(prefix, user)) do
-    if now < deadline(s[2]) then live[#live + 1] = s end
+    local _, fields = unpack(s)
+    if now < deadline(fields) then live[#live + 1] = s end
   end
   return live
 end

@@ -27,8 +27,9 @@
 -- answers {{id}, {}} again.
 
 local id, prefix, now_text, user, client = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local absolute_text, cost_text = ARGV[10], ARGV[13]
-local max_per_user = tonumber(ARGV[14])
+local kind, created_text, active_text, timeout_text = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local absolute_text, data, meta, cost_text = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local max_per_user, version_text = tonumber(ARGV[14]), ARGV[15]
 local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(now_text)
 
@@ -47,7 +48,7 @@ if client ~= '' then
 end
 if redis.call('EXISTS', key) == 1 then
   local owner, created = unpack(redis.call('HMGET', key, 'user', 'created'))
-  if owner == user and created == ARGV[7] then return {{id}, {}} end
+  if owner == user and created == created_text then return {{id}, {}} end
   return false
 end
 
@@ -55,14 +56,17 @@ local ended = {}
 if user ~= '' and max_per_user > 0 then
   local live = live_user_sessions(prefix, user, now)
   for i = 1, #live - max_per_user + 1 do
-    local old_id, old_fields = live[i][1], live[i][2]
+    local old_id, old_fields = unpack(live[i])
     remove(prefix, idx, exp, stats, old_id, old_fields)
     ended[#ended + 1] = ending(old_id, old_fields, 'user_limit')
   end
 end
 
-local fields = {user, client, ARGV[6], ARGV[7], ARGV[8], ARGV[9], absolute_text, ARGV[11], ARGV[12], cost_text,
-  ARGV[15]}
+local fields = {
+  [USER] = user, [CLIENT] = client, [TYPE] = kind, [CREATED] = created_text, [ACTIVE] = active_text,
+  [TIMEOUT] = timeout_text, [ABS] = absolute_text, [DATA] = data, [META] = meta, [COST] = cost_text,
+  [VERSION] = version_text,
+}
 local field_pairs = {}
 for i = 1, #FIELDS do field_pairs[2 * i - 1], field_pairs[2 * i] = FIELDS[i], fields[i] end
 redis.call('HSET', key, unpack(field_pairs))  -- every field in one command

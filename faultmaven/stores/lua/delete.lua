@@ -13,8 +13,8 @@
 local id, prefix, user = ARGV[1], ARGV[2], ARGV[3]
 local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
-local fields = redis.call('HMGET', key, unpack(FIELDS))
-if not fields[ACTIVE] then
+local fields = stored_session(key)  -- expired or not: a delete removes it whatever its state
+if not fields then
   redis.call('ZREM', idx, id)
   redis.call('ZREM', exp, id)
   return false

@@ -4,5 +4,7 @@
 -- ARGV[1] the holder's token
 -- Returns 1 if the lease was released, 0 if the token no longer held it.
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local lease, token = KEYS[1], ARGV[1]
+
+if redis.call('GET', lease) == token then return redis.call('DEL', lease) end
 return 0

@@ -43,7 +43,7 @@ local function sweep(index, upto, by_idle)
           removed = removed + 1
         else
           local active = tonumber(active_text)
-          local expired = now >= math.min(active + tonumber(timeout), tonumber(abs))
+          local expired = now >= deadline_at(active, tonumber(timeout), tonumber(abs))
           if not expired and not (by_idle and now - active >= max_idle) then
             return  -- the re-check: in use again, and everything after it in this index too
           end

@@ -5,5 +5,7 @@
 -- ARGV[2] the new TTL (ms)
 -- Returns 1 if the lease was extended, 0 if the token no longer holds it.
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local lease, token, ttl_ms = KEYS[1], ARGV[1], ARGV[2]
+
+if redis.call('GET', lease) == token then return redis.call('PEXPIRE', lease, ttl_ms) end
 return 0

@@ -15,7 +15,7 @@ local now = tonumber(ARGV[2])
 
 local ended = {}
 for _, s in ipairs(user_sessions(prefix, user)) do
-  local id, fields = s[1], s[2]
+  local id, fields = unpack(s)
   remove(prefix, idx, exp, stats, id, fields)
   ended[#ended + 1] = ending(id, fields, now < deadline(fields) and 'revoked' or 'expired')
 end

@@ -1,0 +1,70 @@
+"""Where the Redis store keeps things: the keys of each shard, and the client that reaches them.
+
+Every key of a shard carries the shard's hash tag, `<prefix>{<tag>}`, so that one script touches one hash
+slot (Redis Cluster) and the shards spread evenly over a cluster's masters (see shards.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from faultmaven.config.config import cluster_nodes
+from faultmaven.stores.shards import shard_tags
+from faultmaven.stores.sizing import pair_key
+
+POOL_SIZE = 128  # connections to one node, per process
+CLUSTER_MAX_CONNECTIONS = 1024  # per node, per process
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """The keys of one shard: every one carries the shard's hash tag."""
+
+    prefix: str  # "<prefix>{<tag>}": what the scripts build the shard's other keys from
+
+    def key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{session_id}"
+
+    @property
+    def indexes(self) -> list[str]:
+        """The activity index, the deadline index and the stats hash: the KEYS every session script names."""
+        return [self.prefix + "idx", self.prefix + "exp", self.prefix + "stats"]
+
+    @property
+    def lease(self) -> str:
+        return self.prefix + "lease"
+
+    def pair(self, user_id: str | None, client_id: str) -> str:
+        """The key naming the session a (user, client) pair resumes, as the scripts build it."""
+        return f"{self.prefix}c:{pair_key(user_id, client_id)}"
+
+
+def shards_under(prefix: str) -> tuple[Shard, ...]:
+    """Every shard's keys under a key prefix, in shard order."""
+    if "{" in prefix or "}" in prefix:
+        raise ValueError("the key prefix must not contain a hash tag: the store adds one per shard")
+    return tuple(Shard(f"{prefix}{{{tag}}}") for tag in shard_tags())
+
+
+def connect(url: str) -> aioredis.Redis | RedisCluster:
+    """A client for redis://... (one node) or redis+cluster://[user:password@]host:port[,host:port...]."""
+    options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    if not url.startswith("redis+cluster://"):
+        # A burst beyond the pool waits (up to 5 s) for a free connection instead of failing at once, as
+        # redis-py's default pool does past 100 connections.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5, **options)
+        return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+    parts = urlsplit(url)
+    nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    # redis-py's cluster client fails a call (MaxConnectionsError) rather than wait once a node has
+    # max_connections in use (32 by default): a burst of concurrent requests must not fail so.
+    return RedisCluster(startup_nodes=nodes, max_connections=CLUSTER_MAX_CONNECTIONS, **options)

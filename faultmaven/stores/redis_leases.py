@@ -1,0 +1,45 @@
+"""The Redis store's cleanup leases: one per shard (SET NX PX with a random token, renewed and released
+only by its holder), so replicas clean different shards at the same time."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from faultmaven.exceptions import SessionStoreException
+from faultmaven.stores.redis_keys import Shard
+from faultmaven.stores.redis_scripts import ScriptRunner
+
+
+class Leases:
+    """The shard leases this process holds, by token."""
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, shards: Sequence[Shard], scripts: ScriptRunner) -> None:
+        self._client = client
+        self._shards = shards
+        self._scripts = scripts
+        self._held: dict[str, Shard] = {}  # token -> the shard it holds
+
+    async def acquire(self, ttl_s: float, part: int = 0) -> str | None:
+        token, shard = secrets.token_hex(16), self._shards[part]
+        try:
+            taken = await self._client.set(shard.lease, token, nx=True, px=int(ttl_s * 1000))
+        except RedisError as exc:
+            raise SessionStoreException(f"redis lease failed: {type(exc).__name__}: {exc}") from exc
+        if not taken:
+            return None
+        self._held[token] = shard
+        return token
+
+    async def renew(self, token: str, ttl_s: float) -> bool:
+        shard = self._held.get(token)
+        return shard is not None and bool(await self._scripts.run("renew", [shard.lease], [token, int(ttl_s * 1000)]))
+
+    async def release(self, token: str) -> None:
+        shard = self._held.pop(token, None)
+        if shard is not None:
+            await self._scripts.run("release", [shard.lease], [token])

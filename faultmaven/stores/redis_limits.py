@@ -1,0 +1,184 @@
+"""The Redis store's memory limits under policy "reject": which creates it refuses, from what it last read.
+
+A create is refused (SessionStoreFullError) while the master that would hold it is within the reserve of
+its maxmemory (redis_memory.py says why), or while the stored session bytes reach SESSION_MAX_MEMORY_MB
+when that is set. The verdict reads snapshots: each master's INFO memory and which master holds each
+shard, plus the bytes this process created on each master since (the pending bytes), so a create far
+from the limit costs no round trip. At the limit, a create that would resume its pair's live session
+still does: that only records activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.session import SessionRecord
+from faultmaven.stores.redis_keys import Shard
+from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
+from faultmaven.stores.redis_stats import StatsSnapshot
+
+log = logging.getLogger("faultmaven.sessions")
+
+Touch = Callable[[str, float, str | None], Awaitable[SessionRecord | None]]
+
+
+class MemoryLimits:
+    """The refusal of creates that do not fit, and the INFO memory snapshot behind it."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        shards: Sequence[Shard],
+        stats: StatsSnapshot,
+        *,
+        policy: str,
+        reserve: float,
+        max_bytes: int | None,
+    ) -> None:
+        """`policy` "reject" refuses as the module says; "evict" leaves the limits to Redis."""
+        self._client = client
+        self._shards = shards
+        self._stats = stats
+        self.policy = policy
+        self.reserve = reserve
+        self.max_bytes = max_bytes
+        # Each master's INFO memory, the master of each shard, and bytes created since the last reading.
+        self._masters: dict[str, MasterMemory] = {}
+        self._shard_master: list[str] = []
+        self._pending: dict[str, int] = {}
+        self._memory_at = 0.0
+        self._memory_refresh: asyncio.Task[None] | None = None
+        self._warned_policies: set[str] = set()
+        self._info_warned = False
+        self._refusing: set[str] = set()  # masters that refused a create since the last reading
+
+    def _master_of(self, shard: int) -> str:
+        return self._shard_master[shard] if shard < len(self._shard_master) else ""
+
+    def refusal(self, shard: int, incoming: int) -> str | None:
+        """Why a create of `incoming` bytes in `shard` must be refused now, from the snapshots; None: room."""
+        stored = self._stats.stored_bytes
+        over = stored is not None and stored + sum(self._pending.values()) + incoming > (self.max_bytes or 0)
+        if self.max_bytes is not None and over:
+            return "SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)"
+        name = self._master_of(shard)
+        master = self._masters.get(name)
+        if master is not None and master.full(self.reserve, self._pending.get(name, 0) + incoming):
+            return "redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory"
+        return None
+
+    def created(self, shard: int, cost: int) -> None:
+        """A create of `cost` bytes in `shard` went through: counted until the next reading."""
+        master = self._master_of(shard)
+        self._pending[master] = self._pending.get(master, 0) + cost
+
+    def _read(self, now: float) -> Coroutine[Any, Any, None]:
+        # With SESSION_MAX_MEMORY_MB the stored bytes are read too (the pending bytes restart at 0).
+        return self.refresh_quietly() if self.max_bytes is None else self._stats.refresh_quietly(now)
+
+    def _schedule_refresh(self, shard: int, now: float) -> None:
+        """Keep the memory snapshot fresh from the create path without waiting for it: at most once a
+        MAX_AGE_S, or once a NEAR_MAX_AGE_S while the shard's master is near or in its reserve."""
+        name = self._master_of(shard)
+        master = self._masters.get(name)
+        near = master is not None and master.near(self.reserve, self._pending.get(name, 0))
+        if time.monotonic() - self._memory_at < (NEAR_MAX_AGE_S if near else MAX_AGE_S):
+            return
+        if self._memory_refresh is None or self._memory_refresh.done():
+            self._memory_refresh = asyncio.get_running_loop().create_task(self._read(now))
+
+    async def check_room(self, shard: int, incoming: int, now: float) -> None:
+        """Refuse a create that does not fit (policy reject): one INFO round trip the first time only."""
+        if self.policy != "reject":
+            return
+        if self._memory_at == 0.0:
+            await self._read(now)
+        self._schedule_refresh(shard, now)
+        reason = self.refusal(shard, incoming)
+        if reason is not None:
+            self._refusing.add(self._master_of(shard))
+            raise SessionStoreFullError(reason)
+
+    async def admit(
+        self, shard: int, record: SessionRecord, cost: int, now: float, touch: Touch
+    ) -> SessionRecord | None:
+        """None if the create of `record` may go on; the pair's live session if there is no room but it
+        resumes one (`touch` records the activity); else SessionStoreFullError."""
+        try:
+            await self.check_room(shard, cost, now)
+        except SessionStoreFullError:
+            resumed = await self._resume_only(self._shards[shard], record, now, touch)
+            if resumed is None:
+                raise
+            return resumed
+        return None
+
+    async def _resume_only(self, shard: Shard, record: SessionRecord, now: float, touch: Touch) -> SessionRecord | None:
+        """At the limit a create that would resume its (user, client) pair's live session still does: it
+        only records activity. None if nothing to resume."""
+        if record.client_id is None:
+            return None
+        try:
+            existing = await self._client.get(shard.pair(record.user_id, record.client_id))
+        except RedisError as exc:
+            raise SessionStoreException(f"redis create failed: {type(exc).__name__}: {exc}") from exc
+        if existing is None:
+            return None
+        sid = existing.decode() if isinstance(existing, bytes) else str(existing)
+        resumed = await touch(sid, now, record.user_id)
+        return None if resumed is None or resumed.user_id != record.user_id else resumed
+
+    async def _read_info(self) -> tuple[dict[str, MasterMemory], list[str]]:
+        """Every master's INFO memory, and the master of each shard ("" on one node)."""
+        try:
+            if isinstance(self._client, RedisCluster):
+                replies = await self._client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                masters = {name: MasterMemory.from_info(info) for name, info in replies.items()}
+                nodes = [self._client.get_node_from_key(shard.prefix) for shard in self._shards]
+                return masters, ["" if node is None else node.name for node in nodes]
+            return {"": MasterMemory.from_info(await self._client.info("memory"))}, [""] * len(self._shards)
+        except RedisError as exc:
+            raise SessionStoreException(f"redis INFO memory failed: {type(exc).__name__}: {exc}") from exc
+
+    async def refresh(self) -> None:
+        """Read used_memory, maxmemory and maxmemory_policy of every master (INFO memory) and which master
+        holds each shard; warn once per policy that can evict sessions behind the service's back."""
+        masters, owners = await self._read_info()
+        self._masters, self._shard_master, self._pending, self._refusing = masters, owners, {}, set()
+        self._memory_at = time.monotonic()
+        for policy in {m.policy for m in masters.values()} - {SAFE_POLICY, ""} - self._warned_policies:
+            self._warned_policies.add(policy)
+            log.warning(
+                "Redis maxmemory_policy can evict sessions with no session-end event",
+                extra={"maxmemory_policy": policy, "expected": SAFE_POLICY},
+            )
+
+    async def refresh_quietly(self) -> None:
+        """A failed INFO (not allowed by an ACL, node down) keeps the last snapshot; creates go on."""
+        try:
+            await self.refresh()
+        except SessionStoreException as exc:
+            self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
+            if not self._info_warned:
+                self._info_warned = True
+                log.warning(
+                    "Redis INFO memory failed: creates are not refused before Redis' own maxmemory",
+                    extra={"error_type": type(exc.__cause__).__name__},
+                )
+
+    def reasons(self) -> list[str]:
+        """The /health reasons from the last INFO memory of each master."""
+        return memory_reasons(self._masters, self.reserve, self._pending, self._refusing)
+
+    def close(self) -> None:
+        if self._memory_refresh is not None:
+            self._memory_refresh.cancel()

@@ -1,0 +1,41 @@
+"""How the Redis scripts' replies read as sessions and endings, and how a user travels to them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from faultmaven.session import SessionRecord
+from faultmaven.stores.base import Ending
+
+
+def decode_user(raw: bytes) -> str | None:
+    return raw[2:].decode() if raw else None  # "u:" + id, or empty for no user
+
+
+def user_arg(user_id: str | None) -> str:
+    """A user as the scripts take it: "u:" + id, so that '' can mean none (or anyone)."""
+    return "" if user_id is None else "u:" + user_id
+
+
+def record_of(session_id: str, f: list[bytes]) -> SessionRecord:
+    """A session from the hash fields in the scripts' FIELDS order (lua/common.lua)."""
+    user, client, kind, created, active, timeout, absolute, data, meta, _cost, version = f
+    return SessionRecord(
+        session_id,
+        decode_user(user),
+        client.decode() or None,
+        kind.decode(),
+        float(created),
+        float(active),
+        float(timeout),
+        float(absolute),
+        bytes(data),
+        bytes(meta),
+        int(version) if version else 1,  # a hash stored before sessions had versions: version 1
+    )
+
+
+def endings_of(raw: Iterable[list[bytes]]) -> Iterable[Ending]:
+    """The endings a script returned: {id, user, client, created, active, reason} each."""
+    for sid, user, client, created, active, reason in raw:
+        yield (sid.decode(), decode_user(user), client.decode() or None, float(created), float(active), reason.decode())
