@@ -13,9 +13,9 @@ import pytest
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
-from faultmaven.stores.sizing import session_bytes
 from faultmaven.stores.redis import RedisStore
 from faultmaven.stores.shards import shard_of_id
+from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, session_record
 
 T0 = EPOCH
