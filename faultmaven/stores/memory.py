@@ -120,14 +120,14 @@ class MemoryStore:
                 break
             self._end(victim, "evicted")
 
-    def _resume(self, record: SessionRecord, now: float) -> SessionRecord | None:
-        """The live session of the record's (user, client) pair, its activity recorded; None if none."""
-        existing = self.owners.pairs.get(record.user_id, record.client_id)  # type: ignore[arg-type]
+    def _resume(self, user_id: str | None, client_id: str, now: float) -> SessionRecord | None:
+        """The live session of the (user, client) pair, its activity recorded; None if there is none."""
+        existing = self.owners.pairs.get(user_id, client_id)
         node = None if existing is None else self.index.live(existing, now, None)
-        if node is None:
+        if existing is None or node is None:
             return None
-        self._activity(existing, node, now, node[STATIC])  # type: ignore[arg-type]
-        return to_record(existing, now, node[STATIC])  # type: ignore[arg-type]
+        self._activity(existing, node, now, node[STATIC])
+        return to_record(existing, now, node[STATIC])
 
     def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
         """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
@@ -138,7 +138,7 @@ class MemoryStore:
 
     async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
-            resumed = self._resume(record, now)
+            resumed = self._resume(record.user_id, record.client_id, now)
             if resumed is not None:
                 return resumed, True
         sid = record.session_id
