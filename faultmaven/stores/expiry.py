@@ -57,7 +57,7 @@ class ExpiryIndex(ExpiryLists):
         result.exhausted = room() > 0 and not exclude
         return result
 
-    # shape: SHAPE_COMMENT
+    # shape: split into per-lane and per-session helpers it costs 1.27x per removed session (503 -> 641 ns)
     def _lanes_pass(  # noqa: C901
         self,
         deadline_heap: bool,
@@ -86,7 +86,9 @@ class ExpiryIndex(ExpiryLists):
             sid = lane.first
             # The hot loop of every cleanup, kept to the fewest steps for the common case (a session that
             # is the creation list's head, counted by no one, without user or client): literal indexes
-            # (see memory_layout.Node), the rare cases in one branch each.
+            # (see memory_layout.Node), the rare cases in one branch each. Split into a per-lane and a
+            # per-session helper (McCabe <= 10, 40 lines) it took 1.27x the time per removed session at
+            # batches of 1000, 1.12x at 50 (best of 12 over 100k expired sessions).
             while sid is not None and count < space:
                 node = nodes[sid]
                 active = node[4]
