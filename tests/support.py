@@ -12,9 +12,19 @@ from typing import Any
 import pytest
 
 from faultmaven.session import SessionRecord, new_session_id
-from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores import expiry as mem
-from faultmaven.stores import memory as memory_module
+from faultmaven.stores import (
+    BatchResult,
+    MemoryStore,
+    expiry,
+    expiry_lanes,
+    expiry_lists,
+    memory,
+    memory_budget,
+    memory_endings,
+    memory_owners,
+)
+from faultmaven.stores import memory_layout as mem
+from faultmaven.stores.sizing import pair_key
 
 EPOCH = 1_700_000_000.0
 
@@ -25,7 +35,8 @@ class StoreLines:
 
     def __init__(self) -> None:
         self.count = 0
-        self._files = {mem.__file__, memory_module.__file__}
+        modules = (expiry, expiry_lanes, expiry_lists, memory, memory_budget, memory_endings, memory_owners, mem)
+        self._files = {module.__file__ for module in modules}
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
         if frame.f_code.co_filename in self._files:
@@ -93,8 +104,8 @@ class FakeClock:
 def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> list[str]:
     """Every stored session a cleanup would remove now, by a full scan (the store itself never scans)."""
     due = []
-    for sid in store._index:
-        record = store._record(sid)
+    for sid, _ in store.index.items():
+        record = store.record(sid)
         assert record is not None
         if now >= record.expires_at or (max_idle_s is not None and now - record.last_activity >= max_idle_s):
             due.append((record.expires_at, sid))
@@ -104,48 +115,59 @@ def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> 
 def _walk(store: MemoryStore, first: str | None, prev_pos: int, next_pos: int) -> list[str]:
     ids, prev, sid = [], None, first
     while sid is not None:
-        assert sid in store._index, "a list links to a session that is not stored"
-        node = store._index[sid]
+        node = store.index.get(sid)
+        assert node is not None, "a list links to a session that is not stored"
         assert node[prev_pos] == prev, "a back link disagrees with the forward link"
         ids.append(sid)
         prev, sid = sid, node[next_pos]
     return ids
 
 
-def assert_store_consistent(store: MemoryStore) -> None:
-    """The lanes, the creation list, the index, the resume pairs, the byte and expired counts agree."""
-    created = _walk(store, store._cfirst, mem.CPREV, mem.CNEXT)
-    assert created[-1:] == ([store._clast] if store._clast else [])
-    assert sorted(created) == sorted(store._index), "the creation list and the index disagree"
-    in_lanes: list[str] = []
-    for timeout, lane in store._lanes.items():
-        ids = _walk(store, lane.first, mem.LPREV, mem.LNEXT)
-        assert ids and ids[-1] == lane.last, "an empty lane was kept, or its tail is wrong"
-        actives = [store._index[sid][mem.ACTIVE] for sid in ids]
-        assert actives == sorted(actives), "a lane is out of activity order"
-        assert all(store._index[sid][mem.STATIC][mem.TIMEOUT] == timeout for sid in ids)
-        assert lane.frontier is None or lane.frontier in ids
-        in_lanes += ids
-    assert sorted(in_lanes) == sorted(store._index), "a session is in no lane or in two"
+def _assert_users_consistent(store: MemoryStore) -> None:
+    users, nodes = store.owners.users, dict(store.index.items())
     in_users: list[str] = []
-    for user, users in store._users.items():
-        ids, prev, sid = [], None, users.first
+    for user, first, last in users.ends():
+        ids, prev, sid = [], None, first
         while sid is not None:
-            assert sid in store._ulinks and store._ulinks[sid][0] == prev, "a user's list links are wrong"
+            links = users.links(sid)
+            assert links is not None and links[0] == prev, "a user's list links are wrong"
             ids.append(sid)
-            prev, sid = sid, store._ulinks[sid][1]
-        assert ids and ids[-1] == users.last, "a user's list is wrong"
-        assert all(sid in store._index for sid in ids), "a user's list holds a session that is gone"
-        assert all(store._index[sid][mem.STATIC][mem.USER] == user for sid in ids)
+            prev, sid = sid, links[1]
+        assert ids and ids[-1] == last, "a user's list is wrong"
+        assert all(sid in nodes for sid in ids), "a user's list holds a session that is gone"
+        assert all(nodes[sid][mem.STATIC][mem.USER] == user for sid in ids)
         in_users += ids
-    with_user = [sid for sid, node in store._index.items() if node[mem.STATIC][mem.USER] is not None]
+    with_user = [sid for sid, node in nodes.items() if node[mem.STATIC][mem.USER] is not None]
     assert sorted(in_users) == sorted(with_user), "a user's session is missing from their list, or listed twice"
-    assert sorted(store._ulinks) == sorted(with_user), "user links kept for a session that is gone"
-    assert store._bytes == sum(node[mem.STATIC][mem.COST] for node in store._index.values())
-    assert store._expired == sum(node[mem.MARK] == store._mark for node in store._index.values())
-    for key, sid in store._pairs.items():
-        static = store._index[sid][mem.STATIC]
-        assert static[mem.CLIENT] is not None and mem.pair_key(static[mem.USER], static[mem.CLIENT]) == key
+    assert sorted(users.linked()) == sorted(with_user), "user links kept for a session that is gone"
+    for key, sid in store.owners.pairs.items():
+        static = nodes[sid][mem.STATIC]
+        assert static[mem.CLIENT] is not None and pair_key(static[mem.USER], static[mem.CLIENT]) == key
+
+
+def assert_store_consistent(store: MemoryStore) -> None:
+    """The lanes, the creation list, the index, the user lists, the resume pairs, the byte and expired
+    counts agree."""
+    index, nodes = store.index, dict(store.index.items())
+    first, last, cfrontier = index.creation()
+    created = _walk(store, first, mem.CPREV, mem.CNEXT)
+    assert created[-1:] == ([last] if last else [])
+    assert sorted(created) == sorted(nodes), "the creation list and the index disagree"
+    assert cfrontier is None or cfrontier in created
+    in_lanes: list[str] = []
+    for timeout, lfirst, llast, frontier in index.lanes():
+        ids = _walk(store, lfirst, mem.LPREV, mem.LNEXT)
+        assert ids and ids[-1] == llast, "an empty lane was kept, or its tail is wrong"
+        actives = [nodes[sid][mem.ACTIVE] for sid in ids]
+        assert actives == sorted(actives), "a lane is out of activity order"
+        assert all(nodes[sid][mem.STATIC][mem.TIMEOUT] == timeout for sid in ids)
+        assert frontier is None or frontier in ids
+        in_lanes += ids
+    assert sorted(in_lanes) == sorted(nodes), "a session is in no lane or in two"
+    _assert_users_consistent(store)
+    expired, mark = index.counted()
+    assert index.bytes == sum(node[mem.STATIC][mem.COST] for node in nodes.values())
+    assert expired == sum(node[mem.MARK] == mark for node in nodes.values())
 
 
 class HookedStore(MemoryStore):
@@ -179,7 +201,7 @@ class PoisonStore(MemoryStore):
     ) -> BatchResult:
         skip = set(exclude) | self.poison
         result = await super().remove_idle(now, max_idle_s, limit, skip, part)
-        stored = [r for r in map(self._record, self.poison - set(exclude)) if r is not None]
+        stored = [r for r in map(self.record, self.poison - set(exclude)) if r is not None]
         due = set(due_ids(self, now, max_idle_s))
         result.failed = [r.session_id for r in stored if r.session_id in due]
         return result

@@ -1,27 +1,28 @@
 """The embedded in-memory store: one process, every operation O(1), cleanup O(expired + timeouts in use).
 
-The sessions live in `ExpiryLists` (faultmaven/stores/expiry.py: lanes per timeout, a creation list,
-heaps over the lanes, no per-session object the garbage collector tracks); this module adds the
-SessionStore calls, resume by client id and the memory budget. Nothing here awaits, so each call is
-atomic on the event loop: the expiry re-check and the removal of a session can never be split by a
-concurrent touch.
+The store composes what it keeps, each part owning its own state:
+- ExpiryIndex (expiry.py): the sessions, their lanes per timeout, the creation list, the heaps over the
+  lanes, the expired count and the byte total; no per-session object the garbage collector tracks;
+- SessionOwners (memory_owners.py): each user's sessions and the resume pairs (user, client) -> session;
+- MemoryBudget (memory_budget.py): SESSION_MAX_MEMORY_MB and its policy;
+- EndingsLog (memory_endings.py): what ended since the endings were last taken.
+Nothing here awaits, so each call is atomic on the event loop: the expiry re-check and the removal of a
+session can never be split by a concurrent touch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
+from typing import ClassVar
 
-from faultmaven.exceptions import (
-    SessionDataTooLargeError,
-    SessionOverMemoryBudgetError,
-    SessionStoreException,
-    SessionStoreFullError,
-    SessionVersionConflict,
-)
+from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException, SessionVersionConflict
 from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
-from faultmaven.stores.base import BatchResult, StoreStats
-from faultmaven.stores.expiry import (
+from faultmaven.stores.base import BatchResult, Endings, StoreStats
+from faultmaven.stores.expiry import ExpiryIndex
+from faultmaven.stores.memory_budget import MemoryBudget
+from faultmaven.stores.memory_endings import EndingsLog
+from faultmaven.stores.memory_layout import (
     ACTIVE,
     BLOB,
     CLIENT,
@@ -30,18 +31,19 @@ from faultmaven.stores.expiry import (
     STATIC,
     USER,
     VERSION,
-    ExpiryLists,
+    Node,
     Static,
-    _to_record,
+    to_record,
 )
-from faultmaven.stores.sizing import pair_key, session_bytes
+from faultmaven.stores.memory_owners import SessionOwners
+from faultmaven.stores.sizing import session_bytes
 
 __all__ = ["MemoryStore", "session_bytes"]
 
 _EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 
 
-class MemoryStore(ExpiryLists):
+class MemoryStore:
     """In-process session store.
 
     With `max_bytes`, a write that would take the estimate over the budget first removes expired sessions;
@@ -50,73 +52,109 @@ class MemoryStore(ExpiryLists):
     live sessions until it fits. A single session larger than the whole budget is refused either way.
     """
 
+    index_type: ClassVar[type[ExpiryIndex]] = ExpiryIndex  # the parts' classes: fault-injecting tests
+    owners_type: ClassVar[type[SessionOwners]] = SessionOwners  # subclass them
+
     def __init__(self, max_bytes: int | None = None, policy: str = "reject") -> None:
-        super().__init__()
-        if policy not in ("reject", "evict"):
-            raise ValueError("policy must be 'reject' or 'evict'")
-        self.max_bytes = max_bytes
-        self.policy = policy
+        self.budget = MemoryBudget(max_bytes, policy)
+        self.index = self.index_type()
+        self.owners = self.owners_type()
+        self.log = EndingsLog()
 
-    # -- memory budget ----------------------------------------------------------------------------
+    @property
+    def max_bytes(self) -> int | None:
+        return self.budget.max_bytes
 
-    def _check_budget(self, cost: int) -> None:
-        if self.max_bytes is not None and cost > self.max_bytes:
-            raise SessionOverMemoryBudgetError(cost, self.max_bytes)
+    @property
+    def policy(self) -> str:
+        return self.budget.policy
 
-    def _evict_for(self, incoming: int, now: float, keep: str | None = None, freed_later: int = 0) -> None:
+    @property
+    def detailed_endings(self) -> bool:
+        """While True (someone listens), each ending is kept whole, not only counted."""
+        return self.log.detailed
+
+    @detailed_endings.setter
+    def detailed_endings(self, value: bool) -> None:
+        self.log.detailed = value
+
+    def take_endings(self) -> Endings:
+        return self.log.take()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def record(self, session_id: str) -> SessionRecord | None:
+        """The stored session, expired or not, without recording activity (what tests peek with)."""
+        return self.index.record(session_id)
+
+    # -- parts working together ---------------------------------------------------------------------
+
+    def _end(self, sid: str, reason: str) -> None:
+        """Remove one session from every part, and log its ending."""
+        node = self.index.unlink(sid)
+        self.owners.forget(sid, node[STATIC])
+        self.log.end(sid, node, reason)
+
+    def _activity(self, sid: str, node: Node, now: float, static: Static) -> None:
+        """Activity at `now` (with new data: `static` of its new cost), in the index and the user's list."""
+        self.index.update(sid, node, now, static)
+        if static[USER] is not None:
+            self.owners.users.move_to_tail(sid, static[USER])
+
+    def _remove_due(self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str]) -> BatchResult:
+        return self.index.remove_due(now, max_idle_s, limit, exclude, self.log, self.owners)
+
+    def _make_room(self, incoming: int, now: float, keep: str | None = None, freed_later: int = 0) -> None:
         """Make room for `incoming` more bytes: expired sessions first (a normal cleanup batch), then, under
         "evict", the least recently active (never the session `keep`). Under "reject", refuse if it still
         does not fit once `freed_later` bytes (sessions the caller is about to end) are gone."""
-        if self.max_bytes is None or self._bytes + incoming <= self.max_bytes:
-            return
-        while self._bytes + incoming > self.max_bytes:  # `keep` was just touched: never expired here
+        budget, index = self.budget, self.index
+        while budget.over(index.bytes, incoming):  # `keep` was just touched: never expired here
             if not self._remove_due(now, None, _EVICT_BATCH, frozenset()).removed:
                 break
-        if self.policy == "reject":
-            if self._bytes - freed_later + incoming > self.max_bytes:
-                raise SessionStoreFullError("SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)")
-            return
-        while self._bytes + incoming > self.max_bytes:
-            victim = self._least_recently_active(keep)
+        budget.refuse_if_over(index.bytes - freed_later, incoming)
+        while budget.evicts and budget.over(index.bytes, incoming):
+            victim = index.least_recently_active(keep)
             if victim is None:
                 break
-            self._unlink(victim, "evicted")
+            self._end(victim, "evicted")
 
-    def _least_recently_active(self, keep: str | None) -> str | None:
-        best: tuple[float, str] | None = None
-        for lane in self._lanes.values():  # O(timeouts in use), and only when the budget is full
-            sid = lane.first
-            if sid is None or sid == keep:  # `keep` was just moved to its lane's tail: it heads it only alone
-                continue
-            active = self._index[sid][ACTIVE]
-            if best is None or active < best[0]:
-                best = (active, sid)
-        return None if best is None else best[1]
+    def _resume(self, user_id: str | None, client_id: str, now: float) -> SessionRecord | None:
+        """The live session of the (user, client) pair, its activity recorded; None if there is none."""
+        existing = self.owners.pairs.get(user_id, client_id)
+        node = None if existing is None else self.index.live(existing, now, None)
+        if existing is None or node is None:
+            return None
+        self._activity(existing, node, now, node[STATIC])
+        return to_record(existing, now, node[STATIC])
+
+    def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
+        """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
+        live = [sid for sid in self.owners.users.ids(user_id) if self.index.live(sid, now, None) is not None]
+        return live[max_per_user - 1 :]
 
     # -- SessionStore ------------------------------------------------------------------------------
 
     async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
-            key = pair_key(record.user_id, record.client_id)
-            existing = self._pairs.get(key)
-            if existing is not None:
-                node = self._live(existing, now, None)
-                if node is not None:
-                    self._move_to_tail(existing, node, now, node[STATIC])
-                    return _to_record(existing, now, node[STATIC]), True
+            resumed = self._resume(record.user_id, record.client_id, now)
+            if resumed is not None:
+                return resumed, True
         sid = record.session_id
-        if sid in self._index:
+        if sid in self.index:
             raise SessionStoreException("session id already stored")
         cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
-        self._check_budget(cost)
+        self.budget.check(cost)
         over: list[str] = []
         if record.user_id is not None and max_per_user:
             over = self._over_user_limit(record.user_id, now, max_per_user)
-        if self.policy == "reject":  # refused before anything changes: the user keeps every session
-            self._evict_for(cost, now, freed_later=sum(self._index[old][STATIC][COST] for old in over))
+        if not self.budget.evicts:  # refused before anything changes: the user keeps every session
+            freed = sum(node[STATIC][COST] for node in map(self.index.get, over) if node is not None)
+            self._make_room(cost, now, freed_later=freed)
         for old in reversed(over):
-            self._unlink(old, "user_limit")
-        self._evict_for(cost, now)
+            self._end(old, "user_limit")
+        self._make_room(cost, now)
         static: Static = (
             record.user_id,
             record.client_id,
@@ -129,18 +167,20 @@ class MemoryStore(ExpiryLists):
             cost,
             record.version,
         )
-        self._append(sid, record.last_activity, static)
-        self._bytes += cost
-        if record.client_id is not None:
-            self._pairs[pair_key(record.user_id, record.client_id)] = sid
+        self.index.append(sid, record.last_activity, static)
+        self.owners.add(sid, static)
         return record, False
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
-        node = self._live(session_id, now, user_id)
+        index = self.index
+        node = index.live(session_id, now, user_id)
         if node is None:
             return None
-        self._move_to_tail(session_id, node, now, node[STATIC])
-        return _to_record(session_id, now, node[STATIC])
+        static = node[STATIC]
+        index.move_to_tail(session_id, node, now, static)
+        if static[USER] is not None:
+            self.owners.users.move_to_tail(session_id, static[USER])
+        return to_record(session_id, now, static)
 
     async def replace_data(
         self,
@@ -153,7 +193,7 @@ class MemoryStore(ExpiryLists):
         merge: bool = False,
         if_version: int | None = None,
     ) -> SessionRecord | None:
-        node = self._live(session_id, now, user_id)
+        node = self.index.live(session_id, now, user_id)
         if node is None:
             return None
         old = node[STATIC]
@@ -164,58 +204,54 @@ class MemoryStore(ExpiryLists):
         if limit is not None and len(blob) + len(old[META]) > limit:
             raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
         cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
-        self._check_budget(cost)
-        if self.policy == "reject":  # refused before the session changes (its own activity included)
-            self._evict_for(cost - old[COST], now, keep=session_id)
+        self.budget.check(cost)
+        if not self.budget.evicts:  # refused before the session changes (its own activity included)
+            self._make_room(cost - old[COST], now, keep=session_id)
         version = old[VERSION] + 1 if blob != old[BLOB] else old[VERSION]
         static: Static = (*old[:BLOB], blob, old[META], cost, version)
-        self._move_to_tail(session_id, node, now, static)
-        self._evict_for(cost - old[COST], now, keep=session_id)
-        self._bytes += cost - old[COST]
-        return _to_record(session_id, now, static)
+        self._activity(session_id, node, now, static)  # the byte total now holds the new cost
+        self._make_room(0, now, keep=session_id)
+        return to_record(session_id, now, static)
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
-        node = self._index.get(session_id)
+        node = self.index.get(session_id)
         if node is None:
             return None
         owner = node[STATIC][USER]
         if user_id is not None and owner is not None and owner != user_id:
             return None
-        was_live = self._live(session_id, now, None) is not None
-        self._unlink(session_id, "deleted")
+        was_live = self.index.live(session_id, now, None) is not None
+        self._end(session_id, "deleted")
         return was_live
-
-    def _over_user_limit(self, user_id: str, now: float, max_per_user: int) -> list[str]:
-        """The user's live sessions to end (least recently active) so one more fits SESSION_MAX_PER_USER."""
-        live = [sid for sid in self._user_ids(user_id) if self._live(sid, now, None) is not None]
-        return live[max_per_user - 1 :]
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
         live = []
-        for sid in self._user_ids(user_id):
-            node = self._live(sid, now, None)
+        for sid in self.owners.users.ids(user_id):
+            node = self.index.live(sid, now, None)
             if node is not None:
-                live.append(_to_record(sid, node[ACTIVE], node[STATIC]))
+                live.append(to_record(sid, node[ACTIVE], node[STATIC]))
         return live[offset : offset + limit], len(live)
 
     async def revoke_user(self, user_id: str, now: float) -> int:
         revoked = 0
-        for sid in self._user_ids(user_id):
-            live = self._live(sid, now, None) is not None
-            self._unlink(sid, "revoked" if live else "expired")
+        for sid in self.owners.users.ids(user_id):
+            live = self.index.live(sid, now, None) is not None
+            self._end(sid, "revoked" if live else "expired")
             revoked += live
         return revoked
 
     async def rotate(
         self, session_id: str, new_id: str, now: float, user_id: str | None = None
     ) -> SessionRecord | None:
-        node = self._live(session_id, now, user_id)
+        node = self.index.live(session_id, now, user_id)
         if node is None:
             return None
-        if new_id in self._index:
+        if new_id in self.index:
             raise SessionStoreException("session id already stored")
-        node = self._rename(session_id, new_id)  # same place in every list: last activity is kept too
-        return _to_record(new_id, node[ACTIVE], node[STATIC])
+        node = self.index.rename(session_id, new_id)  # same place in every list: last activity is kept too
+        self.owners.rename(session_id, new_id, node[STATIC])
+        self.log.rotated(session_id, node)
+        return to_record(new_id, node[ACTIVE], node[STATIC])
 
     def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
         return new_session_id()
@@ -230,7 +266,7 @@ class MemoryStore(ExpiryLists):
         return self._remove_due(now, max_idle_s, limit, exclude)
 
     def stats(self, now: float) -> StoreStats:
-        return StoreStats(len(self._index), self._count_expired(now), self._bytes)
+        return StoreStats(len(self.index), self.index.count_expired(now), self.index.bytes)
 
     async def refresh_stats(self, now: float) -> None:
         """Nothing to do: stats() counts in-process."""

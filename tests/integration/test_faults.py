@@ -42,9 +42,9 @@ class FlakyStore(MemoryStore):
         return await super().touch(session_id, now, user_id)
 
 
-def assert_consistent(store: MemoryStore) -> None:
+def assert_consistent(store: MemoryStore, now: float) -> None:
     """The lists, the index, the byte count and the expired count agree."""
-    store.stats(store._counted_at)
+    store.stats(now)
     assert_store_consistent(store)
 
 
@@ -63,7 +63,7 @@ async def test_flaky_store_runs_complete_and_count_errors(fraction: float, degra
     report = health_report(manager)
     assert (report["status"] == "degraded") is degraded
     assert ("cleanup error rate above 5%" in report["services"]["session_manager"].get("reasons", [])) is degraded
-    assert_consistent(store)
+    assert_consistent(store, clock())
     store.fraction = 0
     assert await manager.cleanup_inactive_sessions() == errors  # the next run removes what failed
 
@@ -95,11 +95,11 @@ async def test_cancelled_cleanup_leaves_the_memory_store_consistent(clock: FakeC
     with pytest.raises(asyncio.CancelledError):
         await task
     assert 0 < len(store) < 500
-    assert_consistent(store)
+    assert_consistent(store, clock())
     assert manager.get_session_metrics()["expired_sessions"] == len(store)
     remaining = len(store)
     assert await manager.cleanup_inactive_sessions() == remaining
-    assert len(store) == 0 and store._bytes == 0
+    assert len(store) == 0 and store.stats(clock()).memory_bytes == 0
 
 
 class _CancelInBatch(RedisStore):

@@ -71,16 +71,21 @@ class PeekableStore(MemoryStore):
 
     async def user_index(self, user: str) -> list[str]:
         """The user's list, most recent first, walked defensively: a dangling link shows as its id."""
-        users = self._users.get(user)
-        ids, sid = [], users.last if users is not None else None
-        while sid is not None and len(ids) <= len(self._index):
+        users = self.owners.users
+        last = next((last for name, _, last in users.ends() if name == user), None)
+        ids, sid = [], last
+        while sid is not None and len(ids) <= len(self.index):
             ids.append(sid)
-            links = self._ulinks.get(sid)
+            links = users.links(sid)
             sid = links[0] if links is not None else None
         return ids
 
+    def end_listed(self, session_id: str) -> None:
+        """End one session as expired, outside a cleanup (the power check's listing cleanups)."""
+        self._end(session_id, "expired")
+
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
-        record = self._record(session_id)
+        record = self.record(session_id)
         return None if record is None else (record.last_activity, json.loads(record.blob), record.version)
 
 

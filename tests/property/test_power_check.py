@@ -15,7 +15,9 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores import BatchResult, Endings
-from faultmaven.stores import expiry as mem
+from faultmaven.stores import memory_layout as mem
+from faultmaven.stores.expiry import ExpiryIndex
+from faultmaven.stores.memory_owners import SessionOwners
 from tests.property.machine import PeekableStore, T, build_machine
 from tests.support import due_ids
 
@@ -62,8 +64,8 @@ class CleanupUsesTheDefaultTimeout(PeekableStore):
         self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
     ) -> BatchResult:
         limits = [T] if max_idle_s is None else [T, max_idle_s]
-        due = [sid for sid, node in self._index.items() if now - node[mem.ACTIVE] >= min(limits)]
-        due += [sid for sid, node in self._index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
+        due = [sid for sid, node in self.index.items() if now - node[mem.ACTIVE] >= min(limits)]
+        due += [sid for sid, node in self.index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
         result = _remove_listed(self, due[:limit])
         result.exhausted = len(due) <= limit
         return result
@@ -72,8 +74,8 @@ class CleanupUsesTheDefaultTimeout(PeekableStore):
 def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
     result = BatchResult()
     for sid in ids:
-        if sid in store._index:
-            store._unlink(sid, "expired")
+        if sid in store.index:
+            store.end_listed(sid)
             result.removed += 1
     return result
 
@@ -83,29 +85,35 @@ def _visible(node: Any, user_id: str | None) -> bool:
     return user_id is None or owner is None or owner == user_id
 
 
-class NoLazyExpiry(PeekableStore):
-    """Reads do not check expiry: an expired session stays visible (and is revived) until cleanup."""
-
-    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
-        node = self._index.get(session_id)
+class _NoLazyExpiryIndex(ExpiryIndex):
+    def live(self, sid: str, now: float, user_id: str | None) -> Any:
+        node = self.get(sid)
         return node if node is not None and _visible(node, user_id) else None
 
 
-class TouchExtendsPastTheAbsoluteLifetime(PeekableStore):
-    """Reads check only the idle deadline: activity keeps a session alive past its absolute lifetime."""
+class NoLazyExpiry(PeekableStore):
+    """Reads do not check expiry: an expired session stays visible (and is revived) until cleanup."""
 
-    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
-        node = self._index.get(session_id)
+    index_type = _NoLazyExpiryIndex
+
+
+class _IdleOnlyIndex(ExpiryIndex):
+    def live(self, sid: str, now: float, user_id: str | None) -> Any:
+        node = self.get(sid)
         if node is None or now >= node[mem.ACTIVE] + node[mem.STATIC][mem.TIMEOUT]:
             return None
         return node if _visible(node, user_id) else None
 
 
-class ExpiryOffByOne(PeekableStore):
-    """Treats the expiry instant itself as still live (the boundary instant belongs to expiry)."""
+class TouchExtendsPastTheAbsoluteLifetime(PeekableStore):
+    """Reads check only the idle deadline: activity keeps a session alive past its absolute lifetime."""
 
-    def _live(self, session_id: str, now: float, user_id: str | None) -> Any:
-        node = self._index.get(session_id)
+    index_type = _IdleOnlyIndex
+
+
+class _OffByOneIndex(ExpiryIndex):
+    def live(self, sid: str, now: float, user_id: str | None) -> Any:
+        node = self.get(sid)
         if node is None:
             return None
         static = node[mem.STATIC]
@@ -114,47 +122,65 @@ class ExpiryOffByOne(PeekableStore):
         return node if _visible(node, user_id) else None
 
 
+class ExpiryOffByOne(PeekableStore):
+    """Treats the expiry instant itself as still live (the boundary instant belongs to expiry)."""
+
+    index_type = _OffByOneIndex
+
+
+class _UncountingIndex(ExpiryIndex):
+    def _uncount(self, node: Any) -> None:
+        expired = self._expired
+        super()._uncount(node)
+        self._expired = expired
+
+
 class ExpiredCounterNotUpdated(PeekableStore):
     """Removing a session forgets to take it off the expired count."""
 
-    def _drop(self, sid: str, node: Any, reason: str) -> None:
-        expired = self._expired
-        super()._drop(sid, node, reason)
-        self._expired = expired
+    index_type = _UncountingIndex
 
 
 class ResumeReturnsAnExpiredSession(PeekableStore):
     """A create with a client id resumes the pair's stored session even when it has expired."""
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool, int]:
+    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
-            existing = self._pairs.get(mem.pair_key(record.user_id, record.client_id))
-            if existing is not None:
-                node = self._index[existing]
-                self._move_to_tail(existing, node, now, node[mem.STATIC])
-                stored = self._record(existing)
+            existing = self.owners.pairs.get(record.user_id, record.client_id)
+            node = None if existing is None else self.index.get(existing)
+            if existing is not None and node is not None:
+                self._activity(existing, node, now, node[mem.STATIC])
+                stored = self.record(existing)
                 assert stored is not None
-                return stored, True, 0
+                return stored, True
         return await super().create(record, now, max_per_user)
+
+
+class _OwnersForgetfulInCleanup(SessionOwners):
+    cleaning = False
+
+    def forget(self, sid: str, static: Any) -> None:
+        if self.cleaning:
+            if static[mem.CLIENT] is not None:
+                self.pairs.drop(sid, static)
+        else:
+            super().forget(sid, static)
 
 
 class ForgetsTheUserIndexOnCleanup(PeekableStore):
     """A cleanup leaves removed sessions in their user's list (Spring's leaking index)."""
 
-    cleaning = False
+    owners_type = _OwnersForgetfulInCleanup
+    owners: _OwnersForgetfulInCleanup
 
     async def remove_idle(
         self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
     ) -> BatchResult:
-        self.cleaning = True
+        self.owners.cleaning = True
         try:
             return await super().remove_idle(now, max_idle_s, limit, exclude, part)
         finally:
-            self.cleaning = False
-
-    def _unlink_user(self, sid: str, node: Any) -> None:
-        if not self.cleaning:
-            super()._unlink_user(sid, node)
+            self.owners.cleaning = False
 
 
 class FiresAnEventTwice(PeekableStore):
@@ -197,25 +223,26 @@ class ActivityMovesTheVersion(PeekableStore):
     """A touch counts as a change of the data."""
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> Any:
-        node = self._live(session_id, now, user_id)
+        node = self.index.live(session_id, now, user_id)
         if node is None:
             return None
         static = node[mem.STATIC]
         bumped = (*static[: mem.VERSION], static[mem.VERSION] + 1)
-        self._move_to_tail(session_id, node, now, bumped)  # type: ignore[arg-type]
-        return mem._to_record(session_id, now, bumped)  # type: ignore[arg-type]
+        self._activity(session_id, node, now, bumped)  # type: ignore[arg-type]
+        return mem.to_record(session_id, now, bumped)  # type: ignore[arg-type]
+
+
+class _VersionResettingIndex(ExpiryIndex):
+    def rename(self, sid: str, new_id: str) -> Any:
+        node = super().rename(sid, new_id)
+        node = self._nodes[new_id] = (*node[: mem.STATIC], (*node[mem.STATIC][: mem.VERSION], 1))  # type: ignore[assignment]
+        return node
 
 
 class RotationRestartsTheVersion(PeekableStore):
     """The rotated session's data starts again at version 1."""
 
-    async def rotate(self, session_id: str, new_id: str, now: float, user_id: str | None = None) -> Any:
-        record = await super().rotate(session_id, new_id, now, user_id)
-        if record is None:
-            return None
-        node = self._index[new_id]
-        self._index[new_id] = (*node[: mem.STATIC], (*node[mem.STATIC][: mem.VERSION], 1))  # type: ignore[assignment]
-        return dataclasses.replace(record, version=1)
+    index_type = _VersionResettingIndex
 
 
 POWER = settings(max_examples=4000, stateful_step_count=30, deadline=None, database=None, phases=[Phase.generate])

@@ -4,6 +4,7 @@ here kills mutants `tox -e mutation` found alive (perf/mutation-survivors.md).""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 
 import pytest
@@ -212,3 +213,23 @@ async def test_endings_of_several_calls_are_all_handed_over_at_once() -> None:
     taken = [(sid, reason) for sid, *_, reason in store.take_endings()]
     assert taken == [(a.session_id, "deleted"), (b.session_id, "rotated"), ("n" * 43, "deleted")]
     assert len(store.take_endings()) == 0
+
+
+def _tracked() -> int:
+    gc.collect()
+    return len(gc.get_objects())
+
+
+async def test_stored_sessions_add_no_object_the_garbage_collector_tracks() -> None:
+    # Every part (index, lanes, user lists, resume pairs) holds a session in tuples and strings only: a
+    # million sessions must add no work to a full collection. Sessions of one user and timeout, with a
+    # client id each (and some without), so per-user and per-lane objects stay constant.
+    store = MemoryStore()
+    for i in range(50):  # the parts' own objects (one lane, one user list, the dicts' tables) exist now
+        await store.create(record(user="alice", client=f"tab-{i}"), EPOCH)
+    before = _tracked()
+    for i in range(2000):
+        await store.create(record(user="alice" if i % 2 else None, client=f"tab-{50 + i}"), EPOCH)
+    await store.touch(next(sid for sid, _ in store.index.items()), EPOCH + 1)
+    assert len(store) == 2050
+    assert _tracked() - before < 20

@@ -269,7 +269,7 @@ async def test_touched_sessions_survive_a_cleanup_running_through_many_batches(c
 
     async def touch_some(_: BatchResult) -> None:
         # Between batches (the cleanup is suspended): use a few sessions it has not reached yet.
-        remaining = [s for s in ids if s in manager.store._index and s not in touched]  # type: ignore[attr-defined]
+        remaining = [s for s in ids if s in manager.store.index and s not in touched]  # type: ignore[attr-defined]
         for sid in rng.sample(remaining, min(3, len(remaining))):
             assert await manager.touch_session(sid) is not None
             touched.add(sid)
@@ -352,7 +352,7 @@ async def test_session_used_during_cleanup_is_kept_when_deleted_or_updated(clock
 
     async def mutate(_: BatchResult) -> None:
         for sid in ids[-3:]:
-            if sid in manager.store._index and sid not in deleted:  # type: ignore[attr-defined]
+            if sid in manager.store.index and sid not in deleted:  # type: ignore[attr-defined]
                 if len(deleted) % 2:
                     await manager.update_session(sid, {"fresh": True})
                 else:

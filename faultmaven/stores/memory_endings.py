@@ -1,0 +1,73 @@
+"""What the in-memory store ended since the endings were last taken: counted always, detailed on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from faultmaven.stores.base import Ending, Endings
+from faultmaven.stores.memory_layout import ACTIVE, CLIENT, COST, CREATED, STATIC, USER, Node
+
+
+class EndingsLog:
+    """The store's Endings so far, and while `detailed` the removed nodes to build each Ending from.
+
+    `ended` (flat: id, node, reason per removal) and `swept` (flat: id, node per expired session a cleanup
+    removed) are appended to by the expiry index's cleanup directly: two appends per removed session are
+    the cheapest record it can keep (a tuple per ending cost it 10-20% more).
+    """
+
+    __slots__ = ("detailed", "ended", "endings", "swept")
+
+    def __init__(self) -> None:
+        self.detailed = False  # keep each ending whole, for session-end events
+        self.endings = Endings()
+        self.ended: list[Any] = []
+        self.swept: list[Any] = []
+
+    def end(self, sid: str, node: Node, reason: str) -> None:
+        """One session ended (and freed its bytes), tallied and, while detailed, kept."""
+        static = node[STATIC]
+        self.endings.tally(reason, 1, node[ACTIVE] - static[CREATED], static[COST])
+        if self.detailed:
+            self.ended += (sid, node, reason)
+
+    def rotated(self, sid: str, node: Node) -> None:
+        """The old id of a rotated session ended; its bytes stay with the new id."""
+        self.endings.tally("rotated", 1, node[ACTIVE] - node[STATIC][CREATED])
+        if self.detailed:
+            self.ended += (sid, node, "rotated")
+
+    def swept_pass(self, count: int, idle: int, lifetime_s: float, freed_bytes: int) -> None:
+        """One cleanup pass removed `count` sessions, `idle` of them by the max age, not expired."""
+        self.endings.tally("idle", idle)
+        self.endings.tally("expired", count - idle, lifetime_s, freed_bytes)
+
+    def take(self) -> Endings:
+        """What ended since the last call; the details are read from the nodes only when iterated."""
+        endings, self.endings = self.endings, Endings()
+        if self.ended or self.swept:
+            endings.attach(_NodeDetails(self.ended, self.swept))
+            self.ended, self.swept = [], []
+        return endings
+
+
+class _NodeDetails:
+    """Endings' details as the log kept them, flat; each Ending is built only when delivered."""
+
+    __slots__ = ("_flat", "_swept")
+
+    def __init__(self, flat: list[Any], swept: list[Any]) -> None:
+        self._flat, self._swept = flat, swept
+
+    def __iter__(self) -> Iterator[Ending]:
+        flat, swept = self._flat, self._swept
+        for i in range(0, len(flat), 3):
+            yield _ending(flat[i], flat[i + 1], flat[i + 2])
+        for i in range(0, len(swept), 2):
+            yield _ending(swept[i], swept[i + 1], "expired")
+
+
+def _ending(sid: str, node: Node, reason: str) -> Ending:
+    static = node[STATIC]
+    return sid, static[USER], static[CLIENT], static[CREATED], node[ACTIVE], reason

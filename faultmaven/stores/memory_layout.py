@@ -1,0 +1,59 @@
+"""How the in-memory store lays out one session: two tuples, no per-session object the GC tracks.
+
+A session is one entry of the expiry index's dict, id -> Node. The Node links the session to its
+neighbours (by id) in its lane and in the creation list and holds what changes on activity; its fields
+that change only on update sit in an inner Static tuple shared between versions. Tuples of strings,
+numbers and bytes are untracked by Python's cyclic garbage collector, and so is a dict holding only them.
+Positions are named here once; the cleanup's hot loop uses the literal numbers (see expiry.py).
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeAlias
+
+from faultmaven.session import SessionRecord
+
+# user id, client id, session type, created_at, timeout (s), absolute deadline, data, metadata, cost, version
+Static: TypeAlias = tuple[str | None, str | None, str, float, float, float, bytes, bytes, int, int]
+USER: Final = 0
+CLIENT: Final = 1
+TYPE: Final = 2
+CREATED: Final = 3
+TIMEOUT: Final = 4
+ABSOLUTE: Final = 5
+BLOB: Final = 6
+META: Final = 7
+COST: Final = 8
+VERSION: Final = 9
+# lane prev, lane next, creation prev, creation next, last activity, counted mark, static fields
+Node: TypeAlias = tuple[str | None, str | None, str | None, str | None, float, int, Static]
+LPREV: Final = 0
+LNEXT: Final = 1
+CPREV: Final = 2
+CNEXT: Final = 3
+ACTIVE: Final = 4
+MARK: Final = 5
+STATIC: Final = 6
+
+
+def with_lnext(n: Node, v: str | None) -> Node:
+    return (n[0], v, n[2], n[3], n[4], n[5], n[6])
+
+
+def with_lprev(n: Node, v: str | None) -> Node:
+    return (v, n[1], n[2], n[3], n[4], n[5], n[6])
+
+
+def with_cnext(n: Node, v: str | None) -> Node:
+    return (n[0], n[1], n[2], v, n[4], n[5], n[6])
+
+
+def with_cprev(n: Node, v: str | None) -> Node:
+    return (n[0], n[1], v, n[3], n[4], n[5], n[6])
+
+
+def to_record(sid: str, active: float, s: Static) -> SessionRecord:
+    """The session as the store protocol returns it."""
+    return SessionRecord(
+        sid, s[USER], s[CLIENT], s[TYPE], s[CREATED], active, s[TIMEOUT], s[ABSOLUTE], s[BLOB], s[META], s[VERSION]
+    )

@@ -1,0 +1,157 @@
+"""Who a session belongs to, beside the expiry index: each user's sessions and the resume pairs.
+
+Only sessions with a user (or a client id) have entries here, so sessions without one, and the cleanup's
+hot loop over them, carry none of it. Entries are tuples and strings in dicts: nothing the cyclic garbage
+collector tracks per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TypeAlias
+
+from faultmaven.stores.memory_layout import CLIENT, USER, Static
+from faultmaven.stores.sizing import pair_key
+
+UserLinks: TypeAlias = tuple[str | None, str | None]  # (user prev, user next) of one session
+
+
+class _UserList:
+    """One user's sessions in activity order (most recent last)."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self, sid: str) -> None:
+        self.first: str | None = sid
+        self.last: str | None = sid
+
+
+class UserLists:
+    """Each user's sessions in activity order, linked through one dict of (prev, next) per session."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, _UserList] = {}
+        self._links: dict[str, UserLinks] = {}
+
+    def _relink(self, users: _UserList, prev: str | None, nxt: str | None) -> None:
+        links = self._links
+        if prev is None:
+            users.first = nxt
+        else:
+            links[prev] = (links[prev][0], nxt)
+        if nxt is None:
+            users.last = prev
+        else:
+            links[nxt] = (prev, links[nxt][1])
+
+    def append(self, sid: str, user: str) -> None:
+        """A new session of `user`: the most recently active of their list."""
+        users = self._lists.get(user)
+        if users is None:
+            self._lists[user] = _UserList(sid)
+            self._links[sid] = (None, None)
+            return
+        prev = users.last
+        self._links[prev] = (self._links[prev][0], sid)  # type: ignore[index]
+        self._links[sid] = (prev, None)
+        users.last = sid
+
+    def move_to_tail(self, sid: str, user: str) -> None:
+        """Activity on `sid`: the most recently active of its user's list."""
+        users = self._lists[user]
+        if sid != users.last:
+            links = self._links
+            self._relink(users, *links[sid])
+            links[users.last] = (links[users.last][0], sid)  # type: ignore[index]
+            links[sid] = (users.last, None)
+            users.last = sid
+
+    def remove(self, sid: str, user: str) -> None:
+        users = self._lists[user]
+        self._relink(users, *self._links.pop(sid))
+        if users.first is None:
+            del self._lists[user]
+
+    def rename(self, sid: str, new_id: str, user: str) -> None:
+        """`sid` is now `new_id`, in the same place of its user's list."""
+        users = self._lists[user]
+        links = self._links[new_id] = self._links.pop(sid)
+        self._relink(users, links[0], new_id)
+        self._relink(users, new_id, links[1])
+
+    def ids(self, user: str) -> list[str]:
+        """The user's sessions, most recently active first: O(the user's sessions)."""
+        users = self._lists.get(user)
+        ids, sid = [], users.last if users is not None else None
+        while sid is not None:
+            ids.append(sid)
+            sid = self._links[sid][0]
+        return ids
+
+    def ends(self) -> Iterator[tuple[str, str | None, str | None]]:
+        """(user, first, last) of every user's list (what consistency checks walk from)."""
+        return ((user, users.first, users.last) for user, users in self._lists.items())
+
+    def links(self, sid: str) -> UserLinks | None:
+        """(prev, next) of `sid` in its user's list; None if it is in none."""
+        return self._links.get(sid)
+
+    def linked(self) -> list[str]:
+        """Every session that has user links."""
+        return list(self._links)
+
+
+class ResumePairs:
+    """Resume key (user, client) -> the session a create with that pair resumes."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[str, str] = {}
+
+    def get(self, user: str | None, client: str) -> str | None:
+        return self._pairs.get(pair_key(user, client))
+
+    def set(self, user: str | None, client: str, sid: str) -> None:
+        self._pairs[pair_key(user, client)] = sid
+
+    def drop(self, sid: str, static: Static) -> None:
+        """`sid` ended: its pair no longer resumes it (a pair taken over by a newer session is kept)."""
+        key = pair_key(static[USER], static[CLIENT])  # type: ignore[arg-type]
+        if self._pairs.get(key) == sid:
+            del self._pairs[key]
+
+    def rename(self, sid: str, new_id: str, static: Static) -> None:
+        key = pair_key(static[USER], static[CLIENT])  # type: ignore[arg-type]
+        if self._pairs.get(key) == sid:
+            self._pairs[key] = new_id
+
+    def items(self) -> list[tuple[str, str]]:
+        """(resume key, session id) of every pair."""
+        return list(self._pairs.items())
+
+
+class SessionOwners:
+    """The user lists and the resume pairs together: what a session's user and client id link it into."""
+
+    def __init__(self) -> None:
+        self.users = UserLists()
+        self.pairs = ResumePairs()
+
+    def add(self, sid: str, static: Static) -> None:
+        user, client = static[USER], static[CLIENT]
+        if user is not None:
+            self.users.append(sid, user)
+        if client is not None:
+            self.pairs.set(user, client, sid)
+
+    def forget(self, sid: str, static: Static) -> None:
+        """`sid` ended: out of its user's list, and its resume pair gone."""
+        if static[USER] is not None:
+            self.users.remove(sid, static[USER])
+        if static[CLIENT] is not None:
+            self.pairs.drop(sid, static)
+
+    def rename(self, sid: str, new_id: str, static: Static) -> None:
+        if static[USER] is not None:
+            self.users.rename(sid, new_id, static[USER])
+        if static[CLIENT] is not None:
+            self.pairs.rename(sid, new_id, static)
