@@ -25,15 +25,14 @@ BLOB: Final = 6
 META: Final = 7
 COST: Final = 8
 VERSION: Final = 9
-# lane prev, lane next, creation prev, creation next, last activity, counted mark, static fields
 Node: TypeAlias = tuple[str | None, str | None, str | None, str | None, float, int, Static]
-LPREV: Final = 0
-LNEXT: Final = 1
-CPREV: Final = 2
-CNEXT: Final = 3
-ACTIVE: Final = 4
-MARK: Final = 5
-STATIC: Final = 6
+LPREV: Final = 0  # the session before it in its lane (None: the lane's first)
+LNEXT: Final = 1  # the session after it in its lane
+CPREV: Final = 2  # the session created before it (None: the oldest)
+CNEXT: Final = 3  # the session created after it
+ACTIVE: Final = 4  # last activity
+MARK: Final = 5  # equal to the index's mark once the expired count has counted it
+STATIC: Final = 6  # the fields that change only on update (Static)
 
 
 def with_lnext(n: Node, v: str | None) -> Node:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from tests.memory import scenarios
@@ -41,9 +42,13 @@ class TaskHoardingManager(SessionManager):
 
     history: ClassVar[list[Any]] = []
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.scheduler = CleanupScheduler()
+        super().__init__(*args, scheduler=self.scheduler, **kwargs)
+
     async def start_cleanup_scheduler(self, interval_minutes: float = 15) -> None:
         await super().start_cleanup_scheduler(interval_minutes)
-        self.history.append(self._scheduler._task)
+        self.history.append(self.scheduler.task)
 
 
 @pytest.mark.limit_leaks(LEAK_LIMIT)
