@@ -178,7 +178,7 @@ class SessionManager:
         blob = encode_data(data, limit, "merge patch" if merge else "session data")
         with self._settling(user_id, write=True), self.counters.rejections(now):
             record = await self.store.replace_data(
-                session_id, blob, now, user_id, limit, merge=bool(merge), if_version=if_version
+                session_id, blob, now, user_id, limit=limit, merge=bool(merge), if_version=if_version
             )
         if record is None:
             raise SessionNotFoundError(_NOT_FOUND)

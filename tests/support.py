@@ -237,7 +237,7 @@ class UntouchableStore(MemoryStore):
     async def touch(self, *args: Any) -> Any:
         raise AssertionError("store.touch reached")
 
-    async def replace_data(self, *args: Any) -> Any:
+    async def replace_data(self, *args: Any, **write: Any) -> Any:
         raise AssertionError("store.replace_data reached")
 
     async def delete(self, *args: Any) -> Any:

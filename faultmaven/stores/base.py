@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from faultmaven.session import SessionRecord
 
@@ -22,6 +22,15 @@ class BatchResult:
     removed: int = 0
     failed: list[str] = field(default_factory=list)  # ids whose removal failed; the run skips them
     exhausted: bool = True  # no more idle sessions past this batch
+
+
+class DataWrite(TypedDict, total=False):
+    """How replace_data writes: `limit` on the data and metadata together (bytes), `merge` the new data
+    into the stored one as an RFC 7396 patch, only `if_version` is still the current version."""
+
+    limit: int | None
+    merge: bool
+    if_version: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,21 +131,14 @@ class SessionStore(Protocol):
         """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""
 
     async def replace_data(
-        self,
-        session_id: str,
-        blob: bytes,
-        now: float,
-        user_id: str | None = None,
-        limit: int | None = None,
-        *,
-        merge: bool = False,
-        if_version: int | None = None,
+        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
     ) -> SessionRecord | None:
         """Replace the data (with `merge`: apply `blob` to it as an RFC 7396 merge patch) and record activity,
         or return None if unknown, expired or not the user's. The data's version goes up by one if its
         encoded bytes changed. One atomic step, which changes nothing when it raises:
         SessionVersionConflict if `if_version` is given and is not the current version;
-        SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`."""
+        SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`.
+        The options are those of DataWrite, all optional."""
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
         """Remove the session whatever its state (reason deleted): whether it was still live; None if it was

@@ -13,12 +13,12 @@ session can never be split by a concurrent touch.
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException, SessionVersionConflict
 from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
-from faultmaven.stores.base import BatchResult, Endings, StoreStats
+from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
 from faultmaven.stores.expiry import ExpiryIndex
 from faultmaven.stores.memory_budget import MemoryBudget
 from faultmaven.stores.memory_endings import EndingsLog
@@ -183,23 +183,16 @@ class MemoryStore:
         return to_record(session_id, now, static)
 
     async def replace_data(
-        self,
-        session_id: str,
-        blob: bytes,
-        now: float,
-        user_id: str | None = None,
-        limit: int | None = None,
-        *,
-        merge: bool = False,
-        if_version: int | None = None,
+        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
     ) -> SessionRecord | None:
         node = self.index.live(session_id, now, user_id)
         if node is None:
             return None
         old = node[STATIC]
+        if_version, limit = write.get("if_version"), write.get("limit")
         if if_version is not None and if_version != old[VERSION]:
             raise SessionVersionConflict(old[VERSION])
-        if merge:
+        if write.get("merge"):
             blob = merge_blobs(old[BLOB], blob)
         if limit is not None and len(blob) + len(old[META]) > limit:
             raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)

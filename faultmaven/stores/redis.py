@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence, Set
-from typing import Any
+from typing import Any, Unpack
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -41,7 +41,7 @@ from faultmaven.exceptions import (
     SessionVersionConflict,
 )
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, Endings, StoreStats
+from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
 from faultmaven.stores.redis_keys import CLUSTER_MAX_CONNECTIONS, POOL_SIZE, Shard, connect, shards_under
 from faultmaven.stores.redis_leases import Leases
 from faultmaven.stores.redis_limits import MemoryLimits
@@ -166,15 +166,7 @@ class RedisStore:
         return record_of(session_id, found) if found else None
 
     async def replace_data(
-        self,
-        session_id: str,
-        blob: bytes,
-        now: float,
-        user_id: str | None = None,
-        limit: int | None = None,
-        *,
-        merge: bool = False,
-        if_version: int | None = None,
+        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
     ) -> SessionRecord | None:
         """One script (lua/update.lua) checks the version, merges on the stored text, checks the size and
         writes, so concurrent writers never lose each other's keys. While the shard's master is in its
@@ -185,7 +177,9 @@ class RedisStore:
         full = self.memory.refusal(shard_of_id(session_id) or 0, 0) if self.memory.policy == "reject" else None
         base_cost = session_bytes(session_id, None, b"")  # the script adds the stored data's length
         args: list[Any] = [session_id, shard.prefix, repr(now), user_arg(user_id), blob, base_cost]
-        args += [limit if limit is not None else NO_LIMIT, "" if if_version is None else if_version, int(merge)]
+        limit, if_version = write.get("limit"), write.get("if_version")
+        args += [limit if limit is not None else NO_LIMIT, "" if if_version is None else if_version]
+        args.append(int(bool(write.get("merge"))))
         args.append(int(full is not None))
         found = await self.scripts.run("update", [shard.key(session_id), *shard.indexes], args)
         if not found:

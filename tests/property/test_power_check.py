@@ -208,15 +208,17 @@ class RotatesByCopyAndDelete(PeekableStore):
 class MergeReplacesTheData(PeekableStore):
     """A merge patch replaces the whole data, as a PATCH that knows no merges does."""
 
-    async def replace_data(self, *args: Any, merge: bool = False, if_version: int | None = None) -> Any:
-        return await super().replace_data(*args, if_version=if_version)
+    async def replace_data(self, *args: Any, **write: Any) -> Any:
+        write.pop("merge", None)
+        return await super().replace_data(*args, **write)
 
 
 class IgnoresTheExpectedVersion(PeekableStore):
     """A conditional write goes through whatever version it names."""
 
-    async def replace_data(self, *args: Any, merge: bool = False, if_version: int | None = None) -> Any:
-        return await super().replace_data(*args, merge=merge)
+    async def replace_data(self, *args: Any, **write: Any) -> Any:
+        write.pop("if_version", None)
+        return await super().replace_data(*args, **write)
 
 
 class ActivityMovesTheVersion(PeekableStore):
