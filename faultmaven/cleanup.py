@@ -56,27 +56,19 @@ class _Progress:
     failed: set[str] = field(default_factory=set)
 
 
+@dataclass(eq=False)
 class CleanupRunner:
-    """One cleanup at a time over a store; counts and log records for each run."""
+    """One cleanup at a time over a store; counts and log records for each run. `pause` runs between
+    batches (tests pass one that acts at exactly that point)."""
 
-    def __init__(
-        self,
-        store: SessionStore,
-        batch_size: int,
-        clock: Callable[[], float],
-        endings: EndingsHandler,
-        counters: SessionCounters,
-        pause: Callable[[], Awaitable[None]] = yield_to_loop,
-    ) -> None:
-        """`pause` runs between batches (tests pass one that acts at exactly that point)."""
-        self._store = store
-        self._batch_size = batch_size
-        self._clock = clock
-        self._endings = endings
-        self._counters = counters
-        self._pause = pause
-        self._lock = asyncio.Lock()
-        self.durations = DurationHistogram()
+    store: SessionStore
+    batch_size: int
+    clock: Callable[[], float]
+    endings: EndingsHandler
+    counters: SessionCounters
+    pause: Callable[[], Awaitable[None]] = yield_to_loop
+    durations: DurationHistogram = field(default_factory=DurationHistogram)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def run(
         self, max_idle_s: float | None, *, trigger: str, leased: bool = False, should_stop: StopCheck = _never
@@ -84,27 +76,27 @@ class CleanupRunner:
         """Remove what is expired (and, with `max_idle_s`, idle that long); how many. `trigger` labels the
         audit record only."""
         async with self._lock:
-            run_id, started_at, t0 = secrets.token_hex(6), self._clock(), time.perf_counter()
+            run_id, started_at, t0 = secrets.token_hex(6), self.clock(), time.perf_counter()
             reason = "expired" if max_idle_s is None else f"expired or idle for at least {max_idle_s / 60:g} minutes"
             progress = _Progress()
             try:
                 await self._parts(max_idle_s, leased, should_stop, progress)
                 if leased and not progress.held:
-                    self._counters.cleanup_skipped += 1
+                    self.counters.cleanup_skipped += 1
                     log.info("Session cleanup skipped: other replicas hold every cleanup lease")
                     return 0
-                await self._store.refresh_stats(self._clock())
+                await self.store.refresh_stats(self.clock())
             except Exception as exc:
-                self._counters.cleanup_errors += 1
+                self.counters.cleanup_errors += 1
                 record = self._record(run_id, trigger, started_at, t0, progress, f"failed: {reason}", errors=1)
                 log_run(record, logging.ERROR, error_type=type(exc).__name__)
                 raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
             finally:
-                self._endings.settle(self._store.take_endings(), wake=False)
-                self._endings.flush()  # the run is over: listeners get its endings now
+                self.endings.settle(self.store.take_endings(), wake=False)
+                self.endings.flush()  # the run is over: listeners get its endings now
             record = self._record(run_id, trigger, started_at, t0, progress, reason)
             self.durations.observe(record.duration_ms / 1000.0)
-            self._counters.run_finished(record.finished_at, record.duration_ms)
+            self.counters.run_finished(record.finished_at, record.duration_ms)
             log_run(record)
             return progress.removed
 
@@ -114,15 +106,15 @@ class CleanupRunner:
         duration_ms = (time.perf_counter() - t0) * 1000.0
         errors += len(progress.failed)
         return RunRecord(
-            run_id, trigger, started_at, self._clock(), progress.removed, duration_ms, progress.freed, errors, reason
+            run_id, trigger, started_at, self.clock(), progress.removed, duration_ms, progress.freed, errors, reason
         )
 
     async def _parts(self, max_idle_s: float | None, leased: bool, should_stop: StopCheck, progress: _Progress) -> None:
         """Each part in turn, under its lease when `leased` (a part whose lease another holds is skipped)."""
-        for part in self._store.cleanup_parts():
+        for part in self.store.cleanup_parts():
             lease: str | None = None
             if leased:
-                lease = await self._store.acquire_lease(LEASE_TTL_S, part)
+                lease = await self.store.acquire_lease(LEASE_TTL_S, part)
                 if lease is None:
                     continue
                 progress.held += 1
@@ -133,7 +125,7 @@ class CleanupRunner:
                 # wait for the TTL; if the store is down the release fails too and the TTL frees it.
                 if lease is not None:
                     with contextlib.suppress(SessionStoreException):
-                        await self._store.release_lease(lease)
+                        await self.store.release_lease(lease)
             if should_stop():
                 return
 
@@ -142,17 +134,17 @@ class CleanupRunner:
     ) -> None:
         """Batches over one part until it has nothing due, the lease is lost or the run should stop."""
         while True:
-            batch = await self._store.remove_idle(self._clock(), max_idle_s, self._batch_size, progress.failed, part)
-            endings = self._store.take_endings()
-            self._endings.settle(endings, wake=False)  # listeners run once the run is done, never during it
+            batch = await self.store.remove_idle(self.clock(), max_idle_s, self.batch_size, progress.failed, part)
+            endings = self.store.take_endings()
+            self.endings.settle(endings, wake=False)  # listeners run once the run is done, never during it
             progress.removed += batch.removed
             progress.freed += endings.freed_bytes
-            self._counters.sessions_cleaned += batch.removed
+            self.counters.sessions_cleaned += batch.removed
             if batch.failed:
-                self._counters.cleanup_errors += len(batch.failed)
+                self.counters.cleanup_errors += len(batch.failed)
                 progress.failed.update(batch.failed)
             if batch.exhausted or not (batch.removed or batch.failed) or should_stop():
                 return
-            if lease is not None and not await self._store.renew_lease(lease, LEASE_TTL_S):
+            if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):
                 return  # lease lost: every batch so far re-checked what it removed, so stopping is safe
-            await self._pause()
+            await self.pause()
