@@ -73,7 +73,7 @@ class ExpiryIndex(ExpiryLists):
         """Pop the due prefix of every lane the heap says is due (or until the batch is full). A lane is
         relinked once per run of removed sessions (sessions in `exclude` stay where they are); each
         removed session leaves the creation list at once."""
-        nodes, lanes, mark, cfrontier = self._nodes, self._lanes, self._mark, self._cfrontier
+        nodes, lanes, mark, cfrontier = self._nodes, self._lanes, self._mark, self._creation.frontier
         now, max_idle_s, exclude, log, owners = batch.now, batch.max_idle_s, batch.exclude, batch.log, batch.owners
         report, swept, ended = log.detailed, log.swept.append, log.ended
         requeue: list[float] = []
@@ -119,7 +119,7 @@ class ExpiryIndex(ExpiryLists):
                     if sid == lane.frontier:
                         lane.frontier = kept
                     if sid == cfrontier:
-                        cfrontier = self._cfrontier = cprev
+                        cfrontier = self._creation.frontier = cprev
                 if static[0] is not None or static[1] is not None:
                     owners.forget(sid, static)
                 count += 1
@@ -132,9 +132,9 @@ class ExpiryIndex(ExpiryLists):
             if count >= space:
                 break
         if head is not unset:
-            self._cfirst = head  # type: ignore[assignment]
+            self._creation.first = head  # type: ignore[assignment]
             if head is None:
-                self._clast = None
+                self._creation.last = None
             else:
                 nodes[head] = with_cprev(nodes[head], None)  # type: ignore[index]
         self._bytes -= freed
@@ -156,7 +156,7 @@ class ExpiryIndex(ExpiryLists):
         nodes, now, exclude, log, owners = self._nodes, batch.now, batch.exclude, batch.log, batch.owners
         space, count = batch.room(), 0
         kept: str | None = None
-        sid = self._cfirst
+        sid = self._creation.first
         while sid is not None and count < space:
             node = nodes[sid]
             if now < node[STATIC][ABSOLUTE]:
@@ -170,8 +170,8 @@ class ExpiryIndex(ExpiryLists):
                 self._uncount(node)
                 owners.forget(sid, node[STATIC])
                 log.end(sid, node, "expired")
-                if self._cfrontier == sid:
-                    self._cfrontier = kept
+                if self._creation.frontier == sid:
+                    self._creation.frontier = kept
                 count += 1
             sid = node[CNEXT]
         self._creation_relink(kept, sid)
@@ -183,7 +183,7 @@ class ExpiryIndex(ExpiryLists):
         if now < self._counted_at:  # time went backwards: count afresh
             self._mark += 1
             self._expired = 0
-            self._cfrontier = None
+            self._creation.frontier = None
             for lane in self._lanes.values():
                 lane.frontier = None
         self._counted_at = now
@@ -197,13 +197,13 @@ class ExpiryIndex(ExpiryLists):
                 self._count(sid, node, mark)
                 lane.frontier = sid
                 sid = node[LNEXT]
-        sid = self._cfirst if self._cfrontier is None else nodes[self._cfrontier][CNEXT]
+        sid = self._creation.first if self._creation.frontier is None else nodes[self._creation.frontier][CNEXT]
         while sid is not None:
             node = nodes[sid]
             if now < node[STATIC][ABSOLUTE]:
                 break
             self._count(sid, node, mark)
-            self._cfrontier = sid
+            self._creation.frontier = sid
             sid = node[CNEXT]
         return self._expired
 

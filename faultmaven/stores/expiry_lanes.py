@@ -16,15 +16,24 @@ from faultmaven.stores.memory_layout import ACTIVE, Node
 Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last activity) due now?
 
 
-class Lane:
-    """The sessions of one timeout in activity order, and the keys of its two heap entries."""
+class Ends:
+    """The ends of one linked list of sessions, and how far the expired count walked it from `first`."""
 
-    __slots__ = ("akey", "dkey", "first", "frontier", "last")
+    __slots__ = ("first", "frontier", "last")
 
-    def __init__(self, sid: str) -> None:
+    def __init__(self, sid: str | None = None) -> None:
         self.first: str | None = sid
         self.last: str | None = sid
-        self.frontier: str | None = None  # last session counted expired, walking from first
+        self.frontier: str | None = None  # the last session counted expired, walking from first
+
+
+class Lane(Ends):
+    """The sessions of one timeout in activity order, and the keys of its two heap entries."""
+
+    __slots__ = ("akey", "dkey")
+
+    def __init__(self, sid: str) -> None:
+        super().__init__(sid)
         self.dkey = 0.0  # idle-deadline heap entry of this lane (a lower bound of the head's deadline)
         self.akey = 0.0  # activity heap entry (a lower bound of the head's last activity)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterator
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores.expiry_lanes import Lane, LaneHeaps
+from faultmaven.stores.expiry_lanes import Ends, Lane, LaneHeaps
 from faultmaven.stores.memory_layout import (
     ABSOLUTE,
     ACTIVE,
@@ -43,9 +43,7 @@ class ExpiryLists:
         self._nodes: dict[str, Node] = {}
         self._lanes: dict[float, Lane] = {}
         self._heaps = LaneHeaps()
-        self._cfirst: str | None = None  # oldest session
-        self._clast: str | None = None
-        self._cfrontier: str | None = None  # last session counted past its absolute deadline
+        self._creation = Ends()  # every session, oldest first; its frontier: counted past the absolute deadline
         self._bytes = 0
         self._expired = 0
         self._mark = 1  # sessions whose MARK equals this are counted in _expired
@@ -106,7 +104,7 @@ class ExpiryLists:
 
     def creation(self) -> tuple[str | None, str | None, str | None]:
         """(first, last, expired frontier) of the creation list."""
-        return self._cfirst, self._clast, self._cfrontier
+        return self._creation.first, self._creation.last, self._creation.frontier
 
     def counted(self) -> tuple[int, int]:
         """(the expired count, the MARK of the sessions it counts)."""
@@ -114,34 +112,30 @@ class ExpiryLists:
 
     # -- linking ------------------------------------------------------------------------------------
 
-    def _lane_relink(self, lane: Lane, prev: str | None, nxt: str | None) -> None:
+    def _relink(self, ends: Ends, prev: str | None, nxt: str | None, lane: bool) -> None:
+        """Link `prev` and `nxt` to each other in a lane (`lane`) or in the creation list; None is an end."""
         nodes = self._nodes
         if prev is None:
-            lane.first = nxt
+            ends.first = nxt
         else:
-            nodes[prev] = with_lnext(nodes[prev], nxt)
+            nodes[prev] = with_lnext(nodes[prev], nxt) if lane else with_cnext(nodes[prev], nxt)
         if nxt is None:
-            lane.last = prev
+            ends.last = prev
         else:
-            nodes[nxt] = with_lprev(nodes[nxt], prev)
+            nodes[nxt] = with_lprev(nodes[nxt], prev) if lane else with_cprev(nodes[nxt], prev)
+
+    def _lane_relink(self, lane: Lane, prev: str | None, nxt: str | None) -> None:
+        self._relink(lane, prev, nxt, True)
 
     def _creation_relink(self, prev: str | None, nxt: str | None) -> None:
-        nodes = self._nodes
-        if prev is None:
-            self._cfirst = nxt
-        else:
-            nodes[prev] = with_cnext(nodes[prev], nxt)
-        if nxt is None:
-            self._clast = prev
-        else:
-            nodes[nxt] = with_cprev(nodes[nxt], prev)
+        self._relink(self._creation, prev, nxt, False)
 
     def append(self, sid: str, active: float, static: Static) -> None:
         """A new session: the tail of its lane and of the creation list."""
         nodes = self._nodes
         timeout = static[TIMEOUT]
         lane = self._lanes.get(timeout)
-        clast = self._clast
+        clast = self._creation.last
         if lane is None:
             self._lanes[timeout] = lane = Lane(sid)
             self._heaps.add(self._lanes, timeout, active)
@@ -152,10 +146,10 @@ class ExpiryLists:
             lane.last = sid
         nodes[sid] = (lprev, None, clast, None, active, 0, static)
         if clast is None:
-            self._cfirst = sid
+            self._creation.first = sid
         else:
             nodes[clast] = with_cnext(nodes[clast], sid)
-        self._clast = sid
+        self._creation.last = sid
         self._bytes += static[COST]
 
     def move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
@@ -180,8 +174,8 @@ class ExpiryLists:
         node = self._nodes.pop(sid)
         self._unlink_lane(sid, node)
         prev = node[CPREV]
-        if self._cfrontier == sid:
-            self._cfrontier = prev
+        if self._creation.frontier == sid:
+            self._creation.frontier = prev
         self._creation_relink(prev, node[CNEXT])
         self._uncount(node)
         return node
@@ -207,7 +201,7 @@ class ExpiryLists:
         nodes = self._nodes
         nodes[prev] = with_cnext(nodes[prev], nxt)
         if nxt is None:
-            self._clast = prev
+            self._creation.last = prev
         else:
             nodes[nxt] = with_cprev(nodes[nxt], prev)
 
@@ -222,6 +216,6 @@ class ExpiryLists:
         self._creation_relink(new_id, node[CNEXT])
         if lane.frontier == sid:
             lane.frontier = new_id
-        if self._cfrontier == sid:
-            self._cfrontier = new_id
+        if self._creation.frontier == sid:
+            self._creation.frontier = new_id
         return nodes[new_id]

@@ -62,14 +62,6 @@ class MemoryStore:
         self.log = EndingsLog()
 
     @property
-    def max_bytes(self) -> int | None:
-        return self.budget.max_bytes
-
-    @property
-    def policy(self) -> str:
-        return self.budget.policy
-
-    @property
     def detailed_endings(self) -> bool:
         """While True (someone listens), each ending is kept whole, not only counted."""
         return self.log.detailed

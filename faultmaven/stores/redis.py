@@ -92,18 +92,6 @@ class RedisStore:
         self._endings = Endings()
 
     @property
-    def policy(self) -> str:
-        return self.memory.policy
-
-    @property
-    def memory_reserve(self) -> float:
-        return self.memory.reserve
-
-    @property
-    def max_bytes(self) -> int | None:
-        return self.memory.max_bytes
-
-    @property
     def stats_max_age_s(self) -> float:
         return self.snapshot.max_age_s
 

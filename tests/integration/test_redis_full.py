@@ -249,7 +249,7 @@ async def test_session_max_memory_mb_bounds_redis_only_when_set(redis_url: str) 
         settings=Settings(store_url=redis_url, cleanup_enabled=False, max_memory_mb=0.05, max_per_user=0)
     )
     try:
-        assert default.store.max_bytes is None  # type: ignore[attr-defined]
+        assert default.store.memory.max_bytes is None  # type: ignore[attr-defined]
         refused = 0
         for i in range(200):
             try:
