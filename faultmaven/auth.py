@@ -341,6 +341,11 @@ class TokenVerifier:
             }
         )
 
+    @property
+    def remembered(self) -> int:
+        """How many verified tokens are remembered (at most VERIFIED_CACHE_SIZE)."""
+        return len(self._verified)
+
     def user_of(self, authorization: str | None) -> str:
         """The user the bearer token names; InvalidToken saying why when there is no valid one."""
         token = _bearer_token(authorization)

@@ -299,11 +299,11 @@ def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET))
     tokens = ["Bearer " + mint(SECRET, sub=f"user-{i}") for i in range(20)]
     assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]
-    assert len(verifier._verified) == 8
+    assert verifier.remembered == 8
     assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]  # forgotten: checked again
     with pytest.raises(auth.InvalidToken, match="invalid signature"):
         verifier.user_of("Bearer " + mint(OTHER_SECRET))
-    assert len(verifier._verified) == 8  # a refusal is never remembered
+    assert verifier.remembered == 8  # a refusal is never remembered
 
 
 async def test_another_claim_can_name_the_user() -> None:

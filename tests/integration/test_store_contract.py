@@ -50,7 +50,7 @@ async def manager(make_store: Callable[[], SessionStore], clock: FakeClock) -> A
 
 
 async def metrics(manager: SessionManager) -> dict[str, Any]:
-    await manager.store.refresh_stats(manager._now())
+    await manager.refresh_store_stats()
     return manager.get_session_metrics()
 
 

@@ -25,7 +25,7 @@ def manager_for(store: MemoryStore, clock: FakeClock, manager_cls: type[SessionM
     return manager_cls(store, settings=settings, clock=clock)
 
 
-async def _cycles(manager: SessionManager, clock: FakeClock, cycles: int, per_cycle: int) -> None:
+async def run_cycles(manager: SessionManager, clock: FakeClock, cycles: int, per_cycle: int) -> None:
     for _ in range(cycles):
         for _ in range(per_cycle):
             await manager.create_session("user", DATA)
@@ -35,7 +35,7 @@ async def _cycles(manager: SessionManager, clock: FakeClock, cycles: int, per_cy
 
 def create_expire_cleanup(store_cls: type[MemoryStore] = MemoryStore, cycles: int = 600, per_cycle: int = 10) -> None:
     clock = FakeClock()
-    asyncio.run(_cycles(manager_for(store_cls(), clock), clock, cycles, per_cycle))
+    asyncio.run(run_cycles(manager_for(store_cls(), clock), clock, cycles, per_cycle))
 
 
 def scheduler_start_stop(manager_cls: type[SessionManager] = SessionManager, times: int = 400) -> None:

@@ -72,11 +72,11 @@ def test_memory_returns_to_baseline_after_full_cycles() -> None:
     manager = scenarios.manager_for(MemoryStore(), clock)
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(scenarios._cycles(manager, clock, 5, 50))  # warm caches first
+        loop.run_until_complete(scenarios.run_cycles(manager, clock, 5, 50))  # warm caches first
         gc.collect()
         tracemalloc.start()
         baseline, _ = tracemalloc.get_traced_memory()
-        loop.run_until_complete(scenarios._cycles(manager, clock, 200, 50))
+        loop.run_until_complete(scenarios.run_cycles(manager, clock, 200, 50))
         gc.collect()
         after, _ = tracemalloc.get_traced_memory()
     finally:
