@@ -6,7 +6,9 @@ mutant that survives runs every test reaching its function; the default suite ru
   least recently active (tests/unit/test_store_full.py, 20,000 creates into 1 MiB);
 - the work a cleanup does follows what expired, not what is stored
   (tests/unit/test_session_management_enhanced.py, beside 5,000 live sessions);
-- an ended session with a client id leaves no memory behind (tests/unit/test_expiry_edges.py, 2,000).
+- an ended session with a client id leaves no memory behind (tests/unit/test_expiry_edges.py, 2,000);
+- removals that fail are counted, run after run, and a later run removes them
+  (tests/integration/test_faults.py, 3,000 sessions in a store failing at random).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from faultmaven.config import Settings
 from faultmaven.exceptions import SessionStoreFullError
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from tests.support import FakeClock, StoreLines
+from tests.support import FakeClock, PoisonStore, StoreLines
 
 SIGNED_IN = 10
 FLOOD = 400
@@ -127,3 +129,19 @@ async def test_ended_client_sessions_leave_no_memory_behind(clock: FakeClock) ->
         tracemalloc.stop()
     assert after - before < rounds * 20  # a stale resume pair alone costs ~150 B
     await manager.close()
+
+
+async def test_failed_removals_add_up_run_after_run_and_a_later_run_removes_them(clock: FakeClock) -> None:
+    store = PoisonStore()
+    manager = SessionManager(store, settings=Settings(cleanup_batch_size=5, cleanup_enabled=False), clock=clock)
+    ids = [(await manager.create_session()).session_id for _ in range(12)]
+    store.poison = {ids[1], ids[7]}
+    clock.advance(minutes=31)
+    assert await manager.cleanup_inactive_sessions() == 10  # the run completes past its failures
+    assert manager.get_session_metrics()["cleanup_errors_total"] == 2
+    assert await manager.cleanup_inactive_sessions() == 0
+    assert manager.get_session_metrics()["cleanup_errors_total"] == 4  # a total: each run adds its own
+    store.poison = set()
+    assert await manager.cleanup_inactive_sessions() == 2
+    metrics = manager.get_session_metrics()
+    assert metrics["cleanup_errors_total"] == 4 and metrics["active_sessions"] == 0
