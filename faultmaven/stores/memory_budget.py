@@ -12,7 +12,7 @@ class MemoryBudget:
 
     __slots__ = ("max_bytes", "policy")
 
-    def __init__(self, max_bytes: int | None = None, policy: str = "reject") -> None:
+    def __init__(self, max_bytes: int | None, policy: str) -> None:
         if policy not in ("reject", "evict"):
             raise ValueError("policy must be 'reject' or 'evict'")
         self.max_bytes = max_bytes

@@ -10,7 +10,12 @@ from collections import Counter
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.exceptions import SessionDataTooLargeError, SessionOverMemoryBudgetError, SessionStoreException
+from faultmaven.exceptions import (
+    SessionDataTooLargeError,
+    SessionOverMemoryBudgetError,
+    SessionStoreException,
+    SessionStoreFullError,
+)
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
@@ -233,3 +238,38 @@ async def test_stored_sessions_add_no_object_the_garbage_collector_tracks() -> N
     await store.touch(next(sid for sid, _ in store.index.items()), EPOCH + 1)
     assert len(store) == 2050
     assert _tracked() - before < 20
+
+
+async def test_the_budget_errors_say_which_setting_refused() -> None:
+    with pytest.raises(ValueError) as bad:
+        MemoryStore(policy="lru")
+    assert str(bad.value) == "policy must be 'reject' or 'evict'"
+    a = record(user="alice")
+    store = MemoryStore(max_bytes=cost(a) + 10)
+    await store.create(a, EPOCH)
+    with pytest.raises(SessionStoreFullError) as full:
+        await store.create(record(user="bob"), EPOCH)
+    assert str(full.value) == "session store full: SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)"
+
+
+async def test_endings_are_counted_but_kept_whole_only_while_detailed() -> None:
+    """A store nobody listens to keeps no ending whole; a rotation counts the session's lifetime so far."""
+    store = MemoryStore()
+    r = record(created=EPOCH, active=EPOCH + 40)
+    await store.create(r, EPOCH + 40)
+    await store.rotate(r.session_id, "n" * 43, EPOCH + 50)
+    ended = store.take_endings()
+    assert ended.counts == {"rotated": 1} and ended.lifetime_s == 40.0
+    assert list(ended) == []
+
+
+async def test_a_growing_write_one_byte_over_the_budget_is_refused() -> None:
+    a, b = record(user="alice"), record(user="bob")
+    store = MemoryStore(max_bytes=cost(a) + cost(b) + 100)
+    await store.create(a, EPOCH)
+    await store.create(b, EPOCH)
+    grown = a.blob + b" " * 101  # one byte more than the room left
+    assert session_bytes(a.session_id, "alice", grown, a.meta) == cost(a) + 101
+    with pytest.raises(SessionStoreFullError):
+        await store.replace_data(a.session_id, grown, EPOCH + 1)
+    assert await store.replace_data(a.session_id, a.blob + b" " * 100, EPOCH + 1) is not None  # exactly fits
