@@ -17,6 +17,7 @@ from faultmaven.stores.base import Endings
 
 AUDITED = ("rotated", "user_limit", "revoked")  # endings that write an audit record per call
 _MADE_ROOM = ("expired", "evicted")  # what a write ends to fit under the memory budget
+_SWEPT = frozenset(("expired", "idle"))  # what a cleanup batch ends
 _EVICTION = "memory budget (SESSION_MAX_MEMORY_MB): least recently active sessions evicted"
 
 
@@ -32,22 +33,27 @@ class EndingsHandler:
         """Account for `endings`: those of a call on behalf of `user_id`; `write` marks a create or update,
         whose expired or evicted endings made room under the memory budget; `wake` False holds the events
         back until flush() (a cleanup run delivers them when it ends)."""
-        if not endings.counts:
+        counts = endings.counts
+        if not counts:
             return
         self._counters.count_endings(endings)
+        if write or not counts.keys() <= _SWEPT:  # a cleanup batch (the common case) has nothing to record
+            self._record(endings, user_id, write)
+        self._events.publish(endings, wake=wake)
+
+    def _record(self, endings: Endings, user_id: str | None, write: bool) -> None:
+        """The audit records of revocations, rotations and user-limit endings; a write's eviction record."""
         now = self._clock()
         for event in AUDITED:
             count = endings.counts.get(event, 0)
             if count:
                 audit_event(event, user_id, count, now)
-        if write:
-            made_room = sum(endings.counts.get(reason, 0) for reason in _MADE_ROOM)
-            if made_room:
-                run = RunRecord(
-                    secrets.token_hex(6), "eviction", now, now, made_room, 0.0, endings.freed_bytes, 0, _EVICTION
-                )
-                log_run(run)
-        self._events.publish(endings, wake=wake)
+        made_room = sum(endings.counts.get(reason, 0) for reason in _MADE_ROOM) if write else 0
+        if made_room:
+            run = RunRecord(
+                secrets.token_hex(6), "eviction", now, now, made_room, 0.0, endings.freed_bytes, 0, _EVICTION
+            )
+            log_run(run)
 
     def flush(self) -> None:
         """Let the listeners have every ending held back so far."""

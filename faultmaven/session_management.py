@@ -80,7 +80,7 @@ class SessionManager:
 
     def _now(self) -> float:
         """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
-        self._last_now = max(self._last_now, self._clock())
+        self._last_now = now if (now := self._clock()) > self._last_now else self._last_now
         return self._last_now
 
     @contextlib.contextmanager
