@@ -5,6 +5,7 @@ mutant's run), a looping test is stopped by its CPU budget, and a module collect
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -31,8 +32,8 @@ def test_every_test_left_out_of_the_mutation_run_exists() -> None:
             assert name in defined, f"{node_id} (in [tool.mutmut] pytest_add_cli_args) names no test"
 
 
-def run_pytest(tmp_path: Path, *args: str, cpu_s: str = "15") -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PYTHONPATH": str(ROOT), "MUTATION_TEST_CPU_S": cpu_s}
+def run_pytest(tmp_path: Path, *args: str, cpu_s: str = "15", mutant: str = "") -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "MUTATION_TEST_CPU_S": cpu_s, "MUTANT_UNDER_TEST": mutant}
     command = [sys.executable, "-m", "pytest", "-p", "tests.mutation_plugin", "-p", "no:randomly"]
     command += ["-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path), *args]
     for unused in ("locust", "schemathesis", "memray", "benchmark", "anyio", "hypothesispytest"):
@@ -78,3 +79,83 @@ def test_a_module_collects_only_the_tests_its_node_ids_name(tmp_path: Path) -> N
     assert "3 passed" in result.stdout
     whole = run_pytest(tmp_path, "test_some.py", "-s")  # a whole file: every test, as without the plugin
     assert "'test_not_asked'" in whole.stdout and "1 failed, 4 passed" in whole.stdout, whole.stdout
+
+
+MODULE = '''\
+def x_f__mutmut_orig(a, b=1):
+    total = a + b
+    if a > 2:
+        total = (a
+                 * b)
+    try:
+        total += 1
+    except ValueError:
+        pass
+    return total
+def x_f__mutmut_1(a, b=2):
+    total = a + b
+    if a > 2:
+        total = (a
+                 * b)
+    try:
+        total += 1
+    except ValueError:
+        pass
+    return total
+def x_f__mutmut_2(a, b=1):
+    total = a + b
+    if a > 2:
+        total = (a
+                 / b)
+    try:
+        total += 1
+    except ValueError:
+        pass
+    return total
+def x_f__mutmut_3(a, b=1):
+    total = a + b
+    if a >= 2:
+        total = (a
+                 * b)
+    try:
+        total += 1
+    except ValueError:
+        pass
+    return total
+def x_f__mutmut_4(a, b=1):
+    total = a + b
+    if a > 2:
+        total = (a
+                 * b)
+    try:
+        total += 1
+    except TypeError:
+        pass
+    return total
+'''
+
+
+def test_a_mutant_runs_only_the_tests_that_executed_the_statement_it_changes(tmp_path: Path) -> None:
+    (tmp_path / "faultmaven").mkdir()
+    (tmp_path / "faultmaven" / "__init__.py").write_text("")
+    (tmp_path / "faultmaven" / "mod.py").write_text(MODULE)
+    spans = {f"x_f__mutmut_{n}": [1 + 10 * i, 10 + 10 * i] for i, n in enumerate(["orig", "1", "2", "3", "4"])}
+    (tmp_path / "faultmaven" / "mod.py.spans").write_text(json.dumps({"version": 1, "spans": spans}))
+    (tmp_path / "test_mod.py").write_text(
+        "from faultmaven.mod import x_f__mutmut_orig as f\n"
+        "def test_small():\n    assert f(1) == 3\n"
+        "def test_large():\n    assert f(3, 2) == 7\n"
+        "def test_never_calls():\n    pass\n"
+    )
+    plugin = ["-p", "tests.mutation_lines", "-p", "no:mutation_plugin", "-s"]
+    stats = run_pytest(tmp_path, "test_mod.py", *plugin, mutant="stats")
+    assert "3 passed" in stats.stdout, stats.stdout + stats.stderr
+    ran = {}
+    for number in range(1, 5):
+        result = run_pytest(tmp_path, "test_mod.py", *plugin, "-rA", mutant=f"faultmaven.mod.x_f__mutmut_{number}")
+        ran[number] = sorted(line.split("::")[1] for line in result.stdout.splitlines() if line.startswith("PASSED"))
+    # the default in the signature: every test, as mutmut chose; `* b` on the if's second line: the tests
+    # that ran that statement; the if's condition: the tests that ran it; an except clause: reached by none
+    # of these tests' exceptions, so the tests that ran the try statement's handler header (none)
+    assert ran == {1: ["test_large", "test_never_calls", "test_small"], 2: ["test_large"],
+                   3: ["test_large", "test_small"], 4: []}, ran
