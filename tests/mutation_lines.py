@@ -22,7 +22,9 @@ import ast
 import difflib
 import json
 import os
+import sys
 import textwrap
+from collections import defaultdict
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import pytest
 
 LINES_FILE = Path("mutation-lines.json")  # in mutants/, where mutmut runs the tests
 _COVERAGE = pytest.StashKey[Any]()
+_TRACED = pytest.StashKey[list[tuple[str, str, int]]]()
 
 
 def _mutant() -> str:
@@ -45,15 +48,26 @@ def pytest_configure(config: pytest.Config) -> None:
     cov = coverage.Coverage(data_file=None, include=[str(Path.cwd() / "faultmaven" / "*")], config_file=False)
     cov.start()
     config.stash[_COVERAGE] = cov
+    config.stash[_TRACED] = []
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-    """Setup, call and teardown of one test count as that test's lines."""
+    """Setup, call and teardown of one test count as that test's lines, with those run while a test's own
+    tracer (tests.support.StoreLines) displaced coverage.py's."""
     cov = item.config.stash.get(_COVERAGE, None)
-    if cov is not None:
-        cov.switch_context(item.nodeid)
-    return (yield)
+    if cov is None:
+        return (yield)
+    cov.switch_context(item.nodeid)
+    store_lines = getattr(sys.modules.get("tests.support"), "StoreLines", None)  # imported by test modules
+    if store_lines is not None:
+        store_lines.seen = set()
+    try:
+        return (yield)
+    finally:
+        if store_lines is not None:
+            item.config.stash[_TRACED].extend((item.nodeid, *seen) for seen in store_lines.seen)
+            store_lines.seen = None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -62,14 +76,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     cov.stop()
     data = cov.get_data()
-    tests: dict[str, int] = {}
-    files: dict[str, dict[int, list[int]]] = {}
+    by_file: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     for path in data.measured_files():
-        by_line = data.contexts_by_lineno(path)
-        files[str(Path(path).relative_to(Path.cwd()))] = {
-            line: sorted({tests.setdefault(c, len(tests)) for c in contexts if c})
-            for line, contexts in by_line.items()
+        for line, contexts in data.contexts_by_lineno(path).items():
+            by_file[path][line].update(c for c in contexts if c)
+    for test, path, line in config.stash[_TRACED]:
+        by_file[path][line].add(test)
+    tests: dict[str, int] = {}
+    files = {
+        str(Path(path).relative_to(Path.cwd())): {
+            line: sorted(tests.setdefault(t, len(tests)) for t in contexts) for line, contexts in lines.items()
         }
+        for path, lines in by_file.items()
+        if Path(path).is_relative_to(Path.cwd())
+    }
     LINES_FILE.write_text(json.dumps({"tests": list(tests), "files": files}), encoding="utf-8")
 
 

@@ -7,10 +7,11 @@ import re
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Set
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+import faultmaven
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores import (
     BatchResult,
@@ -31,26 +32,40 @@ EPOCH = 1_700_000_000.0
 
 class StoreLines:
     """Counts the lines executed in the store's modules while the block runs: the work a call does, free
-    of timing noise (awaits inside the block count too; tracing is per thread)."""
+    of timing noise (awaits inside the block count too; tracing is per thread).
+
+    A tracer already set (coverage.py, a debugger) is put back afterwards. It misses the block, so while
+    `StoreLines.seen` is a set (the mutation run's coverage per test sets it), every faultmaven line run in
+    the block is added to it as (file, line)."""
+
+    seen: ClassVar[set[tuple[str, int]] | None] = None
 
     def __init__(self) -> None:
         self.count = 0
         modules = (expiry, expiry_lanes, expiry_lists, memory, memory_budget, memory_endings, memory_owners, mem)
         self._files = {module.__file__ for module in modules}
+        self._package = os.path.dirname(faultmaven.__file__) + os.sep
+        self._previous: Any = None
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code.co_filename in self._files:
-            if event == "line":
-                self.count += 1
-            return self._trace
-        return None
+        name = frame.f_code.co_filename
+        counted = name in self._files
+        seen = StoreLines.seen
+        if not counted and (seen is None or not name.startswith(self._package)):
+            return None
+        if event == "line":
+            self.count += counted
+            if seen is not None:
+                seen.add((name, frame.f_lineno))
+        return self._trace
 
     def __enter__(self) -> StoreLines:
+        self._previous = sys.gettrace()
         sys.settrace(self._trace)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sys.settrace(None)
+        sys.settrace(self._previous)
 
 
 def exactly(message: str) -> str:

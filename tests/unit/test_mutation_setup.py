@@ -12,6 +12,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+from faultmaven.stores import MemoryStore, memory
+from tests.support import StoreLines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -81,7 +84,7 @@ def test_a_module_collects_only_the_tests_its_node_ids_name(tmp_path: Path) -> N
     assert "'test_not_asked'" in whole.stdout and "1 failed, 4 passed" in whole.stdout, whole.stdout
 
 
-MODULE = '''\
+MODULE = """\
 def x_f__mutmut_orig(a, b=1):
     total = a + b
     if a > 2:
@@ -132,7 +135,7 @@ def x_f__mutmut_4(a, b=1):
     except TypeError:
         pass
     return total
-'''
+"""
 
 
 def test_a_mutant_runs_only_the_tests_that_executed_the_statement_it_changes(tmp_path: Path) -> None:
@@ -157,5 +160,27 @@ def test_a_mutant_runs_only_the_tests_that_executed_the_statement_it_changes(tmp
     # the default in the signature: every test, as mutmut chose; `* b` on the if's second line: the tests
     # that ran that statement; the if's condition: the tests that ran it; an except clause: reached by none
     # of these tests' exceptions, so the tests that ran the try statement's handler header (none)
-    assert ran == {1: ["test_large", "test_never_calls", "test_small"], 2: ["test_large"],
-                   3: ["test_large", "test_small"], 4: []}, ran
+    assert ran == {
+        1: ["test_large", "test_never_calls", "test_small"],
+        2: ["test_large"],
+        3: ["test_large", "test_small"],
+        4: [],
+    }, ran
+
+
+def test_store_lines_puts_back_the_tracer_it_displaced_and_hands_over_the_lines_it_saw() -> None:
+    def outer(frame: object, event: str, arg: object) -> None:
+        return None
+
+    before = sys.gettrace()
+    sys.settrace(outer)
+    try:
+        StoreLines.seen = set()
+        with StoreLines() as lines:
+            MemoryStore().stats(0.0)
+        seen, StoreLines.seen = StoreLines.seen, None
+        assert sys.gettrace() is outer
+    finally:
+        sys.settrace(before)
+    assert lines.count > 0
+    assert {path for path, _ in seen} >= {memory.__file__}
