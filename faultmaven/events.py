@@ -57,20 +57,29 @@ class SessionEndDispatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="faultmaven-session-end")
 
     async def _run(self) -> None:
+        delivered = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
-            delivered = 0
             while self._pending:
                 endings, ended_at = self._pending.popleft()
-                for ending in endings:
-                    event = SessionEnd.from_ending(ending, ended_at)
-                    for listener in self.listeners:
-                        await self._call(listener, event)
-                    delivered += 1
-                    if delivered % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
+                try:
+                    delivered = await self._deliver(endings, ended_at, delivered)
+                except Exception as exc:  # a fault in making events of one call's endings: the rest go out
+                    self.errors += 1
+                    log.error("Session-end delivery failed", extra={"error_type": type(exc).__name__})
             self._idle.set()
+
+    async def _deliver(self, endings: Endings, ended_at: float, delivered: int) -> int:
+        """Every listener with each ending; returns the running count of events delivered."""
+        for ending in endings:
+            event = SessionEnd.from_ending(ending, ended_at)
+            for listener in self.listeners:
+                await self._call(listener, event)
+            delivered += 1
+            if delivered % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return delivered
 
     async def _call(self, listener: SessionEndListener, event: SessionEnd) -> None:
         try:

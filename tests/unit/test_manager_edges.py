@@ -105,6 +105,30 @@ async def test_an_end_event_names_the_user_and_the_client(manager: SessionManage
     ]
 
 
+async def test_a_fault_making_events_of_one_call_s_endings_loses_only_those(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dispatcher's task carries on (the next endings are delivered, a flush returns at once rather
+    than at its timeout), and the fault is counted and logged without ids."""
+    seen: list[SessionEnd] = []
+    manager.add_session_end_listener(seen.append)
+    first = (await manager.create_session("alice")).session_id
+    real = SessionEnd.from_ending
+    monkeypatch.setattr(SessionEnd, "from_ending", staticmethod(lambda *a: 1 / 0))  # the fault
+    await manager.delete_session(first)
+    async with asyncio.timeout(10):  # a dead task would keep the flush waiting for its whole 30 s
+        await manager.flush_session_ends(timeout_s=30)
+    monkeypatch.setattr(SessionEnd, "from_ending", staticmethod(real))
+    second = (await manager.create_session("bob")).session_id
+    await manager.delete_session(second)
+    await manager.flush_session_ends()
+    assert [e.session_id for e in seen] == [second]
+    assert manager.get_session_metrics()["session_end_listener_errors_total"] == 1
+    failed = [r for r in caplog.records if r.getMessage() == "Session-end delivery failed"]
+    assert [r.error_type for r in failed] == ["ZeroDivisionError"]  # type: ignore[attr-defined]
+    assert first not in caplog.text and second not in caplog.text
+
+
 @pytest.mark.parametrize("value", [12345678, None, "short", "x" * 129, "bad id!!"])
 def test_a_bad_client_id_is_a_value_error_naming_the_rule(value: Any) -> None:
     with pytest.raises(ValueError, match=exactly("client_id must be 8 to 128 characters of [A-Za-z0-9_-]")):
