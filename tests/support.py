@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -12,7 +13,9 @@ from typing import Any, ClassVar
 import pytest
 
 import faultmaven
+from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionRecord, new_session_id
+from faultmaven.session_management import SessionManager
 from faultmaven.stores import (
     BatchResult,
     MemoryStore,
@@ -231,8 +234,6 @@ class DownStore(MemoryStore):
 
     def _check(self) -> None:
         if self.down:
-            from faultmaven.exceptions import SessionStoreException
-
             raise SessionStoreException("store unreachable (injected)")
 
     async def remove_idle(
@@ -257,3 +258,61 @@ class UntouchableStore(MemoryStore):
 
     async def delete(self, *args: Any) -> Any:
         raise AssertionError("store.delete reached")
+
+
+TICK_MINUTES = 0.0005  # 30 ms between scheduled runs
+
+
+async def scheduled_until(manager: SessionManager, done: Callable[[dict[str, Any]], bool]) -> None:
+    """Start the manager's scheduler, wait (30 s at most) until `done(metrics)`, then stop it."""
+    await manager.start_cleanup_scheduler(TICK_MINUTES)
+    try:
+        async with asyncio.timeout(30):
+            while not done(manager.get_session_metrics()):
+                await asyncio.sleep(0.01)
+    finally:
+        await manager.stop_cleanup_scheduler()
+
+
+async def scheduled_runs(*managers: SessionManager, runs: int = 2) -> None:
+    """Start each manager's scheduler, wait until each finished `runs` more runs, then stop them."""
+    waits = []
+    for m in managers:
+        target = m.get_session_metrics()["cleanup_runs"] + runs
+        waits.append(scheduled_until(m, lambda metrics, target=target: metrics["cleanup_runs"] >= target))
+    await asyncio.gather(*waits)
+
+
+class LeasedStore(MemoryStore):
+    """A memory store with cleanup parts and leases as a shared store has them, recording each lease call:
+    the parts in `held_elsewhere` are held by another replica, a lease survives `renewals` renewals, and a
+    release can fail as it does when the store is down."""
+
+    def __init__(
+        self,
+        parts: tuple[int, ...],
+        held_elsewhere: Set[int] = frozenset(),
+        renewals: int = 1_000,
+        release_fails: bool = False,
+    ) -> None:
+        super().__init__()
+        self.parts, self.held_elsewhere = parts, set(held_elsewhere)
+        self.renewals, self.release_fails = renewals, release_fails
+        self.calls: list[tuple[Any, ...]] = []
+
+    def cleanup_parts(self) -> tuple[int, ...]:
+        return self.parts
+
+    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
+        self.calls.append(("acquire", ttl_s, part))
+        return None if part in self.held_elsewhere else f"lease-{part}"
+
+    async def renew_lease(self, token: str, ttl_s: float) -> bool:
+        self.calls.append(("renew", token, ttl_s))
+        self.renewals -= 1
+        return self.renewals >= 0
+
+    async def release_lease(self, token: str) -> None:
+        self.calls.append(("release", token))
+        if self.release_fails:
+            raise SessionStoreException("store down")

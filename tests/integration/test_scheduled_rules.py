@@ -18,9 +18,7 @@ from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionEnd
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, SessionStore
-from tests.support import FakeClock
-
-TICK_MINUTES = 0.0005  # 30 ms between scheduled runs
+from tests.support import TICK_MINUTES, FakeClock, scheduled_runs
 
 
 def _settings(**extra: float) -> Settings:
@@ -32,18 +30,6 @@ async def manager(make_store: Callable[[], SessionStore], clock: FakeClock) -> A
     mgr = SessionManager(make_store(), settings=_settings(), clock=clock)
     yield mgr
     await mgr.close()
-
-
-async def scheduled_runs(*managers: SessionManager, runs: int = 2) -> None:
-    """Start each manager's scheduler, wait until each finished `runs` more runs, then stop them."""
-    before = [m.get_session_metrics()["cleanup_runs"] for m in managers]
-    for m in managers:
-        await m.start_cleanup_scheduler(TICK_MINUTES)
-    async with asyncio.timeout(30):
-        while any(m.get_session_metrics()["cleanup_runs"] < b + runs for m, b in zip(managers, before, strict=True)):  # type: ignore[operator]
-            await asyncio.sleep(0.01)
-    for m in managers:
-        await m.stop_cleanup_scheduler()
 
 
 async def active(manager: SessionManager) -> int | None:

@@ -94,6 +94,58 @@ async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
     await manager.close()
 
 
+async def test_an_update_that_makes_room_is_logged_as_an_eviction_run(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = MemoryStore()
+    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
+    one = probe.stats(0.0).memory_bytes
+    assert one is not None
+    manager = SessionManager(
+        MemoryStore(max_bytes=one * 3, policy="evict"), settings=Settings(max_per_user=0), clock=clock
+    )
+    oldest = (await manager.create_session("u", PAYLOAD)).session_id
+    clock.advance(10)
+    grown = (await manager.create_session("u", PAYLOAD)).session_id
+    await manager.create_session("u", PAYLOAD)
+    caplog.set_level(logging.INFO, "faultmaven")
+    await manager.update_session(grown, {"blob": "x" * 900})  # needs the oldest session's room
+
+    (run,) = runs_logged(caplog)
+    assert run["cleanup_count"] == 1 and run["audit"]["trigger"] == "eviction"
+    assert await manager.get_session(oldest) is None
+    assert manager.get_session_metrics()["sessions_evicted_total"] == 1
+    await manager.close()
+
+
+async def test_a_revocation_that_ends_expired_sessions_too_logs_no_eviction(
+    manager: SessionManager, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a create or update makes room; the expired sessions a revocation ends are not an eviction."""
+    await manager.create_session("alice", timeout_minutes=5)
+    clock.advance(minutes=10)
+    await manager.create_session("alice")
+    caplog.set_level(logging.INFO, "faultmaven")
+    assert await manager.revoke_user_sessions("alice") == 1
+    assert runs_logged(caplog) == []
+    metrics = manager.get_session_metrics()
+    assert metrics["sessions_revoked_total"] == 1 and metrics["sessions_evicted_total"] == 0
+
+
+async def test_a_flush_waits_no_longer_than_asked_for_a_listener_still_running(manager: SessionManager) -> None:
+    release = asyncio.Event()
+
+    async def stuck(event: SessionEnd) -> None:
+        await release.wait()
+
+    manager.add_session_end_listener(stuck)
+    await manager.delete_session((await manager.create_session("alice")).session_id)
+    async with asyncio.timeout(3):  # far below the listener's own 5 s limit
+        await manager.flush_session_ends(timeout_s=0.05)
+    release.set()
+    await manager.flush_session_ends()
+
+
 async def test_an_end_event_names_the_user_and_the_client(manager: SessionManager) -> None:
     seen: list[SessionEnd] = []
     manager.add_session_end_listener(seen.append)
@@ -127,6 +179,15 @@ async def test_a_fault_making_events_of_one_call_s_endings_loses_only_those(
     failed = [r for r in caplog.records if r.getMessage() == "Session-end delivery failed"]
     assert [r.error_type for r in failed] == ["ZeroDivisionError"]  # type: ignore[attr-defined]
     assert first not in caplog.text and second not in caplog.text
+
+
+@pytest.mark.parametrize(("merge", "name"), [(False, "session data"), (True, "merge patch")])
+async def test_data_that_is_not_json_names_what_was_sent(manager: SessionManager, merge: bool, name: str) -> None:
+    sid = (await manager.create_session("alice")).session_id
+    with pytest.raises(ValueError, match=f"^{name} is not JSON-serialisable: "):
+        await manager.update_session(sid, {"x": object()}, merge=merge)
+    with pytest.raises(TypeError, match=exactly(f"{name} must be a JSON object (a mapping)")):
+        await manager.update_session(sid, ["not", "an", "object"], merge=merge)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("value", [12345678, None, "short", "x" * 129, "bad id!!"])
@@ -374,7 +435,8 @@ async def test_a_failed_run_is_logged_audited_and_raised_with_its_cause(
     ]
     done, bad = (r.audit for r in runs)  # type: ignore[attr-defined]
     assert (done["outcome"], done["cleanup_count"], done["errors"], done["trigger"]) == ("completed", 1, 0, "manual")
-    assert (bad["outcome"], bad["cleanup_count"], bad["errors"], bad["reason"]) == ("failed", 0, 1, "failed: expired")
+    assert (bad["outcome"], bad["cleanup_count"], bad["errors"], bad["trigger"]) == ("failed", 0, 1, "manual")
+    assert bad["reason"] == "failed: expired"
     assert runs[1].error_type == "SessionStoreException"  # type: ignore[attr-defined]
     run_id = bad["run_id"]
     assert str(failed.value) == f"cleanup run {run_id} failed: SessionStoreException: store unreachable (injected)"

@@ -99,6 +99,17 @@ def test_each_bound_crossed_gives_its_reason(change: dict[str, Any], reason: str
     assert degradation_reasons(HEALTHY | change, settings) == [reason]
 
 
+@pytest.mark.parametrize(
+    ("policy", "what_writes_do"),
+    [("reject", "new sessions are refused"), ("evict", "writes evict the least recently active")],
+)
+def test_at_the_memory_budget_the_reason_says_what_writes_do_under_the_policy(policy: str, what_writes_do: str) -> None:
+    settings = Settings(max_memory_mb=100, memory_policy=policy)
+    reason = f"memory_usage_mb at SESSION_MAX_MEMORY_MB ({what_writes_do})"
+    assert degradation_reasons(HEALTHY | {"memory_usage_mb": 95.0}, settings) == [reason]
+    assert degradation_reasons(HEALTHY | {"memory_usage_mb": 95.0}, settings, budget_applies=False) == []
+
+
 def test_just_inside_each_bound_is_healthy() -> None:
     settings = Settings(health_max_active=10, max_memory_mb=100)
     inside = {"memory_usage_mb": 94.99, "cleanup_errors_total": 5, "sessions_cleaned_total": 95}

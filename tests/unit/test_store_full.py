@@ -8,7 +8,9 @@ import re
 import pytest
 
 from faultmaven.config import Settings
+from faultmaven.counters import REFUSING_FOR_S
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.observability.health import health_report
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from tests.conftest import open_client
@@ -94,9 +96,13 @@ async def test_at_the_budget_reads_heartbeats_updates_deletes_and_rotation_keep_
 
 async def test_an_update_that_grows_past_the_budget_is_refused_and_changes_nothing(clock: FakeClock) -> None:
     manager, ids = await full_store(clock)
-    clock.advance(5)
+    clock.advance(REFUSING_FOR_S)  # the refused create no longer counts as refusing
+    assert not manager.refusing_creates()
     with pytest.raises(SessionStoreFullError):
         await manager.update_session(ids[0], {"k": "v" * 500})
+    assert manager.refusing_creates()  # from the refused update on
+    reasons = health_report(manager)["services"]["session_manager"]["reasons"]
+    assert "session store full: new sessions are refused (503, SESSION_MEMORY_POLICY=reject)" in reasons
     session = await manager.get_session(ids[1])
     assert session is not None
     others = [await manager.get_session(sid) for sid in ids]
