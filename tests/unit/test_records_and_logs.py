@@ -16,7 +16,7 @@ import pytest
 from faultmaven.config import Settings
 from faultmaven.counters import REFUSING_FOR_S, SessionCounters
 from faultmaven.exceptions import SessionCleanupException, SessionStoreFullError
-from faultmaven.observability.audit import NODE
+from faultmaven.observability.audit import NODE, RunRecord, log_run
 from faultmaven.session import fingerprint
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
@@ -158,3 +158,10 @@ async def test_a_refused_create_counts_as_refusing_for_less_than_refusing_for_s(
     clock.advance(0.5)
     assert not manager.refusing_creates()
     await manager.close()
+
+
+def test_a_run_s_duration_is_logged_in_milliseconds_to_three_decimals(json_log: io.StringIO) -> None:
+    log_run(RunRecord("0123456789ab", "manual", 0.0, 0.0, 0, 1.23456, 0, 0, "expired"))
+    [summary] = _records(json_log, "faultmaven.sessions", "Session cleanup completed")
+    [audit] = _records(json_log, "faultmaven.audit", "cleanup run")
+    assert summary["duration_ms"] == audit["duration_ms"] == 1.235

@@ -1,11 +1,13 @@
-"""The cleanup scheduler's defaults: the backoff base and jitter it is built with, and its state before
-it first starts."""
+"""The cleanup scheduler's defaults: the backoff base and jitter it is built with, its state before it
+first starts, and the interval the manager starts it with."""
 
 from __future__ import annotations
 
 import pytest
 
-from faultmaven.scheduler import CleanupScheduler
+from faultmaven.config import Settings
+from faultmaven.scheduler import CleanupScheduler, Job
+from faultmaven.session_management import SessionManager
 
 
 @pytest.mark.parametrize(("failures", "delay"), [(1, 1.0), (2, 2.0), (4, 8.0), (20, 600.0)])
@@ -33,3 +35,21 @@ async def test_a_new_scheduler_is_idle_with_no_failures() -> None:
     await scheduler.stop()
     assert scheduler.task is None
     assert scheduler.stopping is False
+
+
+class RecordingScheduler(CleanupScheduler):
+    """The real scheduler, noting the interval it was started with."""
+
+    started_with: float | None = None
+
+    def start(self, job: Job, interval_s: float) -> None:
+        self.started_with = interval_s
+        super().start(job, interval_s)
+
+
+async def test_the_manager_s_scheduler_runs_every_15_minutes_unless_told() -> None:
+    scheduler = RecordingScheduler()
+    manager = SessionManager(settings=Settings(cleanup_enabled=False), scheduler=scheduler)
+    await manager.start_cleanup_scheduler()
+    assert scheduler.started_with == 15 * 60
+    await manager.close()
