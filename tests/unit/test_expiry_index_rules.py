@@ -3,6 +3,8 @@ a full batch's stop, and the lane heaps' rebuild."""
 
 from __future__ import annotations
 
+import pytest
+
 from faultmaven.session import new_session_id
 from faultmaven.stores import MemoryStore
 from tests.support import EPOCH, StoreLines, assert_store_consistent, due_ids, session_record
@@ -26,27 +28,19 @@ def count_lines(store: MemoryStore, now: float) -> tuple[int | None, int]:
     return expired, lines.count
 
 
-async def test_the_count_after_an_idle_removal_does_not_walk_the_kept_sessions_again() -> None:
-    """Removing a lane's counted sessions behind excluded ones moves the lane's count back to the last
-    kept one, not to the lane's start: the next count walks none of them again."""
+@pytest.mark.parametrize(
+    ("timeout_s", "absolute_at", "now"),
+    [(100.0, FAR, EPOCH + 200), (10.0**5, EPOCH + 50, EPOCH + 100)],
+    ids=["idle", "absolute"],
+)
+async def test_the_count_after_a_removal_does_not_walk_the_kept_sessions_again(
+    timeout_s: float, absolute_at: float, now: float
+) -> None:
+    """Removing counted sessions (idle in their lane, or past their absolute deadline in the creation
+    list) behind excluded ones moves that list's count back to the last kept one, not to its start: the
+    next count walks none of them again."""
     store = MemoryStore()
-    ids = await stored(store, 60, 100.0)
-    now = EPOCH + 200
-    assert store.stats(now).expired == 60
-    result = await store.remove_idle(now, None, 1000, frozenset(ids[:40]))
-    assert result.removed == 20
-    first, second = count_lines(store, now), count_lines(store, now)
-    assert first == second
-    assert first[0] == 40
-    assert_store_consistent(store)
-
-
-async def test_the_count_after_an_absolute_removal_does_not_walk_the_kept_sessions_again() -> None:
-    """Removing counted sessions past their absolute deadline behind excluded ones moves the creation
-    list's count back to the last kept, not to its start."""
-    store = MemoryStore()
-    ids = await stored(store, 60, 10**5, absolute_at=EPOCH + 50)
-    now = EPOCH + 100
+    ids = await stored(store, 60, timeout_s, absolute_at=absolute_at)
     assert store.stats(now).expired == 60
     result = await store.remove_idle(now, None, 1000, frozenset(ids[:40]))
     assert result.removed == 20

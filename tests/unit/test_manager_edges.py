@@ -58,16 +58,20 @@ async def test_pages_default_to_the_first_50_and_take_limit_and_offset(clock: Fa
     assert len(page) == MAX_PAGE
 
 
-async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
+async def room_for_three(clock: FakeClock) -> tuple[SessionManager, int]:
+    """A manager whose store evicts past three PAYLOAD sessions, and the bytes one of them takes."""
     probe = MemoryStore()
     await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
     one = probe.stats(0.0).memory_bytes
     assert one is not None
-    manager = SessionManager(
-        MemoryStore(max_bytes=one * 3, policy="evict"), settings=Settings(max_per_user=0), clock=clock
-    )
+    store = MemoryStore(max_bytes=one * 3, policy="evict")
+    return SessionManager(store, settings=Settings(max_per_user=0), clock=clock), one
+
+
+async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, one = await room_for_three(clock)
     deleted = (await manager.create_session("u", PAYLOAD)).session_id
     oldest = (await manager.create_session("u", PAYLOAD)).session_id
     clock.advance(10)
@@ -97,13 +101,7 @@ async def test_an_eviction_run_is_logged_and_counted_like_a_cleanup(
 async def test_an_update_that_makes_room_is_logged_as_an_eviction_run(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    probe = MemoryStore()
-    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
-    one = probe.stats(0.0).memory_bytes
-    assert one is not None
-    manager = SessionManager(
-        MemoryStore(max_bytes=one * 3, policy="evict"), settings=Settings(max_per_user=0), clock=clock
-    )
+    manager, _ = await room_for_three(clock)
     oldest = (await manager.create_session("u", PAYLOAD)).session_id
     clock.advance(10)
     grown = (await manager.create_session("u", PAYLOAD)).session_id

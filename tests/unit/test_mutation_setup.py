@@ -84,8 +84,8 @@ def test_a_module_collects_only_the_tests_its_node_ids_name(tmp_path: Path) -> N
     assert "'test_not_asked'" in whole.stdout and "1 failed, 4 passed" in whole.stdout, whole.stdout
 
 
-MODULE = """\
-def x_f__mutmut_orig(a, b=1):
+ORIGINAL = """\
+def x_f__mutmut_{name}(a, b=1):
     total = a + b
     if a > 2:
         total = (a
@@ -93,49 +93,12 @@ def x_f__mutmut_orig(a, b=1):
     try:
         total += 1
     except ValueError:
-        pass
-    return total
-def x_f__mutmut_1(a, b=2):
-    total = a + b
-    if a > 2:
-        total = (a
-                 * b)
-    try:
-        total += 1
-    except ValueError:
-        pass
-    return total
-def x_f__mutmut_2(a, b=1):
-    total = a + b
-    if a > 2:
-        total = (a
-                 / b)
-    try:
-        total += 1
-    except ValueError:
-        pass
-    return total
-def x_f__mutmut_3(a, b=1):
-    total = a + b
-    if a >= 2:
-        total = (a
-                 * b)
-    try:
-        total += 1
-    except ValueError:
-        pass
-    return total
-def x_f__mutmut_4(a, b=1):
-    total = a + b
-    if a > 2:
-        total = (a
-                 * b)
-    try:
-        total += 1
-    except TypeError:
         pass
     return total
 """
+# mutmut's layout: the original and each mutant, ten lines each, one change in each mutant
+CHANGES = {"orig": ("", ""), "1": ("b=1", "b=2"), "2": ("* b", "/ b"), "3": ("a > 2", "a >= 2"), "4": ("Value", "Type")}
+MODULE = "".join(ORIGINAL.format(name=name).replace(old, new) for name, (old, new) in CHANGES.items())
 
 
 def test_a_mutant_runs_only_the_tests_that_executed_the_statement_it_changes(tmp_path: Path) -> None:
