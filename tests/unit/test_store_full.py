@@ -11,61 +11,87 @@ from faultmaven.config import Settings
 from faultmaven.counters import REFUSING_FOR_S
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.observability.health import health_report
+from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from tests.conftest import open_client
 from tests.support import FakeClock
 
-MIB = 1024 * 1024
-SIGNED_IN = 100
-FLOOD = 20_000
+
+class Flood:
+    """SIGNED_IN users, then FLOOD anonymous creates into a budget of BUDGET_MB, set through the settings as
+    an operator sets it (SESSION_MAX_MEMORY_MB, SESSION_MEMORY_POLICY). The large scale is the real one;
+    the small one checks the same rules in a fraction of the time, and stands in for the large one in the
+    mutation run (which leaves the large cases out). `users_timeout`, on the small scale, puts the users in
+    a lane of their own, so that eviction chooses its victims across lanes."""
+
+    def __init__(self, signed_in: int, flood: int, budget_mb: float, users_timeout: float | None) -> None:
+        self.signed_in, self.flood, self.budget_mb, self.users_timeout = signed_in, flood, budget_mb, users_timeout
+
+    def manager(self, clock: FakeClock, policy: str) -> SessionManager:
+        settings = Settings(max_memory_mb=self.budget_mb, memory_policy=policy, cleanup_enabled=False)
+        return SessionManager(settings=settings, clock=clock)
+
+    async def users(self, manager: SessionManager) -> list[Session]:
+        timeout = self.users_timeout
+        return [
+            await manager.create_session(f"user-{i}", {"cart": i}, timeout_minutes=timeout)
+            for i in range(self.signed_in)
+        ]
+
+    async def run(self, manager: SessionManager) -> tuple[int, int, list[str]]:
+        """The anonymous creates: how many were stored and refused, and the ids of the stored ones."""
+        stored: list[str] = []
+        refused = 0
+        for _ in range(self.flood):
+            try:
+                stored.append((await manager.create_session(None, {"note": "anonymous"})).session_id)
+            except SessionStoreFullError:
+                refused += 1
+        return len(stored), refused, stored
 
 
-def flooded(clock: FakeClock, policy: str) -> SessionManager:
-    settings = Settings(max_memory_mb=1, memory_policy=policy, cleanup_enabled=False)
-    return SessionManager(settings=settings, clock=clock)
+SCALES = [
+    pytest.param(Flood(10, 400, 0.02, 60), id="small"),  # about 20 KiB: some tens of sessions fit
+    pytest.param(Flood(100, 20_000, 1, None), id="large"),
+]
 
 
-async def flood(manager: SessionManager) -> tuple[int, int]:
-    """FLOOD anonymous creates; how many were stored and how many refused as the store was full."""
-    stored = refused = 0
-    for _ in range(FLOOD):
-        try:
-            await manager.create_session(None, {"note": "anonymous"})
-            stored += 1
-        except SessionStoreFullError:
-            refused += 1
-    return stored, refused
-
-
-async def test_a_flood_of_anonymous_creates_keeps_every_signed_in_user(clock: FakeClock) -> None:
-    manager = flooded(clock, "reject")
-    users = [(await manager.create_session(f"user-{i}", {"cart": i})) for i in range(SIGNED_IN)]
+@pytest.mark.parametrize("scale", SCALES)
+async def test_a_flood_of_anonymous_creates_keeps_every_signed_in_user(clock: FakeClock, scale: Flood) -> None:
+    manager = scale.manager(clock, "reject")
+    users = await scale.users(manager)
     clock.advance(1)
-    stored, refused = await flood(manager)
-    assert refused > FLOOD // 2 and stored + refused == FLOOD
+    stored, refused, _ = await scale.run(manager)
+    assert refused > scale.flood // 2 and stored + refused == scale.flood
     alive = [await manager.get_session(s.session_id, user_id=s.user_id) for s in users]
     assert all(alive), f"{alive.count(None)} signed-in sessions lost"
     metrics = manager.get_session_metrics()
     assert metrics["sessions_rejected_total"] == refused
     assert metrics["sessions_evicted_total"] == 0
-    assert metrics["active_sessions"] == SIGNED_IN + stored
+    assert metrics["active_sessions"] == scale.signed_in + stored
     assert manager.rejected_by_reason() == {"store_full": refused, "too_large": 0}
     assert manager.refusing_creates()
 
 
-async def test_with_evict_the_flood_ends_the_least_recently_active(clock: FakeClock) -> None:
-    manager = flooded(clock, "evict")
-    users = [(await manager.create_session(f"user-{i}", {"cart": i})) for i in range(SIGNED_IN)]
+@pytest.mark.parametrize("scale", SCALES)
+async def test_with_evict_the_flood_ends_the_least_recently_active(clock: FakeClock, scale: Flood) -> None:
+    manager = scale.manager(clock, "evict")
+    users = await scale.users(manager)
     clock.advance(1)
-    stored, refused = await flood(manager)
-    assert (stored, refused) == (FLOOD, 0)
+    stored, refused, ids = await scale.run(manager)
+    assert (stored, refused) == (scale.flood, 0)
     alive = [await manager.get_session(s.session_id, user_id=s.user_id) for s in users]
-    assert alive.count(None) == SIGNED_IN
+    assert alive.count(None) == scale.signed_in
     metrics = manager.get_session_metrics()
     active = metrics["active_sessions"]
-    assert active is not None and metrics["sessions_evicted_total"] == SIGNED_IN + FLOOD - active
+    assert isinstance(active, int) and 0 < active < scale.flood
+    assert metrics["sessions_evicted_total"] == scale.signed_in + scale.flood - active
     assert metrics["sessions_rejected_total"] == 0
+    assert not manager.refusing_creates()
+    # The newest sessions are the ones kept: every eviction took the least recently active.
+    kept = [await manager.get_session(sid) for sid in ids[-active:]]
+    assert all(kept), f"{kept.count(None)} of the {active} newest sessions were evicted"
 
 
 async def full_store(clock: FakeClock) -> tuple[SessionManager, list[str]]:
