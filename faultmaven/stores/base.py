@@ -68,7 +68,7 @@ class Endings:
         self.counts: dict[str, int] = {}
         self.lifetime_s = 0.0
         self.freed_bytes = 0
-        self._details: list[Iterable[Ending]] = []
+        self._details: list[Iterable[Ending]] | None = None  # made on the first detail: most never get one
 
     def tally(self, reason: str, count: int, lifetime_s: float = 0.0, freed_bytes: int = 0) -> None:
         """`count` sessions ended for `reason` (their details, if kept, come through add() or attach())."""
@@ -81,17 +81,20 @@ class Endings:
         """One ending: tallied, and kept whole when `detailed`."""
         self.tally(ending[5], 1, ending[4] - ending[3], freed_bytes)
         if detailed:
-            self._details.append((ending,))
+            self.attach((ending,))
 
     def attach(self, details: Iterable[Ending]) -> None:
         """Details of endings already tallied, read only when someone iterates."""
-        self._details.append(details)
+        if self._details is None:
+            self._details = [details]
+        else:
+            self._details.append(details)
 
     def __len__(self) -> int:
         return sum(self.counts.values())
 
     def __iter__(self) -> Iterator[Ending]:
-        return chain.from_iterable(self._details)
+        return chain.from_iterable(self._details or ())
 
 
 class SessionStore(Protocol):

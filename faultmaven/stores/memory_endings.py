@@ -21,7 +21,7 @@ class EndingsLog:
 
     def __init__(self) -> None:
         self.detailed = False  # keep each ending whole, for session-end events
-        self.endings = Endings()
+        self.endings = NodeEndings()
         self.ended: list[Any] = []
         self.swept: list[Any] = []
 
@@ -45,23 +45,33 @@ class EndingsLog:
 
     def take(self) -> Endings:
         """What ended since the last call; the details are read from the nodes only when iterated."""
-        endings, self.endings = self.endings, Endings()
-        if self.ended or self.swept:
-            endings.attach(_NodeDetails(self.ended, self.swept))
-            self.ended, self.swept = [], []
+        endings, self.endings = self.endings, NodeEndings()
+        if self.ended:
+            endings.flat, self.ended = self.ended, []
+        if self.swept:
+            endings.swept, self.swept = self.swept, []
         return endings
 
 
-class _NodeDetails:
-    """Endings' details as the log kept them, flat; each Ending is built only when delivered."""
+class NodeEndings(Endings):
+    """Endings with the removed nodes as their details, each Ending built only when delivered.
 
-    __slots__ = ("_flat", "_swept")
+    A cleanup run holds every batch's endings until it ends (the listeners get them then), and what each
+    batch leaves held is what the garbage collector walks during the run: so one object per batch and the
+    lists the nodes are in, no wrapper and no spare empty list (those cost a 100k cleanup ~10%, in
+    collections that read every kept node).
+    """
 
-    def __init__(self, flat: list[Any], swept: list[Any]) -> None:
-        self._flat, self._swept = flat, swept
+    __slots__ = ("flat", "swept")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flat: list[Any] | tuple[()] = ()  # id, node, reason per removal
+        self.swept: list[Any] | tuple[()] = ()  # id, node per expired session a cleanup removed
 
     def __iter__(self) -> Iterator[Ending]:
-        flat, swept = self._flat, self._swept
+        yield from super().__iter__()
+        flat, swept = self.flat, self.swept
         for i in range(0, len(flat), 3):
             yield _ending(flat[i], flat[i + 1], flat[i + 2])
         for i in range(0, len(swept), 2):
