@@ -136,6 +136,21 @@ def _not_the_test_client(record: logging.LogRecord) -> bool:
     return not record.name.startswith(("httpx", "httpcore"))
 
 
+class _Once(logging.Filter):
+    """The capture sits on the root logger and on `faultmaven` (whose records reach the root only while it
+    propagates, which the service's logging config turns off): a record that comes by both is written once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: logging.LogRecord | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record is self.last:
+            return False
+        self.last = record
+        return True
+
+
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """Every log line of the process at DEBUG (but the test client's), through the service's own JSON
@@ -148,6 +163,7 @@ def json_log() -> Iterator[io.StringIO]:
     handler.setFormatter(formatter)
     handler.setLevel(logging.DEBUG)
     handler.addFilter(_not_the_test_client)
+    handler.addFilter(_Once())
     loggers = [logging.getLogger(), logging.getLogger("faultmaven")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:

@@ -27,11 +27,8 @@ _MISSING = "<missing>"
 
 
 def _records(stream: io.StringIO, logger: str, message: str) -> list[dict[str, Any]]:
-    """The JSON lines of one logger with one message. The capture is attached to the root logger and to
-    `faultmaven`, so a record can be written twice in a row: such a repeat is dropped."""
-    lines = stream.getvalue().splitlines()
-    once = [line for i, line in enumerate(lines) if i == 0 or line != lines[i - 1]]
-    records = [json.loads(line) for line in once]
+    """The JSON lines of one logger with one message."""
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
     return [r for r in records if r["logger"] == logger and r["message"] == message]
 
 
