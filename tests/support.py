@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 import faultmaven
+from faultmaven.config import Settings
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.session_management import SessionManager
@@ -258,6 +259,16 @@ class UntouchableStore(MemoryStore):
 
     async def delete(self, *args: Any) -> Any:
         raise AssertionError("store.delete reached")
+
+
+async def one_session_bytes(user_id: str, data: dict[str, Any]) -> int:
+    """What one session of `user_id` holding `data` takes of a memory store's budget: measured, not
+    computed, so that a budget of k of them holds exactly k."""
+    probe = MemoryStore()
+    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session(user_id, data)
+    one = probe.stats(0.0).memory_bytes
+    assert one is not None
+    return one
 
 
 TICK_MINUTES = 0.0005  # 30 ms between scheduled runs

@@ -21,7 +21,7 @@ from faultmaven.observability.audit import NODE
 from faultmaven.session import Session, SessionEnd, check_client_id, check_user_id, fingerprint
 from faultmaven.session_management import MAX_PAGE, SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
-from tests.support import EPOCH, DownStore, FakeClock, HookedStore, exactly
+from tests.support import EPOCH, DownStore, FakeClock, HookedStore, exactly, one_session_bytes
 
 PAYLOAD = {"blob": "x" * 500}
 
@@ -60,10 +60,7 @@ async def test_pages_default_to_the_first_50_and_take_limit_and_offset(clock: Fa
 
 async def room_for_three(clock: FakeClock) -> tuple[SessionManager, int]:
     """A manager whose store evicts past three PAYLOAD sessions, and the bytes one of them takes."""
-    probe = MemoryStore()
-    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u", PAYLOAD)
-    one = probe.stats(0.0).memory_bytes
-    assert one is not None
+    one = await one_session_bytes("u", PAYLOAD)
     store = MemoryStore(max_bytes=one * 3, policy="evict")
     return SessionManager(store, settings=Settings(max_per_user=0), clock=clock), one
 

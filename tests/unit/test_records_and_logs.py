@@ -21,7 +21,7 @@ from faultmaven.session import fingerprint
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from faultmaven.stores.base import StoreStats
-from tests.support import DownStore, FakeClock
+from tests.support import DownStore, FakeClock, one_session_bytes
 
 _MISSING = "<missing>"
 
@@ -140,10 +140,7 @@ def test_memory_usage_is_none_while_the_store_has_not_measured_it() -> None:
 
 async def test_a_refused_create_counts_as_refusing_for_less_than_refusing_for_s(clock: FakeClock) -> None:
     """Refusing lasts REFUSING_FOR_S after the last refusal, not including that instant."""
-    probe = MemoryStore()
-    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u0", {"k": "v"})
-    one = probe.stats(0.0).memory_bytes
-    assert one is not None
+    one = await one_session_bytes("u0", {"k": "v"})
     store = MemoryStore(max_bytes=one * 2)
     manager = SessionManager(store, settings=Settings(cleanup_enabled=False), clock=clock)
     for i in range(2):

@@ -15,7 +15,7 @@ from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from tests.conftest import open_client
-from tests.support import FakeClock
+from tests.support import FakeClock, one_session_bytes
 
 
 class Flood:
@@ -96,10 +96,7 @@ async def test_with_evict_the_flood_ends_the_least_recently_active(clock: FakeCl
 
 async def full_store(clock: FakeClock) -> tuple[SessionManager, list[str]]:
     """A manager whose store holds exactly as many sessions as fit; the next create is refused."""
-    probe = MemoryStore()
-    await SessionManager(probe, settings=Settings(cleanup_enabled=False)).create_session("u0", {"k": "v"})
-    one = probe.stats(0.0).memory_bytes
-    assert one is not None
+    one = await one_session_bytes("u0", {"k": "v"})
     settings = Settings(cleanup_enabled=False, max_per_user=2)
     manager = SessionManager(MemoryStore(max_bytes=one * 4), settings=settings, clock=clock)
     ids = [(await manager.create_session(f"u{i}", {"k": "v"})).session_id for i in range(4)]
