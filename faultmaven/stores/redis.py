@@ -82,7 +82,7 @@ class RedisStore:
         self.prefix = prefix
         self.client: aioredis.Redis | RedisCluster = connect(url)
         self.shards: tuple[Shard, ...] = shards
-        self.scripts = ScriptRunner(self.client, SCRIPTS)
+        self.scripts = ScriptRunner(self.client, SCRIPTS, at_once=POOL_SIZE)
         self.snapshot = StatsSnapshot(self.client, shards, stats_max_age_s, read_memory=self._read_memory)
         self.memory = MemoryLimits(
             self.client, shards, self.snapshot, policy=policy, reserve=memory_reserve, max_bytes=max_bytes
@@ -129,19 +129,33 @@ class RedisStore:
         if shard is None:
             raise SessionStoreException("session id names no shard of this store (use new_id)")
         cost = session_bytes(sid, None, record.blob, record.meta)  # as replace_data counts it
-        resumed = await self.memory.admit(shard_of_id(sid) or 0, record, cost, now, self.touch)
+        hold, resumed = await self.memory.admit(shard_of_id(sid) or 0, record, cost, now, self.touch)
         if resumed is not None:
             return resumed, True
+        stored = True  # unless the reply says otherwise: a failed call may have stored it
+        try:
+            created = await self._create(shard, record, cost, now, max_per_user)
+            stored = created is not None and not created[1]
+        finally:
+            self.memory.settle(hold, stored)
+        if created is None:
+            raise SessionStoreException("session id already stored")
+        return created
+
+    async def _create(
+        self, shard: Shard, record: SessionRecord, cost: int, now: float, max_per_user: int
+    ) -> tuple[SessionRecord, bool] | None:
+        """The script's verdict: the new record, or the pair's live session (True); None if the id was taken."""
+        sid = record.session_id
         args: list[Any] = [sid, shard.prefix, repr(now), user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user, record.version]
         found = await self.scripts.run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
-            raise SessionStoreException("session id already stored")
+            return None
         stored, ended = found
         self._report(ended)
         if len(stored) == 1:
-            self.memory.created(shard_of_id(sid) or 0, cost)
             return record, False
         return record_of(stored[0].decode(), stored[1]), True
 
@@ -162,7 +176,7 @@ class RedisStore:
         shard = self.shard_for(session_id)
         if shard is None:
             return None
-        full = self.memory.refusal(shard_of_id(session_id) or 0, 0) if self.memory.policy == "reject" else None
+        full = self.memory.refusal(shard_of_id(session_id) or 0) if self.memory.policy == "reject" else None
         base_cost = session_bytes(session_id, None, b"")  # the script adds the stored data's length
         args: list[Any] = [session_id, shard.prefix, repr(now), user_arg(user_id), blob, base_cost]
         limit, if_version = write.get("limit"), write.get("if_version")

@@ -17,8 +17,11 @@ from faultmaven.config.config import cluster_nodes
 from faultmaven.stores.shards import shard_tags
 from faultmaven.stores.sizing import pair_key
 
-POOL_SIZE = 128  # connections to one node, per process
-CLUSTER_MAX_CONNECTIONS = 1024  # per node, per process
+# Connections to one node, per process. Each one holds buffers in Redis' memory (about 36 KB with 6 KB
+# sessions), so a bounded pool keeps what connections add to a full Redis within the reserve.
+POOL_SIZE = 32
+BACKGROUND_CONNECTIONS = 8  # stats, INFO, leases: beside the calls of requests
+CLUSTER_MAX_CONNECTIONS = 1024  # per node, per process; the store runs at most POOL_SIZE calls at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,8 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
     if not url.startswith("redis+cluster://"):
         # A burst beyond the pool waits (up to 5 s) for a free connection instead of failing at once, as
         # redis-py's default pool does past 100 connections.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5, **options)
+        size = connections_per_node()
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=5, **options)
         return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     parts = urlsplit(url)
     nodes = [ClusterNode(host, port) for host, port in cluster_nodes(url)]
@@ -68,3 +72,9 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
     # redis-py's cluster client fails a call (MaxConnectionsError) rather than wait once a node has
     # max_connections in use (32 by default): a burst of concurrent requests must not fail so.
     return RedisCluster(startup_nodes=nodes, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
+
+
+def connections_per_node() -> int:
+    """The most connections this process opens to one node in use: the calls the store runs at once
+    (ScriptRunner) and a few for background readings."""
+    return POOL_SIZE + BACKGROUND_CONNECTIONS

@@ -3,8 +3,10 @@
 A create is refused (SessionStoreFullError) while the master that would hold it is within the reserve of
 its maxmemory (redis_memory.py says why), or while the stored session bytes reach SESSION_MAX_MEMORY_MB
 when that is set. The verdict reads snapshots: each master's INFO memory and which master holds each
-shard, plus the bytes this process created on each master since (the pending bytes), so a create far
-from the limit costs no round trip. At the limit, a create that would resume its pair's live session
+shard, plus what this process's creates sent since may add (redis_reserve.py: in flight included, in
+Redis' own bytes), so a create far from the limit costs no round trip and no burst can pass the reserve
+between two readings. A create the ledger would refuse waits for one fresh reading first, so a stale
+reading refuses nothing that fits. At the limit, a create that would resume its pair's live session
 still does: that only records activity.
 """
 
@@ -22,8 +24,9 @@ from redis.exceptions import RedisError
 
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.session import SessionRecord
-from faultmaven.stores.redis_keys import Shard
+from faultmaven.stores.redis_keys import Shard, connections_per_node
 from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
+from faultmaven.stores.redis_reserve import Hold, Reserve
 from faultmaven.stores.redis_stats import StatsSnapshot
 
 log = logging.getLogger("faultmaven.sessions")
@@ -51,10 +54,10 @@ class MemoryLimits:
         self.policy = policy
         self.reserve = reserve
         self.max_bytes = max_bytes
-        # Each master's INFO memory, the master of each shard, and bytes created since the last reading.
+        # Each master's INFO memory, the master of each shard, and what was sent since (the ledger).
         self._masters: dict[str, MasterMemory] = {}
         self._shard_master: list[str] = []
-        self._pending: dict[str, int] = {}
+        self.ledger = Reserve(connections_per_node())
         self._memory_at = 0.0
         self._memory_refresh: asyncio.Task[None] | None = None
         self._warned_policies: set[str] = set()
@@ -64,63 +67,79 @@ class MemoryLimits:
     def _master_of(self, shard: int) -> str:
         return self._shard_master[shard] if shard < len(self._shard_master) else ""
 
-    def refusal(self, shard: int, incoming: int) -> str | None:
-        """Why a create of `incoming` bytes in `shard` must be refused now, from the snapshots; None: room."""
+    def refusal(self, shard: int, hold: Hold | None = None) -> str | None:
+        """Why a create (`hold`, None for no new session) in `shard` must be refused now; None: room."""
+        incoming, estimate = (0, 0) if hold is None else (hold.cost + hold.transient, hold.estimate)
         stored = self._stats.stored_bytes
-        over = stored is not None and stored + sum(self._pending.values()) + incoming > (self.max_bytes or 0)
+        over = stored is not None and stored + self.ledger.pending_estimate() + estimate > (self.max_bytes or 0)
         if self.max_bytes is not None and over:
             return "SESSION_MAX_MEMORY_MB reached (SESSION_MEMORY_POLICY=reject)"
         name = self._master_of(shard)
         master = self._masters.get(name)
-        if master is not None and master.full(self.reserve, self._pending.get(name, 0) + incoming):
+        if master is not None and master.full(self.reserve, self.ledger.pending(name) + incoming):
             return "redis used_memory within SESSION_REDIS_MEMORY_RESERVE of maxmemory"
         return None
 
-    def created(self, shard: int, cost: int) -> None:
-        """A create of `cost` bytes in `shard` went through: counted until the next reading."""
-        master = self._master_of(shard)
-        self._pending[master] = self._pending.get(master, 0) + cost
-
     def _read(self, now: float) -> Coroutine[Any, Any, None]:
-        # With SESSION_MAX_MEMORY_MB the stored bytes are read too (the pending bytes restart at 0).
+        # With SESSION_MAX_MEMORY_MB the stored bytes are read too (with the memory, see StatsSnapshot).
         return self.refresh_quietly() if self.max_bytes is None else self._stats.refresh_quietly(now)
 
-    def _schedule_refresh(self, shard: int, now: float) -> None:
+    def _schedule_refresh(self, shard: int, now: float) -> asyncio.Task[None] | None:
         """Keep the memory snapshot fresh from the create path without waiting for it: at most once a
-        MAX_AGE_S, or once a NEAR_MAX_AGE_S while the shard's master is near or in its reserve."""
+        MAX_AGE_S, or once a NEAR_MAX_AGE_S while the shard's master is near or in its reserve. The
+        reading under way, if any."""
         name = self._master_of(shard)
         master = self._masters.get(name)
-        near = master is not None and master.near(self.reserve, self._pending.get(name, 0))
-        if time.monotonic() - self._memory_at < (NEAR_MAX_AGE_S if near else MAX_AGE_S):
-            return
-        if self._memory_refresh is None or self._memory_refresh.done():
+        near = master is not None and master.near(self.reserve, self.ledger.pending(name))
+        running = self._memory_refresh is not None and not self._memory_refresh.done()
+        if not running and time.monotonic() - self._memory_at >= (NEAR_MAX_AGE_S if near else MAX_AGE_S):
             self._memory_refresh = asyncio.get_running_loop().create_task(self._read(now))
+        return self._memory_refresh
 
-    async def check_room(self, shard: int, incoming: int, now: float) -> None:
-        """Refuse a create that does not fit (policy reject): one INFO round trip the first time only."""
+    async def check_room(self, shard: int, hold: Hold | None, now: float) -> None:
+        """Refuse a create that does not fit (policy reject), else count it as sent. One INFO round trip
+        the first time, and one before a refusal that creates answered since the reading may have caused
+        (a fresh reading may find they took less than counted)."""
         if self.policy != "reject":
             return
         if self._memory_at == 0.0:
             await self._read(now)
-        self._schedule_refresh(shard, now)
-        reason = self.refusal(shard, incoming)
+        running = self._schedule_refresh(shard, now)
+        reason = self.refusal(shard, hold)
+        if reason is not None and self.ledger.pending(self._master_of(shard)) > 0:
+            if running is None or running.done():
+                running = self._memory_refresh = asyncio.get_running_loop().create_task(self._read(now))
+            await asyncio.shield(running)
+            reason = self.refusal(shard, hold)
         if reason is not None:
             self._refusing.add(self._master_of(shard))
             raise SessionStoreFullError(reason)
+        if hold is not None:
+            self.ledger.send(hold)  # no await since the check: the verdict and the count are one step
 
     async def admit(
-        self, shard: int, record: SessionRecord, cost: int, now: float, touch: Touch
-    ) -> SessionRecord | None:
-        """None if the create of `record` may go on; the pair's live session if there is no room but it
-        resumes one (`touch` records the activity); else SessionStoreFullError."""
+        self, shard: int, record: SessionRecord, estimate: int, now: float, touch: Touch
+    ) -> tuple[Hold | None, SessionRecord | None]:
+        """The create's hold, counted as sent, if it may go on (settle it with its reply); else the pair's
+        live session if there is no room but it resumes one (`touch` records the activity); else
+        SessionStoreFullError."""
+        hold = None
+        if self.policy == "reject":
+            request = len(record.blob) + len(record.meta)
+            hold = self.ledger.hold(self._master_of(shard), estimate, request)
         try:
-            await self.check_room(shard, cost, now)
+            await self.check_room(shard, hold, now)
         except SessionStoreFullError:
             resumed = await self._resume_only(self._shards[shard], record, now, touch)
             if resumed is None:
                 raise
-            return resumed
-        return None
+            return None, resumed
+        return hold, None
+
+    def settle(self, hold: Hold | None, stored: bool) -> None:
+        """A create's reply came (or its call failed: then `stored` stays True, as it may have)."""
+        if hold is not None:
+            self.ledger.settle(hold, stored)
 
     async def _resume_only(self, shard: Shard, record: SessionRecord, now: float, touch: Touch) -> SessionRecord | None:
         """At the limit a create that would resume its (user, client) pair's live session still does: it
@@ -152,8 +171,10 @@ class MemoryLimits:
     async def refresh(self) -> None:
         """Read used_memory, maxmemory and maxmemory_policy of every master (INFO memory) and which master
         holds each shard; warn once per policy that can evict sessions behind the service's back."""
+        mark = self.ledger.mark()  # as the reading is sent: what it certainly includes
         masters, owners = await self._read_info()
-        self._masters, self._shard_master, self._pending, self._refusing = masters, owners, {}, set()
+        self.ledger.apply(mark, {name: (m.used, m.clients) for name, m in masters.items()})
+        self._masters, self._shard_master, self._refusing = masters, owners, set()
         self._memory_at = time.monotonic()
         for policy in {m.policy for m in masters.values()} - {SAFE_POLICY, ""} - self._warned_policies:
             self._warned_policies.add(policy)
@@ -177,7 +198,8 @@ class MemoryLimits:
 
     def reasons(self) -> list[str]:
         """The /health reasons from the last INFO memory of each master."""
-        return memory_reasons(self._masters, self.reserve, self._pending, self._refusing)
+        pending = {name: self.ledger.pending(name) for name in self._masters}
+        return memory_reasons(self._masters, self.reserve, pending, self._refusing)
 
     def close(self) -> None:
         if self._memory_refresh is not None:

@@ -22,16 +22,18 @@ NEAR = 0.05  # of maxmemory, below the reserve's edge
 
 @dataclass(frozen=True, slots=True)
 class MasterMemory:
-    """One master's `INFO memory` figures; `maxmemory` 0 means no limit."""
+    """One master's `INFO memory` figures; `maxmemory` 0 means no limit; `clients`: the normal clients'
+    buffers, part of `used`."""
 
     used: int
     maxmemory: int
     policy: str
+    clients: int = 0
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> MasterMemory:
-        policy = str(info.get("maxmemory_policy", ""))
-        return cls(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)), policy)
+        policy, clients = str(info.get("maxmemory_policy", "")), int(info.get("mem_clients_normal", 0))
+        return cls(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)), policy, clients)
 
     def limit(self, reserve: float) -> float | None:
         """The used_memory from which new sessions are refused; None without a maxmemory."""
@@ -50,8 +52,8 @@ def memory_reasons(
     masters: dict[str, MasterMemory], reserve: float, pending: dict[str, int], refusing: Set[str] = frozenset()
 ) -> list[str]:
     """The /health reasons: a policy that can evict sessions unseen, masters within their reserve (counting
-    the bytes this process created there since the reading, as the create path does, and those that
-    refused a create since the reading)."""
+    what this process sent there since the reading, as the create path does, and those that refused a
+    create since the reading)."""
     reasons = []
     policies = sorted({m.policy for m in masters.values() if m.policy and m.policy != SAFE_POLICY})
     for policy in policies:

@@ -20,8 +20,12 @@ from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 class ScriptRunner:
     """The store's scripts registered with redis-py (EVALSHA), each loaded before the first call."""
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, scripts: Mapping[str, str]) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, scripts: Mapping[str, str], *, at_once: int) -> None:
+        """At most `at_once` calls run at once, the others wait their turn: each call holds a connection,
+        and each connection holds buffers in Redis' memory (redis-py's cluster client also fails a call
+        past its connection limit rather than wait)."""
         self._client = client
+        self._slots = asyncio.Semaphore(at_once)
         self._scripts = {name: client.register_script(lua) for name, lua in scripts.items()}
         self._preparing = asyncio.Lock()
         self._prepared = False
@@ -49,7 +53,8 @@ class ScriptRunner:
         try:
             if not self._prepared:
                 await self._prepare()
-            return await self._scripts[name](keys=keys, args=args)
+            async with self._slots:
+                return await self._scripts[name](keys=keys, args=args)
         except OutOfMemoryError as exc:
             raise SessionStoreFullError(f"redis refused a write over maxmemory ({name})") from exc
         except RedisError as exc:

@@ -25,6 +25,7 @@ from tests.support import FakeClock
 DATA = {"notes": "x" * 6000}  # large sessions fill 24 MB in a few thousand creates
 SETTINGS = Settings(cleanup_enabled=False, max_per_user=0)
 WAVE = 100
+BURST = 500  # creates sent at once: a fast client's burst between two memory readings
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,71 @@ async def test_a_full_redis_keeps_every_existing_session_working(small_redis: Re
         created = await create_until_accepted(manager)
         assert await manager.get_session(created.session_id, user_id="after") is not None
         assert not manager.refusing_creates()
+    finally:
+        await manager.close()
+
+
+def late_info(store: RedisStore, delay_s: float) -> None:
+    """Fault: every INFO reply reaches the store `delay_s` late (a slow network or a busy Redis)."""
+    if not delay_s:
+        return
+    info = store.client.info
+
+    async def late(*args: object, **kwargs: object) -> object:
+        reply = await info(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(delay_s)
+        return reply
+
+    store.client.info = late  # type: ignore[method-assign]
+
+
+async def bursts_until_full(manager: SessionManager, port: int) -> list[Session]:
+    """Bursts of BURST concurrent 6 KB creates until BURST of them were refused. After every burst the
+    master on `port` is below its maxmemory, with the reserve (SESSION_REDIS_MEMORY_RESERVE, 10%) left
+    whole by the creates, and 99% of the sessions stored are readable and touchable."""
+    admin, stored, refused = redis.Redis(port=port), [], 0
+    for burst in range(40):
+        creates = [manager.create_session(f"b{burst}-{i}", DATA) for i in range(BURST)]
+        for result in await asyncio.gather(*creates, return_exceptions=True):
+            if isinstance(result, SessionStoreFullError):
+                refused += 1
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                stored.append(result)
+        info = admin.info("memory")
+        assert info["used_memory"] <= 0.9 * info["maxmemory"], (burst, len(stored), info["used_memory"])
+        read, touched = await readable_and_touchable(manager, stored)
+        assert read >= 0.99 * len(stored) and touched >= 0.99 * len(stored), (burst, read, touched, len(stored))
+        if refused >= BURST:
+            assert info["used_memory"] >= 0.75 * info["maxmemory"], "refused far from the limit"
+            return stored
+    raise AssertionError(f"never full ({len(stored)} stored)")
+
+
+@pytest.mark.parametrize("info_delay_s", [0.0, 2.0])
+async def test_bursts_of_creates_never_take_a_full_redis_past_maxmemory(
+    small_redis: RedisServer, info_delay_s: float
+) -> None:
+    small_redis.flush()
+    store = RedisStore(small_redis.url)
+    late_info(store, info_delay_s)
+    manager = SessionManager(store, settings=SETTINGS, clock=FakeClock())
+    try:
+        assert len(await bursts_until_full(manager, small_redis.port)) > 1000
+    finally:
+        await manager.close()
+
+
+@pytest.mark.parametrize("info_delay_s", [0.0, 2.0])
+async def test_bursts_of_creates_never_take_a_full_cluster_master_past_maxmemory(
+    one_full_master: int, cluster_url: str, info_delay_s: float
+) -> None:
+    store = RedisStore(cluster_url)
+    late_info(store, info_delay_s)
+    manager = SessionManager(store, settings=SETTINGS, clock=FakeClock())
+    try:
+        await bursts_until_full(manager, one_full_master)
     finally:
         await manager.close()
 
