@@ -87,9 +87,10 @@ def _token_user(request: Request, settings: Settings) -> str:
     """The bearer token's user, checked by the app's one TokenVerifier (keys parsed once, not per request)."""
     state = request.app.state
     verifier: TokenVerifier | None = getattr(state, "token_verifier", None)
-    if verifier is None or verifier.settings is not settings:
+    if verifier is None or getattr(state, "token_verifier_settings", None) is not settings:
         try:
-            verifier = state.token_verifier = TokenVerifier(settings)
+            verifier = state.token_verifier = TokenVerifier(settings.token_policy())
+            state.token_verifier_settings = settings
         except KeyFileError:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="token keys unavailable") from None
     try:

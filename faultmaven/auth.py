@@ -18,17 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from faultmaven.exceptions import FaultMavenError
 from faultmaven.session import check_user_id
-
-if TYPE_CHECKING:
-    from faultmaven.config.config import Settings
 
 log = logging.getLogger("faultmaven.auth")
 
@@ -45,7 +43,7 @@ RECHECK_SECONDS = 1.0  # how often a key file is looked at
 _RACY_SECONDS = 2.0  # a file changed this recently may change again without its mtime or size moving
 
 
-class InvalidToken(Exception):
+class InvalidToken(FaultMavenError):
     """The request carries no usable token; `detail` says which check failed (never the token itself)."""
 
     def __init__(self, detail: str) -> None:
@@ -53,7 +51,7 @@ class InvalidToken(Exception):
         self.detail = detail
 
 
-class KeyFileError(ValueError):
+class KeyFileError(FaultMavenError, ValueError):
     """The key file cannot be read or holds no usable public key."""
 
 
@@ -306,6 +304,21 @@ class _FixedKeys:
         return self.fixed
 
 
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What a token must satisfy: its key (a shared secret, or a key file's path), the algorithms allowed
+    (None: those of the key's kind), the claim naming the user, the audience and issuer when set, and the
+    leeway on exp/nbf. Settings.token_policy() builds it from SESSION_JWT_*."""
+
+    secret: bytes | None = None
+    key_file: str | None = None
+    algorithms: tuple[str, ...] | None = None
+    user_claim: str = "sub"
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = 30.0
+
+
 class TokenVerifier:
     """Checks `Authorization: Bearer <JWT>` against the configured key and returns the token's user.
 
@@ -315,23 +328,22 @@ class TokenVerifier:
     keys it was made with are the current ones; refusals are never remembered.
     """
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
+    def __init__(self, policy: TokenPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
         self._verified: dict[bytes, tuple[str, float, int]] = {}  # digest -> (user, valid until, generation)
         self._digest_key = secrets.token_bytes(16)
-        configured = settings.jwt_algorithm_names
+        configured, secret = policy.algorithms, policy.secret
         self._source: _FixedKeys | KeyFile
-        if settings.jwt_secret is not None:
-            secret = settings.jwt_secret.get_secret_value().encode()
+        if secret is not None:
             self._source = _FixedKeys({None: VerificationKey(secret, secret_algorithms(secret, configured))})
-        elif settings.jwt_public_key is not None:
-            self._source = KeyFile(settings.jwt_public_key, configured, clock=clock)
+        elif policy.key_file is not None:
+            self._source = KeyFile(policy.key_file, configured, clock=clock)
         else:
             raise ValueError("neither SESSION_JWT_SECRET nor SESSION_JWT_PUBLIC_KEY is set")
-        self._claim = settings.jwt_user_claim
-        self._audience = settings.jwt_audience
-        self._issuer = settings.jwt_issuer
-        self._leeway = settings.jwt_leeway_seconds
+        self._claim = policy.user_claim
+        self._audience = policy.audience
+        self._issuer = policy.issuer
+        self._leeway = policy.leeway_s
         self._jwt = jwt.PyJWT(
             {
                 "require": ["exp", self._claim],

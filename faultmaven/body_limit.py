@@ -35,12 +35,6 @@ def limit_for(settings: Settings | None) -> int:
     return max(MAX_BODY_BYTES, 2 * data_limit + 65536)
 
 
-def body_limit(scope: Scope) -> int:
-    """The limit for the manager serving the app of `scope` (the default one without a manager)."""
-    manager = getattr(scope["app"].state, "session_manager", None)
-    return limit_for(manager.settings if manager is not None else None)
-
-
 def under(path: str, prefix: str) -> bool:
     """Whether `path` is `prefix` or below it ("" is above every path)."""
     return not prefix or path == prefix or path.startswith(prefix + "/")

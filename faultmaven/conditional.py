@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from faultmaven.exceptions import FaultMavenError
+
 # One element of an If-Match list (RFC 9110 8.8.3, 5.6.1): an entity tag, then a comma or the end.
 _ITEM = re.compile(r'[ \t,]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(?:,|$)')
 _REST = re.compile(r"[ \t,]*\Z")  # nothing but separators left
@@ -16,7 +18,7 @@ _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 NO_VERSION = 0  # what an entity tag that names no version stands for: it never matches
 
 
-class BadIfMatch(ValueError):
+class BadIfMatch(FaultMavenError, ValueError):
     """An If-Match header that is neither `*` nor one entity tag."""
 
 

@@ -1,7 +1,15 @@
-"""Errors the session service raises; each says what failed without naming a session id."""
+"""Errors the session service raises; each says what failed without naming a session id.
+
+Every one derives from FaultMavenError (one `except` for the package's own errors) and keeps the
+standard base it always had (`except ValueError` and `except LookupError` still work).
+"""
 
 
-class SessionStoreException(Exception):
+class FaultMavenError(Exception):
+    """The root of every exception this package raises on purpose."""
+
+
+class SessionStoreException(FaultMavenError):
     """The session store could not do what was asked (unreachable, corrupt, refused)."""
 
 
@@ -9,11 +17,11 @@ class SessionCleanupException(SessionStoreException):
     """A cleanup run as a whole could not proceed; per-session failures are counted instead."""
 
 
-class SessionNotFoundError(LookupError):
+class SessionNotFoundError(FaultMavenError, LookupError):
     """No live session has this id (unknown, malformed, deleted or expired)."""
 
 
-class SessionDataTooLargeError(ValueError):
+class SessionDataTooLargeError(FaultMavenError, ValueError):
     """Session data is over SESSION_MAX_DATA_BYTES once encoded as compact UTF-8 JSON."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -31,7 +39,7 @@ class SessionOverMemoryBudgetError(SessionDataTooLargeError):
         self.limit = limit
 
 
-class SessionVersionConflict(Exception):
+class SessionVersionConflict(FaultMavenError):
     """A conditional write named a version of the session's data that is not the current one; nothing changed.
 
     `current_version` is the version the write would have had to name (HTTP: 412 with it as the ETag).
@@ -42,7 +50,7 @@ class SessionVersionConflict(Exception):
         self.current_version = current_version
 
 
-class ConfigError(ValueError):
+class ConfigError(FaultMavenError, ValueError):
     """A configuration value is invalid; the message is one line naming the variable and value."""
 
 

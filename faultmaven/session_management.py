@@ -72,8 +72,7 @@ class SessionManager:
         self._clock = clock if clock is not None else time.time
         self._last_now = -math.inf
         self._scheduler = scheduler if scheduler is not None else CleanupScheduler()
-        self.counters = SessionCounters()
-        self._events = SessionEndDispatcher(self._now)
+        self.counters, self._events = SessionCounters(), SessionEndDispatcher(self._now)
         self._endings = EndingsHandler(self.counters, self._events, self._now)
         batch = self.settings.cleanup_batch_size
         self._cleanup = CleanupRunner(self.store, batch, self._now, self._endings, self.counters, cleanup_pause)
@@ -243,8 +242,10 @@ class SessionManager:
     def refusing_creates(self) -> bool:
         return self.counters.refusing(self._now())
 
-    def store_pressure(self) -> list[str]:
-        """What the store says of its memory limits (/health reasons); empty when it says nothing."""
+    def budget_applies(self) -> bool:  # SESSION_MAX_MEMORY_MB bounds Redis only when set explicitly
+        return bool(getattr(self.store, "budget_from_settings", True))
+
+    def store_pressure(self) -> list[str]:  # the store's memory-limit reasons for /health, if it has any
         reasons = getattr(self.store, "memory_reasons", None)
         return list(reasons()) if reasons is not None else []
 

@@ -21,24 +21,14 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from faultmaven import auth
 from faultmaven.exceptions import ConfigError
+from faultmaven.stores.urls import STORE_SCHEMES, cluster_nodes
 
 PREFIX = "SESSION_"
-STORE_SCHEMES = ("memory", "redis", "redis+cluster")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ORIGIN_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
-_CLUSTER_NODE = re.compile(r"[A-Za-z0-9.-]{1,253}:[1-9][0-9]{0,4}")  # host:port; the port range checked apart
 
 Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, strict=False)]
-
-
-def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """The (host, port) pairs of redis+cluster://[user:password@]host:port[,host:port...]; ValueError if
-    any is not a host:port."""
-    items = urlsplit(url).netloc.rpartition("@")[2].split(",")
-    if not all(_CLUSTER_NODE.fullmatch(node) and int(node.rpartition(":")[2]) < 65536 for node in items):
-        raise ValueError("a cluster URL names its nodes as host:port[,host:port...]")
-    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in items)]
 
 
 def web_origin(text: str) -> str:
@@ -182,6 +172,19 @@ class Settings(BaseSettings):
     @classmethod
     def _algorithm_names(cls, value: str | None) -> str | None:
         return None if value is None else ",".join(auth.parse_algorithms(value))
+
+    def token_policy(self) -> auth.TokenPolicy:
+        """What a bearer token must satisfy, from SESSION_JWT_*."""
+        secret = None if self.jwt_secret is None else self.jwt_secret.get_secret_value().encode()
+        return auth.TokenPolicy(
+            secret=secret,
+            key_file=self.jwt_public_key,
+            algorithms=self.jwt_algorithm_names,
+            user_claim=self.jwt_user_claim,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+            leeway_s=self.jwt_leeway_seconds,
+        )
 
     @property
     def jwt_algorithm_names(self) -> tuple[str, ...] | None:

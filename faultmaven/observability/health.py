@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from faultmaven.config.config import Settings
-from faultmaven.session_management import SessionManager
+from faultmaven.observability.source import MetricsSource
 
 MAX_CLEANUP_ERROR_RATE = 0.05
 MEMORY_BUDGET_FILL = 0.95  # with the budget enforced the store never exceeds it: "at the budget" is >= 95%
@@ -32,15 +32,14 @@ def degradation_reasons(metrics: dict[str, Any], settings: Settings, *, budget_a
     return reasons
 
 
-def health_report(manager: SessionManager) -> dict[str, Any]:
+def health_report(manager: MetricsSource) -> dict[str, Any]:
     """The /health body, always from the manager that serves the routes."""
     try:
         metrics = manager.get_session_metrics()
     except Exception as exc:  # the store is down: report it, keep answering
         service: dict[str, Any] = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         return {"status": "degraded", "services": {"session_manager": service}}
-    budget_applies = getattr(manager.store, "budget_from_settings", True)
-    reasons = degradation_reasons(metrics, manager.settings, budget_applies=budget_applies)
+    reasons = degradation_reasons(metrics, manager.settings, budget_applies=manager.budget_applies())
     if manager.refusing_creates():
         reasons.append("session store full: new sessions are refused (503, SESSION_MEMORY_POLICY=reject)")
     reasons += manager.store_pressure()

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.observability.loop_monitor import LoopMonitor
-from faultmaven.session_management import SessionManager
+from faultmaven.observability.source import MetricsSource
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -49,7 +49,7 @@ _REJECTED_HELP = (
 class SessionCollector:
     """A custom collector: no state of its own, so the numbers are the manager's, never a copy."""
 
-    def __init__(self, manager: Callable[[], SessionManager], monitor: LoopMonitor) -> None:
+    def __init__(self, manager: Callable[[], MetricsSource], monitor: LoopMonitor) -> None:
         self._manager = manager
         self._monitor = monitor
 
@@ -102,7 +102,7 @@ def _cleanup_histogram(hist: DurationHistogram) -> Metric:
     )
 
 
-def make_registry(manager: Callable[[], SessionManager], monitor: LoopMonitor) -> CollectorRegistry:
+def make_registry(manager: Callable[[], MetricsSource], monitor: LoopMonitor) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(manager, monitor))
     return registry

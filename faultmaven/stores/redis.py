@@ -91,10 +91,6 @@ class RedisStore:
         self.detailed_endings = False
         self._endings = Endings()
 
-    @property
-    def stats_max_age_s(self) -> float:
-        return self.snapshot.max_age_s
-
     def shard_for(self, session_id: str) -> Shard | None:
         """The shard an id names; None for an id of no shard (never stored here)."""
         shard = shard_of_id(session_id)

@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from faultmaven.config.config import cluster_nodes
 from faultmaven.stores.shards import shard_tags
 from faultmaven.stores.sizing import pair_key
+from faultmaven.stores.urls import cluster_nodes
 
 # Connections to one node, per process. Each one holds buffers in Redis' memory (about 36 KB with 6 KB
 # sessions), so a bounded pool keeps what connections add to a full Redis within the reserve.

@@ -296,7 +296,7 @@ async def test_a_remembered_token_still_expires() -> None:
 
 def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "VERIFIED_CACHE_SIZE", 8)
-    verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET))
+    verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET).token_policy())
     tokens = ["Bearer " + mint(SECRET, sub=f"user-{i}") for i in range(20)]
     assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]
     assert verifier.remembered == 8
@@ -423,7 +423,7 @@ class ManualClock:
 
 
 def _verifier(path: str, clock: ManualClock) -> auth.TokenVerifier:
-    return auth.TokenVerifier(Settings(jwt_public_key=path), clock=clock)
+    return auth.TokenVerifier(Settings(jwt_public_key=path).token_policy(), clock=clock)
 
 
 def test_the_key_file_is_looked_at_once_a_second_and_parsed_only_when_it_changed(
