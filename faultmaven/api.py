@@ -74,7 +74,10 @@ def caller_of(request: Request) -> str | None:
         if settings.jwt_secret is None and settings.jwt_public_key is None:
             return None
         return _token_user(request, settings)
-    value = request.headers.get(header)
+    values = request.headers.getlist(header)
+    if len(values) > 1:  # a gateway that appends instead of replacing would let the client pick its user
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=f"{header} header given more than once")
+    value = values[0] if values else None
     if value is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing {header} header")
     try:
@@ -168,10 +171,11 @@ def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCreden
     """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare).
 
     The 404 says why, so that an operator does not take the route for a wrong URL."""
-    token = manager.settings.admin_token
-    if token is None:
+    secret = manager.settings.admin_token
+    if secret is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=ADMIN_OFF)
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+    token = secret.get_secret_value().encode()
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reached only from this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -34,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "faultmaven: the in-memory store serves one process; with --workers > 1 each worker would "
             "hold its own sessions. Use one worker or SESSION_STORE_URL=redis://...",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.identity_source is None and not settings.allow_unauthenticated and not is_loopback(args.host):
+        print(
+            f"faultmaven: no identity source, so any caller may name any user: refusing to listen on {args.host}. "
+            "Set SESSION_USER_HEADER or a JWT key, serve on 127.0.0.1, or set SESSION_ALLOW_UNAUTHENTICATED=true",
             file=sys.stderr,
         )
         return 2

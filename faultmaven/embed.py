@@ -8,6 +8,7 @@ and the manager's start and stop inside the host app's lifespan, which keeps run
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -24,6 +25,8 @@ from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
+
+log = logging.getLogger("faultmaven.sessions")
 
 
 def install(
@@ -105,8 +108,28 @@ def _lifespan(
     return lifespan
 
 
+def warn_if_open(settings: Settings) -> None:
+    """One warning at start for each identity setting that lets a caller claim more than it should."""
+    if settings.identity_source is None:
+        log.warning(
+            "No identity source (SESSION_USER_HEADER or SESSION_JWT_SECRET/SESSION_JWT_PUBLIC_KEY): any caller "
+            "may name any user in a request body, resume or end that user's sessions; serve it to trusted "
+            "clients only",
+            extra={"allow_unauthenticated": settings.allow_unauthenticated},
+        )
+    elif settings.identity_source == "bearer JWT" and (settings.jwt_audience is None or settings.jwt_issuer is None):
+        unset = [name for name in ("audience", "issuer") if getattr(settings, f"jwt_{name}") is None]
+        log.warning(
+            "Bearer tokens are accepted whatever their "
+            + " and ".join(unset)
+            + ": set SESSION_JWT_AUDIENCE and SESSION_JWT_ISSUER to accept only tokens minted for this service",
+        )
+
+
 async def _start(manager: SessionManager, monitor: LoopMonitor) -> None:
-    """The first store stats, the loop monitor and, when enabled, the cleanup scheduler."""
+    """The identity warnings, the first store stats, the loop monitor and, when enabled, the cleanup
+    scheduler."""
+    warn_if_open(manager.settings)
     with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
         await manager.refresh_store_stats()
     monitor.start()

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from faultmaven.conditional import etag
@@ -74,6 +75,15 @@ def install_error_handlers(app: FastAPI) -> None:
     }
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """422 with each field error's place, message and type, never the input: it may be a value JSON
+    cannot carry (NaN, Infinity) or one the caller should not see echoed."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _as_http(request: Request, exc: HTTPException) -> Response:

@@ -24,6 +24,8 @@ from faultmaven.exceptions import ConfigError
 from faultmaven.stores.urls import STORE_SCHEMES, cluster_nodes
 
 PREFIX = "SESSION_"
+ADMIN_TOKEN_MIN_CHARS = 32  # as a JWT secret's 32 bytes: guessing it is out of reach
+SECRET_FIELDS = ("admin_token", "jwt_secret")  # never echoed, not even in an error
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ORIGIN_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
@@ -79,7 +81,9 @@ class Settings(BaseSettings):
     store_url: str = "memory://"
     max_data_bytes: Count = 65536
     health_max_active: Annotated[int, Field(ge=0)] = 1000
-    admin_token: str | None = None
+    admin_token: SecretStr | None = None  # at least ADMIN_TOKEN_MIN_CHARS; never printed
+    # With no identity source, the CLI serves only on a loopback address unless this is true.
+    allow_unauthenticated: bool = False
     audit_log_path: str | None = None  # also write the audit records to this JSON-lines file
     min_timeout_minutes: Minutes = 1.0
     max_timeout_minutes: Minutes = 1440.0
@@ -134,6 +138,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (e.g. openssl rand -hex 32)")
+        return value
+
+    @property
+    def identity_source(self) -> str | None:
+        """What names the caller: the gateway header, a JWT key, or None (a body's user_id is trusted)."""
+        if self.user_header is not None:
+            return f"SESSION_USER_HEADER={self.user_header}"
+        if self.jwt_secret is not None or self.jwt_public_key is not None:
+            return "bearer JWT"
+        return None
 
     @field_validator("store_url")
     @classmethod
@@ -279,7 +299,18 @@ def _config_error(exc: ValidationError) -> ConfigError:
     """One line: the first bad variable, its value and what is wrong with it."""
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else "?"
-    return ConfigError(f"{PREFIX}{field.upper()}={error.get('input')!r}: {error['msg']}")
+    shown = "'**********'" if field in SECRET_FIELDS else repr(redacted(error.get("input")))
+    return ConfigError(f"{PREFIX}{field.upper()}={shown}: {error['msg']}")
+
+
+def redacted(value: object) -> object:
+    """A URL with its password replaced by ***; anything else as it is."""
+    if not isinstance(value, str) or "@" not in value or "://" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{colon}{'***' if colon else ''}{at}{host}"
 
 
 def _lenient(field: str) -> Any:

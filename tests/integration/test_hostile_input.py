@@ -15,7 +15,8 @@ from tests.support import FakeClock
 API = "/api/v1/sessions"
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extras")
-_manager = SessionManager(MemoryStore(), settings=Settings(cleanup_enabled=False, admin_token="t"), clock=FakeClock())
+_settings = Settings(cleanup_enabled=False, admin_token="t" * 32)
+_manager = SessionManager(MemoryStore(), settings=_settings, clock=FakeClock())
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(manager=_manager))
 
 

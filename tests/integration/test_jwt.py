@@ -344,7 +344,7 @@ async def test_the_token_user_has_exactly_the_gateway_headers_rights() -> None:
 
 async def test_list_and_revoke_act_on_the_tokens_user_and_the_admin_token_serves_cleanup_only() -> None:
     alice, bob = bearer(mint(SECRET)), bearer(mint(SECRET, sub="bob"))
-    async with app_with(jwt_secret=SECRET, admin_token="admin-token") as client:
+    async with app_with(jwt_secret=SECRET, admin_token="admin-token-0123456789abcdef012345") as client:
         for headers in (alice, alice, bob):
             assert (await client.post(API, json={}, headers=headers)).status_code == 201
         listed = await client.get(API, headers=alice)
@@ -354,13 +354,14 @@ async def test_list_and_revoke_act_on_the_tokens_user_and_the_admin_token_serves
         assert (await client.get(API, params={"user_id": "alice"}, headers=alice)).status_code == 200
         assert (await client.delete(API, params={"user_id": "bob"}, headers=alice)).status_code == 404
         # The admin token is not a JWT: with a JWT key set, list and revoke need the user's own token.
-        await expect_list_refused(client, bearer("admin-token"))
+        await expect_list_refused(client, bearer("admin-token-0123456789abcdef012345"))
         revoked = await client.delete(API, headers=alice)
         assert revoked.status_code == 200 and revoked.json() == {"revoked": 2}
         assert (await client.get(API, headers=bob)).json()["total"] == 1
         assert (await client.get(API, headers=alice)).json()["total"] == 0
         # The cleanup route keeps its admin bearer token; a user's JWT is not it.
-        assert (await client.post(f"{API}/cleanup", headers=bearer("admin-token"))).status_code == 200
+        admin = bearer("admin-token-0123456789abcdef012345")
+        assert (await client.post(f"{API}/cleanup", headers=admin)).status_code == 200
         assert (await client.post(f"{API}/cleanup", headers=alice)).status_code == 401
 
 

@@ -223,7 +223,7 @@ async def test_prometheus_metrics(client: httpx.AsyncClient, clock: FakeClock) -
 
 
 async def test_admin_cleanup_route(clock: FakeClock) -> None:
-    settings = Settings(admin_token="t0ken", cleanup_enabled=False)
+    settings = Settings(admin_token="t0ken-0123456789abcdef0123456789ab", cleanup_enabled=False)
     manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
     async for client in open_client(manager):
         for _ in range(3):
@@ -232,7 +232,7 @@ async def test_admin_cleanup_route(clock: FakeClock) -> None:
         assert (await client.post(f"{API}/cleanup")).status_code == 401
         wrong = {"authorization": "Bearer nope"}
         assert (await client.post(f"{API}/cleanup", headers=wrong)).status_code == 401
-        good = {"authorization": "Bearer t0ken"}
+        good = {"authorization": "Bearer t0ken-0123456789abcdef0123456789ab"}
         assert (await client.post(f"{API}/cleanup?max_age_minutes=-1", headers=good)).status_code == 422
         response = await client.post(f"{API}/cleanup?max_age_minutes=4", headers=good)
         assert response.status_code == 200

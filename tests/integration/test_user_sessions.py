@@ -23,7 +23,7 @@ from tests.support import FakeClock
 API = "/api/v1/sessions"
 ALICE = {"X-User-ID": "alice"}
 BOB = {"X-User-ID": "bob"}
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdef01234"}
 
 
 def gateway_settings(**overrides: Any) -> Settings:
@@ -90,7 +90,7 @@ async def test_rotation_over_http(gateway: httpx.AsyncClient) -> None:
 
 
 async def test_without_the_header_listing_needs_the_admin_token(make_store: Callable[[], SessionStore]) -> None:
-    settings = Settings(cleanup_enabled=False, admin_token="admin-secret")
+    settings = Settings(cleanup_enabled=False, admin_token="admin-secret-0123456789abcdef01234")
     manager = SessionManager(make_store(), settings=settings, clock=FakeClock())
     async for client in open_client(manager):
         sid = (await client.post(API, json={"user_id": "carol"})).json()["session_id"]

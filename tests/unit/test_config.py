@@ -39,7 +39,7 @@ def test_every_variable_is_read() -> None:
             "SESSION_STORE_URL": "redis://127.0.0.1:6390/2",
             "SESSION_MAX_DATA_BYTES": "1024",
             "SESSION_HEALTH_MAX_ACTIVE": "0",
-            "SESSION_ADMIN_TOKEN": "s3cret",
+            "SESSION_ADMIN_TOKEN": "s3cret-0123456789abcdef0123456789",
             "SESSION_MIN_TIMEOUT_MINUTES": "0.01",
             "SESSION_MAX_TIMEOUT_MINUTES": "480",
             "SESSION_ABSOLUTE_TIMEOUT_MINUTES": "600",
@@ -52,7 +52,8 @@ def test_every_variable_is_read() -> None:
     assert s.timeout_seconds == pytest.approx(3.0)
     assert (s.cleanup_interval_minutes, s.max_memory_mb, s.cleanup_batch_size) == (0.5, 12.5, 7)
     assert (s.cleanup_enabled, s.store_url, s.max_data_bytes) == (False, "redis://127.0.0.1:6390/2", 1024)
-    assert (s.health_max_active, s.admin_token) == (0, "s3cret")
+    assert s.health_max_active == 0 and s.admin_token is not None
+    assert s.admin_token.get_secret_value() == "s3cret-0123456789abcdef0123456789"
 
 
 @pytest.mark.parametrize(
