@@ -7,6 +7,7 @@ and the manager's start and stop inside the host app's lifespan, which keeps run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
 log = logging.getLogger("faultmaven.sessions")
+STATS_REFRESH_S = 1.0  # how often the store's counts are read while the app runs
 
 
 def install(
@@ -97,15 +99,31 @@ def _lifespan(
     async def lifespan(host: Any) -> AsyncIterator[Any]:  # the host's lifespan state, or None
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
+        refresher: asyncio.Task[None] | None = None
         try:
             await _start(mgr, monitor)
+            refresher = asyncio.get_running_loop().create_task(refresh_stats(mgr, STATS_REFRESH_S))
             async with host_lifespan(host) as state:
                 yield state
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             await mgr.close()
             await monitor.stop()
 
     return lifespan
+
+
+async def refresh_stats(manager: SessionManager, every_s: float) -> None:
+    """Read the store's counts every `every_s` while the app runs, on every worker: a Redis store serves
+    /health and /metrics from its last reading, so each read sees counts at most about 2 s old and a
+    store that went down shows within 2 s, however rarely anything reads them (a scrape every 30 s)."""
+    while True:
+        with contextlib.suppress(SessionStoreException):  # recorded by the store: /health reports it
+            await manager.refresh_store_stats()
+        await asyncio.sleep(every_s)
 
 
 def warn_if_open(settings: Settings) -> None:

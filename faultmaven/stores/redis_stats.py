@@ -38,6 +38,16 @@ class StatsSnapshot:
         self._refreshing: asyncio.Task[None] | None = None
 
     @property
+    def read_at(self) -> float:
+        """time.monotonic() of the last successful reading; 0.0 before the first."""
+        return self._at
+
+    @property
+    def error(self) -> str | None:
+        """Why the last reading failed; None once one succeeded."""
+        return self._error
+
+    @property
     def stored_bytes(self) -> int | None:
         """The stored sessions' bytes at the last reading; None before the first."""
         return None if self._snapshot is None else self._snapshot.memory_bytes
