@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 
@@ -100,12 +101,14 @@ def _lifespan(
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
         refresher: asyncio.Task[None] | None = None
+        stop = asyncio.Event()
         try:
             await _start(mgr, monitor)
-            refresher = asyncio.get_running_loop().create_task(refresh_stats(mgr, STATS_REFRESH_S))
+            refresher = asyncio.get_running_loop().create_task(refresh_stats(mgr, STATS_REFRESH_S, stop))
             async with host_lifespan(host) as state:
                 yield state
         finally:
+            stop.set()  # ends the loop even where a client library swallowed the cancellation
             if refresher is not None:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -116,14 +119,21 @@ def _lifespan(
     return lifespan
 
 
-async def refresh_stats(manager: SessionManager, every_s: float) -> None:
+async def refresh_stats(manager: SessionManager, every_s: float, stop: asyncio.Event) -> None:
     """Read the store's counts every `every_s` while the app runs, on every worker: a Redis store serves
     /health and /metrics from its last reading, so each read sees counts at most about 2 s old and a
     store that went down shows within 2 s, however rarely anything reads them (a scrape every 30 s)."""
-    while True:
+    while not stop.is_set():
         with contextlib.suppress(SessionStoreException):  # recorded by the store: /health reports it
             await manager.refresh_store_stats()
-        await asyncio.sleep(every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+def store_location(settings: Settings) -> str:
+    """SESSION_STORE_URL's scheme and host:port(s), without credentials or options."""
+    parts = urlsplit(settings.store_url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def warn_if_open(settings: Settings) -> None:
@@ -148,8 +158,12 @@ async def _start(manager: SessionManager, monitor: LoopMonitor) -> None:
     """The identity warnings, the first store stats, the loop monitor and, when enabled, the cleanup
     scheduler."""
     warn_if_open(manager.settings)
-    with contextlib.suppress(SessionStoreException):  # a store that is down now is reported by /health
+    try:
         await manager.refresh_store_stats()
+    except SessionStoreException as exc:  # served anyway: /health says unhealthy until it answers
+        log.error(
+            "Session store unreachable at start", extra={"store": store_location(manager.settings), "error": str(exc)}
+        )
     monitor.start()
     if manager.settings.cleanup_enabled:
         await manager.start_cleanup_scheduler(manager.settings.cleanup_interval_minutes)

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from faultmaven import auth
 from faultmaven.exceptions import ConfigError
-from faultmaven.stores.urls import STORE_SCHEMES, cluster_nodes
+from faultmaven.stores.urls import STORE_SCHEMES, cluster_nodes, is_cluster, tls_options
 
 PREFIX = "SESSION_"
 ADMIN_TOKEN_MIN_CHARS = 32  # as a JWT secret's 32 bytes: guessing it is out of reach
@@ -159,8 +159,9 @@ class Settings(BaseSettings):
     @classmethod
     def _known_store(cls, value: str) -> str:
         text = value.strip()
-        if text.startswith("redis+cluster://"):
+        if is_cluster(text):
             cluster_nodes(text)
+            tls_options(text)
             return text
         try:
             parts = urlsplit(text)
@@ -168,7 +169,10 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("not a valid URL") from None
         if parts.scheme not in STORE_SCHEMES:
-            raise ValueError("unknown scheme (use memory://, redis://host:port/db or redis+cluster://host:port,...)")
+            raise ValueError(
+                "unknown scheme (use memory://, redis[s]://host:port/db or redis[s]+cluster://host:port,...)"
+            )
+        tls_options(text)
         return text
 
     @field_validator("memory_policy", mode="before")

@@ -25,9 +25,9 @@ def store_from_url(
     if scheme == "memory":
         max_bytes = None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024)
         return MemoryStore(max_bytes=max_bytes, policy=policy)
-    if scheme in ("redis", "redis+cluster"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from faultmaven.stores.redis import RedisStore  # redis-py is needed only for this store
 
         max_bytes = None if redis_max_memory_mb is None else int(redis_max_memory_mb * 1024 * 1024)
         return RedisStore(url, policy=policy, memory_reserve=redis_reserve, max_bytes=max_bytes)
-    raise ConfigError(f"SESSION_STORE_URL={url!r}: no store is available for the scheme {scheme!r}")
+    raise ConfigError(f"SESSION_STORE_URL: no store is available for the scheme {scheme!r}")

@@ -15,7 +15,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from faultmaven.stores.shards import shard_tags
 from faultmaven.stores.sizing import pair_key
-from faultmaven.stores.urls import cluster_nodes
+from faultmaven.stores.urls import cluster_nodes, is_cluster, tls_options
 
 # Connections to one node, per process. Each one holds buffers in Redis' memory (about 36 KB with 6 KB
 # sessions), so a bounded pool keeps what connections add to a full Redis within the reserve.
@@ -55,9 +55,14 @@ def shards_under(prefix: str) -> tuple[Shard, ...]:
 
 
 def connect(url: str) -> aioredis.Redis | RedisCluster:
-    """A client for redis://... (one node) or redis+cluster://[user:password@]host:port[,host:port...]."""
+    """A client for redis[s]://... (one node) or redis[s]+cluster://[user:password@]host:port[,host:port...];
+    rediss: TLS, with redis-py's ssl_ca_certs, ssl_certfile, ssl_keyfile and ssl_cert_reqs from the query
+    (certificates verified unless ssl_cert_reqs=none)."""
     options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
-    if not url.startswith("redis+cluster://"):
+    tls = tls_options(url)
+    if tls.get("ssl_cert_reqs") == "none":
+        options["ssl_check_hostname"] = False  # nothing is verified: neither is the name
+    if not is_cluster(url):
         # A burst beyond the pool waits (up to 5 s) for a free connection instead of failing at once, as
         # redis-py's default pool does past 100 connections.
         size = connections_per_node()
@@ -69,6 +74,8 @@ def connect(url: str) -> aioredis.Redis | RedisCluster:
         options["username"] = unquote(parts.username)
     if parts.password:
         options["password"] = unquote(parts.password)
+    if parts.scheme == "rediss+cluster":
+        options |= {"ssl": True, **tls}
     # redis-py's cluster client fails a call (MaxConnectionsError) rather than wait once a node has
     # max_connections in use (32 by default): a burst of concurrent requests must not fail so.
     return RedisCluster(startup_nodes=nodes, max_connections=CLUSTER_MAX_CONNECTIONS, **options)

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
-from faultmaven.exceptions import SessionStoreException
+from faultmaven.stores.redis_errors import translated
 from faultmaven.stores.redis_keys import Shard
 from faultmaven.stores.redis_scripts import ScriptRunner
 
@@ -26,10 +25,8 @@ class Leases:
 
     async def acquire(self, ttl_s: float, part: int = 0) -> str | None:
         token, shard = secrets.token_hex(16), self._shards[part]
-        try:
+        with translated("lease"):
             taken = await self._client.set(shard.lease, token, nx=True, px=int(ttl_s * 1000))
-        except RedisError as exc:
-            raise SessionStoreException(f"redis lease failed: {type(exc).__name__}: {exc}") from exc
         if not taken:
             return None
         self._held[token] = shard

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.session import SessionRecord
+from faultmaven.stores.redis_errors import translated
 from faultmaven.stores.redis_keys import Shard, connections_per_node
 from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
 from faultmaven.stores.redis_reserve import Hold, Reserve
@@ -146,10 +147,8 @@ class MemoryLimits:
         only records activity. None if nothing to resume."""
         if record.client_id is None:
             return None
-        try:
+        with translated("create"):
             existing = await self._client.get(shard.pair(record.user_id, record.client_id))
-        except RedisError as exc:
-            raise SessionStoreException(f"redis create failed: {type(exc).__name__}: {exc}") from exc
         if existing is None:
             return None
         sid = existing.decode() if isinstance(existing, bytes) else str(existing)
@@ -158,15 +157,13 @@ class MemoryLimits:
 
     async def _read_info(self) -> tuple[dict[str, MasterMemory], list[str]]:
         """Every master's INFO memory, and the master of each shard ("" on one node)."""
-        try:
+        with translated("INFO memory"):
             if isinstance(self._client, RedisCluster):
                 replies = await self._client.info("memory", target_nodes=RedisCluster.PRIMARIES)
                 masters = {name: MasterMemory.from_info(info) for name, info in replies.items()}
                 nodes = [self._client.get_node_from_key(shard.prefix) for shard in self._shards]
                 return masters, ["" if node is None else node.name for node in nodes]
             return {"": MasterMemory.from_info(await self._client.info("memory"))}, [""] * len(self._shards)
-        except RedisError as exc:
-            raise SessionStoreException(f"redis INFO memory failed: {type(exc).__name__}: {exc}") from exc
 
     async def refresh(self) -> None:
         """Read used_memory, maxmemory and maxmemory_policy of every master (INFO memory) and which master
@@ -189,7 +186,8 @@ class MemoryLimits:
             await self.refresh()
         except SessionStoreException as exc:
             self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
-            if not self._info_warned:
+            unreachable = isinstance(exc.__cause__, (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterException))
+            if not self._info_warned and not unreachable:  # an unreachable store is reported as such
                 self._info_warned = True
                 log.warning(
                     "Redis INFO memory failed: creates are not refused before Redis' own maxmemory",

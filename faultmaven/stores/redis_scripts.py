@@ -12,9 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import OutOfMemoryError, RedisError
 
-from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.stores.redis_errors import translated
 
 
 class ScriptRunner:
@@ -50,14 +49,8 @@ class ScriptRunner:
                 self._prepared = True
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with translated(name):
             if not self._prepared:
                 await self._prepare()
             async with self._slots:
                 return await self._scripts[name](keys=keys, args=args)
-        except OutOfMemoryError as exc:
-            raise SessionStoreFullError(f"redis refused a write over maxmemory ({name})") from exc
-        except RedisError as exc:
-            if str(exc).startswith("OOM "):  # as a script's error reply, depending on the client's parser
-                raise SessionStoreFullError(f"redis refused a write over maxmemory ({name})") from exc
-            raise SessionStoreException(f"redis {name} failed: {type(exc).__name__}: {exc}") from exc

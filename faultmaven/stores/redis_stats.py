@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.stores.base import StoreStats
+from faultmaven.stores.redis_errors import translated
 from faultmaven.stores.redis_keys import Shard
 
 
@@ -55,21 +56,25 @@ class StatsSnapshot:
     async def refresh(self, now: float) -> None:
         """Three commands per shard in one pipeline (on a cluster, one round trip per master), added up."""
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for shard in self._shards:
-                    _, exp, stats = shard.indexes
-                    pipe.zcard(exp)
-                    pipe.zcount(exp, "-inf", repr(now))
-                    pipe.hget(stats, "bytes")
-                replies = await pipe.execute()
-        except RedisError as exc:
-            self._error = f"redis stats failed: {type(exc).__name__}: {exc}"
-            raise SessionStoreException(self._error) from exc
+            with translated("stats"):
+                replies = await self._read(now)
+        except SessionStoreException as exc:
+            self._error = str(exc)
+            raise
         stored, expired, stored_bytes = (sum(int(x or 0) for x in replies[i::3]) for i in range(3))
         await self._read_memory()
         self._snapshot = StoreStats(stored, expired, stored_bytes)
         self._at = time.monotonic()
         self._error = None
+
+    async def _read(self, now: float) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for shard in self._shards:
+                _, exp, stats = shard.indexes
+                pipe.zcard(exp)
+                pipe.zcount(exp, "-inf", repr(now))
+                pipe.hget(stats, "bytes")
+            return list(await pipe.execute())
 
     async def refresh_quietly(self, now: float) -> None:
         with contextlib.suppress(SessionStoreException):  # recorded in _error; stats() reports it
