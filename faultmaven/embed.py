@@ -25,6 +25,7 @@ from faultmaven.exceptions import SessionStoreException
 from faultmaven.http_errors import install_error_handlers
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
+from faultmaven.observability.logging import configure_embedded, redact_uvicorn_access_log
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 
@@ -40,6 +41,7 @@ def install(
     mount_path: str = "",
     health_path: str | None = "/health",
     metrics_path: str | None = "/metrics",
+    configure_logging: bool = True,
 ) -> None:
     """Serve FaultMaven sessions from `app`; call it once, before the app starts.
 
@@ -51,6 +53,11 @@ def install(
     headers follow it); `health_path` and `metrics_path` (None: left out) are /health and the Prometheus
     text. The body limit and CORS (SESSION_CORS_ORIGINS) apply to
     the session routes only, so the host's own routes are served as before.
+
+    When the app starts, the service logs as `python -m faultmaven` does (JSON lines, the audit file of
+    SESSION_AUDIT_LOG_PATH, uvicorn's access log without session ids) unless logging was configured for
+    it already; `configure_logging=False` leaves logging to a host that owns it (session ids are still
+    redacted from uvicorn's access log).
     """
     monitor = LoopMonitor()
     app.state.loop_monitor = monitor
@@ -58,7 +65,7 @@ def install(
         app.state.session_manager = manager  # usable even by a client that does not run the lifespan
     _add_session_routes(app, mount_path)
     _add_observability(app, monitor, health_path, metrics_path)
-    app.router.lifespan_context = _lifespan(app, manager, settings, monitor)
+    app.router.lifespan_context = _lifespan(app, manager, settings, monitor, configure_logging)
 
 
 def _add_session_routes(app: FastAPI, mount_path: str) -> None:
@@ -91,7 +98,7 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
 
 
 def _lifespan(
-    app: FastAPI, manager: SessionManager | None, settings: Settings | None, monitor: LoopMonitor
+    app: FastAPI, manager: SessionManager | None, settings: Settings | None, monitor: LoopMonitor, logs: bool
 ) -> Lifespan:
     """The host's lifespan inside the manager's: built (unless given) and started before, closed after."""
     host_lifespan = app.router.lifespan_context
@@ -100,6 +107,9 @@ def _lifespan(
     async def lifespan(host: Any) -> AsyncIterator[Any]:  # the host's lifespan state, or None
         mgr = manager if manager is not None else SessionManager(settings=settings or Settings.from_env())
         app.state.session_manager = mgr
+        redact_uvicorn_access_log()
+        if logs:  # the app's own access log (create_app) replaces uvicorn's; a host app keeps uvicorn's
+            configure_embedded(mgr.settings.audit_log_path, uvicorn_access=not getattr(app.state, "access_log", False))
         refresher: asyncio.Task[None] | None = None
         stop = asyncio.Event()
         try:

@@ -39,6 +39,7 @@ def create_app(
     install(app, settings=settings, manager=manager)
     serve_docs_offline(app)
     app.add_middleware(AccessLogMiddleware)
+    app.state.access_log = True  # one JSON record per request, without ids: uvicorn's stays off
     return app
 
 

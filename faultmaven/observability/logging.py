@@ -13,6 +13,7 @@ import json
 import logging.config
 import logging.handlers
 import queue
+import re
 import sys
 import time
 from functools import lru_cache
@@ -144,11 +145,48 @@ class BackgroundStderrHandler(logging.handlers.QueueHandler):
         super().close()
 
 
-def logging_config(level: str = "info", audit_path: str | None = None) -> dict[str, Any]:
+_SESSION_IN_PATH = re.compile(r"(/sessions/)[A-Za-z0-9_-]{43,}")
+
+
+class RedactSessionIds(logging.Filter):
+    """Writes `{session_id}` for anything shaped like a session id after /sessions/ in a record's
+    arguments: uvicorn's access log formats the raw request path into its line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SESSION_IN_PATH.sub(r"\1{session_id}", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def redact_uvicorn_access_log() -> None:
+    """Whoever configured logging, uvicorn's access log never shows a session id (idempotent)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSessionIds) for f in access.filters):
+        access.addFilter(RedactSessionIds())
+
+
+def configure_embedded(audit_path: str | None, *, uvicorn_access: bool) -> None:
+    """The served logging for an app some other command started (`uvicorn faultmaven.main:app`, a host
+    app with `install()`): JSON lines for the service's records, the audit file if set. Left alone when
+    logging was configured already: the service's loggers (the CLI does it before the app starts) or the
+    root logger (a host that owns its logging, a test runner) have handlers."""
+    redact_uvicorn_access_log()
+    if logging.getLogger("faultmaven").handlers or logging.getLogger().handlers:
+        return
+    level = logging.getLevelName(logging.getLogger("uvicorn").getEffectiveLevel()).lower()
+    level = level if level in ("critical", "error", "warning", "info", "debug") else "info"
+    logging.config.dictConfig(logging_config(level, audit_path, uvicorn_access))
+    redact_uvicorn_access_log()
+
+
+def logging_config(level: str = "info", audit_path: str | None = None, uvicorn_access: bool = False) -> dict[str, Any]:
     """A dictConfig for our loggers and uvicorn's, every line one JSON object on stderr.
 
     With `audit_path`, the audit records (faultmaven.audit, one per cleanup or eviction run) also go to
-    that JSON-lines file.
+    that JSON-lines file. uvicorn's access log stays off unless `uvicorn_access` (a host app's own routes
+    have no other access log); it then writes JSON lines too, with session ids redacted.
     """
     level = level.upper()
     config: dict[str, Any] = {
@@ -167,8 +205,12 @@ def logging_config(level: str = "info", audit_path: str | None = None) -> dict[s
             "faultmaven": {"handlers": ["stderr"], "level": level, "propagate": False},
             "faultmaven.access": {"handlers": ["access"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
-            # uvicorn's access log writes raw paths (session ids): it stays off; see faultmaven.access.
-            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            # uvicorn's access log writes raw paths (session ids): off, see faultmaven.access; or redacted.
+            "uvicorn.access": (
+                {"handlers": ["stderr"], "level": level, "propagate": False}
+                if uvicorn_access
+                else {"handlers": [], "level": "CRITICAL", "propagate": False}
+            ),
         },
     }
     if audit_path:
