@@ -12,12 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven.auth import InvalidToken, KeyFileError, TokenVerifier
 from faultmaven.conditional import BadIfMatch, etag, if_match_version
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
-from faultmaven.http_errors import checked, found, invalid, store_unavailable_because
+from faultmaven.http_errors import checked, found, invalid, problem, store_unavailable_because, under
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
@@ -56,12 +57,23 @@ def _mounted(request: Request) -> str:
     return getattr(request.app.state, "session_routes_prefix", router.prefix)
 
 
+_CALLER = "faultmaven_caller"  # where AuthenticateFirst keeps the caller in the request's state
+
+
 def manager_of(request: Request) -> SessionManager:
     manager: SessionManager = request.app.state.session_manager
     return manager
 
 
 def caller_of(request: Request) -> str | None:
+    """The caller, as AuthenticateFirst found it before the body was read (else found now)."""
+    state = request.scope.get("state")
+    if state is not None and _CALLER in state:
+        return state[_CALLER]  # type: ignore[no-any-return]
+    return identify(request)
+
+
+def identify(request: Request) -> str | None:
     """The caller's user: the one the trusted gateway header names (SESSION_USER_HEADER) or the bearer
     JWT names (SESSION_JWT_SECRET / SESSION_JWT_PUBLIC_KEY); None when neither is configured.
 
@@ -103,6 +115,33 @@ def _token_user(request: Request, settings: Settings) -> str:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail=exc.detail, headers={"WWW-Authenticate": challenge}
         ) from None
+
+
+class AuthenticateFirst:
+    """Checks the caller of every session route (gateway header, bearer token) before anything reads the
+    request's body: an unauthenticated request is refused (401, or 400 for a repeated identity header)
+    with its body never read nor parsed, whatever its size. CORS preflights pass (they carry no
+    identity), and so do the operator routes, which take no body and check the admin token themselves
+    (`/cleanup`, `/metrics`). The caller found is kept for the route in the request's state."""
+
+    def __init__(self, app: ASGIApp, path_prefix: str) -> None:
+        self.app, self.path_prefix = app, path_prefix
+        self.operator_paths = {f"{path_prefix}/cleanup", f"{path_prefix}/metrics"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        bypass = scope["type"] != "http" or scope["method"] == "OPTIONS" or not under(path, self.path_prefix)
+        bypass = bypass or path in self.operator_paths
+        if bypass or getattr(scope["app"].state, "session_manager", None) is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            caller = identify(Request(scope))
+        except HTTPException as exc:
+            await problem(exc.status_code, str(exc.detail), exc.headers)(scope, receive, send)
+            return
+        scope.setdefault("state", {})[_CALLER] = caller
+        await self.app(scope, receive, send)
 
 
 # The per-session routes (what a client calls on every step) read the manager and the caller with the two

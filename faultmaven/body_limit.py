@@ -16,11 +16,11 @@ not per request.
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven.config.config import Settings
+from faultmaven.http_errors import problem, under
 
 # Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
 # limit is applied to the data itself, with a 413 that says which limit.
@@ -33,11 +33,6 @@ def limit_for(settings: Settings | None) -> int:
     """MAX_BODY_BYTES, or room for twice SESSION_MAX_DATA_BYTES if that is more."""
     data_limit = settings.max_data_bytes if settings is not None else 0
     return max(MAX_BODY_BYTES, 2 * data_limit + 65536)
-
-
-def under(path: str, prefix: str) -> bool:
-    """Whether `path` is `prefix` or below it ("" is above every path)."""
-    return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
 def _declared_length(scope: Scope) -> tuple[bytes | None, bool]:
@@ -78,7 +73,7 @@ class BodyLimitMiddleware:
             limit = self._limited(scope)[0]
             if not length.isdigit() or int(length) > limit:
                 status = 413 if length.isdigit() else 400
-                refusal = JSONResponse({"detail": "request body too large or malformed length"}, status)
+                refusal = problem(status, "request body too large or malformed length")
                 await refusal(scope, receive, send)
                 return
         if scope["method"] in BODILESS_METHODS or (length == b"0" and not chunked):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 
-from faultmaven.api import router
+from faultmaven.api import AuthenticateFirst, router
 from faultmaven.body_limit import BodyLimitMiddleware
 from faultmaven.config.config import Settings
 from faultmaven.cors import SessionCORSMiddleware
@@ -73,8 +73,9 @@ def _add_session_routes(app: FastAPI, mount_path: str) -> None:
     prefix = mount_path + router.prefix
     app.state.session_routes_prefix = prefix
     app.add_middleware(BodyLimitMiddleware, path_prefix=prefix)
+    app.add_middleware(AuthenticateFirst, path_prefix=prefix)  # outside the body limit: who before what
     app.add_middleware(SessionCORSMiddleware, path_prefix=prefix)  # outside: a 413 carries CORS headers too
-    install_error_handlers(app)
+    install_error_handlers(app, prefix)
     app.include_router(router, prefix=mount_path)
 
 

@@ -40,6 +40,7 @@ def create_app(
     serve_docs_offline(app)
     app.add_middleware(AccessLogMiddleware)
     app.state.access_log = True  # one JSON record per request, without ids: uvicorn's stays off
+    app.state.problem_prefix = ""  # the whole app is the service: every error is a problem details object
     return app
 
 

@@ -66,7 +66,9 @@ async def test_conflict_and_store_full_keep_their_own_shape(host: httpx.AsyncCli
     statuses = [(await host.post(API, json={"data": {"k": "v" * 80}})).status_code for _ in range(40)]
     assert 503 in statuses
     full = await host.post(API, json={"data": {"k": "v" * 80}})
-    assert full.json() == {"detail": "session store full, retry later"} and full.headers["Retry-After"] == "30"
+    expected = {"type": "about:blank", "title": "Service Unavailable", "status": 503}
+    assert full.json() == expected | {"detail": "session store full, retry later"}
+    assert full.headers["Retry-After"] == "30" and full.headers["content-type"] == "application/problem+json"
 
 
 async def test_the_host_own_value_error_is_not_a_422(host: httpx.AsyncClient) -> None:

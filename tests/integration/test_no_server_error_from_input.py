@@ -54,8 +54,11 @@ async def test_a_422_names_the_field_and_never_echoes_the_input() -> None:
     async for client in open_client(manager):
         json = {"content-type": "application/json"}
         answer = await client.post(API, content=b'{"timeout_minutes": NaN}', headers=json)
-        assert answer.status_code == 422
-        (error,) = answer.json()["detail"]
+        assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["status"] == 422 and problem["title"] == "Unprocessable Content"
+        assert problem["detail"].startswith("the request is invalid: body.timeout_minutes")
+        (error,) = problem["errors"]
         assert error["loc"] == ["body", "timeout_minutes"] and "input" not in error and error["msg"]
 
 

@@ -135,7 +135,7 @@ async def test_bad_patches_get_a_clear_4xx_and_change_nothing(
     if status == 415:
         assert answer.headers["accept-patch"] == "application/json, application/merge-patch+json"
     if status == 422:
-        assert all(error["loc"][0] == "body" for error in answer.json()["detail"])
+        assert all(error["loc"][0] == "body" for error in answer.json()["errors"])
     got = await client.get(f"{API}/{sid}")
     assert got.json()["data"] == {"keep": 1} and got.headers["etag"] == '"1"'
 
