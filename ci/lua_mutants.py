@@ -1,4 +1,4 @@
-"""Mutation testing of the Redis store's Lua rules (faultmaven/stores/lua/*.lua), which mutmut cannot reach.
+"""Mutation testing of the Redis store's Lua rules (faultmaven/stores/redis/lua/*.lua), which mutmut cannot reach.
 
     python ci/lua_mutants.py [--mutants ci/lua_mutants.toml] [--jobs 2] [--min-score 1.0] [--only TEXT]
                              [--timeout 180] [--check]
@@ -38,7 +38,7 @@ from pathlib import Path
 from queue import Queue
 
 ROOT = Path(__file__).resolve().parents[1]
-LUA_DIR = Path("faultmaven/stores/lua")
+LUA_DIR = Path("faultmaven/stores/redis/lua")
 DEFAULT_LIST = ROOT / "ci" / "lua_mutants.toml"
 PYTEST_FLAGS = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-rfE"]
 # Plugins are not auto-loaded (the installed ones cost seconds of start-up per run); these are loaded.
@@ -142,7 +142,7 @@ def check_compiles(mutants: list[Mutant]) -> None:
     """SCRIPT LOAD of every assembled script each mutant changes, in a throwaway redis-server."""
     import redis
 
-    from faultmaven.stores.scripts import SCRIPT_FILES
+    from faultmaven.stores.redis.lua_texts import SCRIPT_FILES
     from tests.redis_server import RedisServer
 
     texts = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / LUA_DIR).glob("*.lua")}

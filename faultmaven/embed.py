@@ -1,7 +1,7 @@
 """Sessions inside an existing FastAPI app, in one call; create_app builds the served app the same way.
 
 `install` adds the session routes, /health and /metrics (at paths of the host's choosing), the body
-limit and CORS for the session routes, the HTTP answers to the service's errors (faultmaven.http_errors),
+limit and CORS for the session routes, the HTTP answers to the service's errors (faultmaven.web.errors),
 and the manager's start and stop inside the host app's lifespan, which keeps running around them.
 """
 
@@ -17,17 +17,17 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 
-from faultmaven.api import AuthenticateFirst, router
-from faultmaven.body_limit import BodyLimitMiddleware
 from faultmaven.config.config import Settings
-from faultmaven.cors import SessionCORSMiddleware
 from faultmaven.exceptions import SessionStoreException
-from faultmaven.http_errors import install_error_handlers
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.logging import configure_embedded, redact_uvicorn_access_log
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
+from faultmaven.web.body_limit import BodyLimitMiddleware
+from faultmaven.web.cors import SessionCORSMiddleware
+from faultmaven.web.errors import install_error_handlers
+from faultmaven.web.routes import AuthenticateFirst, router
 
 log = logging.getLogger("faultmaven.sessions")
 STATS_REFRESH_S = 1.0  # how often the store's counts are read while the app runs

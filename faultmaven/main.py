@@ -13,10 +13,10 @@ from fastapi import FastAPI
 
 from faultmaven import __version__
 from faultmaven.config.config import Settings
-from faultmaven.docs_assets import serve_docs_offline
 from faultmaven.embed import install
-from faultmaven.observability.access_log import AccessLogMiddleware
 from faultmaven.session_management import SessionManager
+from faultmaven.web.access_log import AccessLogMiddleware
+from faultmaven.web.docs_assets import serve_docs_offline
 
 
 def create_app(

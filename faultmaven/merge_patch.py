@@ -4,7 +4,7 @@ A patch is a JSON object: a member whose value is null removes that key, an obje
 it names recursively (a non-object there is replaced by the object, its nulls dropped), and any other value
 (arrays included) replaces what was there. Keys already present keep their place and new keys follow in the
 patch's order, so the result's compact JSON is the same bytes the Redis store's script builds from the
-stored text (faultmaven/stores/lua/merge_patch.lua).
+stored text (faultmaven/stores/redis/lua/merge_patch.lua).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """SessionManager: the public face of the sessions, over a store.
 
 The manager validates arguments, reads the clock and hands every store call's endings to one place
-(faultmaven/endings.py). The store owns atomicity: every expiry check happens inside the store call that
-acts on it. The cleanup run lives in faultmaven/cleanup.py, the counters in faultmaven/counters.py.
+(faultmaven/lifecycle/endings.py). The store owns atomicity: every expiry check happens inside the store call that
+acts on it. The cleanup run lives in faultmaven/lifecycle/cleanup.py, the counters in faultmaven/lifecycle/counters.py.
 
 Not found, one convention: reads (get, touch) return None and delete returns False; the writes that must
 answer with a session (update, rotate) raise SessionNotFoundError. A malformed id is not found, without
@@ -18,14 +18,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from faultmaven.cleanup import CleanupRunner, StopCheck, yield_to_loop
 from faultmaven.config.config import Settings
-from faultmaven.counters import SessionCounters
-from faultmaven.endings import EndingsHandler
-from faultmaven.events import SessionEndDispatcher, SessionEndListener
 from faultmaven.exceptions import SessionNotFoundError
+from faultmaven.lifecycle.cleanup import CleanupRunner, StopCheck, yield_to_loop
+from faultmaven.lifecycle.counters import SessionCounters
+from faultmaven.lifecycle.endings import EndingsHandler
+from faultmaven.lifecycle.events import SessionEndDispatcher, SessionEndListener
+from faultmaven.lifecycle.scheduler import CleanupScheduler
 from faultmaven.observability.histogram import DurationHistogram
-from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session import (
     Session,
     SessionEnd,

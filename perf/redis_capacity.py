@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from faultmaven.config import Settings  # noqa: E402
 from faultmaven.session_management import SessionManager  # noqa: E402
-from faultmaven.stores.redis import RedisStore  # noqa: E402
+from faultmaven.stores.redis.store import RedisStore  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.support import FakeClock  # noqa: E402
 

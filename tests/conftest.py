@@ -18,7 +18,7 @@ from faultmaven.main import create_app
 from faultmaven.observability.logging import logging_config
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore, SessionStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import FakeClock

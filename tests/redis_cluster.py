@@ -214,8 +214,9 @@ class RedisCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
-    def _wait(ready: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
-        """Poll `ready` until it holds; a node that does not answer yet (OSError) counts as not ready."""
+    def _wait(ready: Callable[[], bool], message: str, timeout: float = 60.0) -> None:
+        """Poll `ready` until it holds; a node that does not answer yet (OSError) counts as not ready. The
+        deadline is for a machine busy with other work, where a node can take seconds to start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

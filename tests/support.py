@@ -17,18 +17,15 @@ from faultmaven.config import Settings
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import (
-    BatchResult,
-    MemoryStore,
-    expiry,
-    expiry_lanes,
-    expiry_lists,
-    memory,
-    memory_budget,
-    memory_endings,
-    memory_owners,
-)
-from faultmaven.stores import memory_layout as mem
+from faultmaven.stores import BatchResult, MemoryStore
+from faultmaven.stores.memory import budget as memory_budget
+from faultmaven.stores.memory import endings as memory_endings
+from faultmaven.stores.memory import index as expiry
+from faultmaven.stores.memory import index_lanes as expiry_lanes
+from faultmaven.stores.memory import index_lists as expiry_lists
+from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory import owners as memory_owners
+from faultmaven.stores.memory import store as memory
 from faultmaven.stores.sizing import pair_key
 
 EPOCH = 1_700_000_000.0

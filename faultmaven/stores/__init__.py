@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from faultmaven.exceptions import ConfigError
 from faultmaven.stores.base import BatchResult, Endings, SessionStore, StoreStats
-from faultmaven.stores.memory import MemoryStore
+from faultmaven.stores.memory.store import MemoryStore
 
 __all__ = ["BatchResult", "Endings", "MemoryStore", "SessionStore", "StoreStats", "store_from_url"]
 
@@ -26,7 +26,7 @@ def store_from_url(
         max_bytes = None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024)
         return MemoryStore(max_bytes=max_bytes, policy=policy)
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-        from faultmaven.stores.redis import RedisStore  # redis-py is needed only for this store
+        from faultmaven.stores.redis.store import RedisStore  # redis-py is needed only for this store
 
         max_bytes = None if redis_max_memory_mb is None else int(redis_max_memory_mb * 1024 * 1024)
         return RedisStore(url, policy=policy, memory_reserve=redis_reserve, max_bytes=max_bytes)

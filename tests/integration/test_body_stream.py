@@ -20,11 +20,11 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from faultmaven.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
 from faultmaven.config import Settings
 from faultmaven.main import create_app
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.web.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
 from tests.support import FakeClock
 
 API = "/api/v1/sessions"

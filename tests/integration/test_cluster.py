@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,7 @@ from redis.crc import key_slot
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionStoreException
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.redis_cluster import RedisCluster, _command
 from tests.support import FakeClock
 
@@ -98,8 +99,10 @@ async def test_a_master_killed_mid_cleanup_fails_over_and_loses_nothing_live(
     assert on_victim and len(on_victim) < len(live)
 
     touched_elsewhere: list[bool] = []
+    passes = 0
 
     async def keep_touching() -> None:
+        nonlocal passes
         while True:
             for sid in live:
                 try:
@@ -109,10 +112,14 @@ async def test_a_master_killed_mid_cleanup_fails_over_and_loses_nothing_live(
                     continue
                 if sid not in on_victim:
                     touched_elsewhere.append(session is not None)
+            passes += 1
             await asyncio.sleep(0)
 
     toucher = asyncio.create_task(keep_touching())
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(60):  # clients are touching every live session before the kill
+        while passes < 1:
+            await asyncio.sleep(0.01)
+    assert not toucher.done()
     redis_cluster.kill(victim)
     try:
         with contextlib.suppress(SessionCleanupException):  # the run that meets the dead master fails cleanly
@@ -137,14 +144,15 @@ def victim_owns(cluster: RedisCluster, store: RedisStore, sid: str, port: int) -
     return slot_owners(cluster)[key_slot(shard.key(sid).encode())] == port
 
 
-async def retry(call: object, attempts: int = 20) -> int:
+async def retry(call: object, within_s: float = 60.0) -> int:
     """The next run after a failover: the client may need a moment to learn the new topology."""
-    for _ in range(attempts):
+    deadline = time.monotonic() + within_s
+    while True:
         try:
             return int(await call())  # type: ignore[operator]
         except SessionCleanupException:
+            assert time.monotonic() < deadline, "no cleanup run succeeded after the failover"
             await asyncio.sleep(0.5)
-    raise AssertionError("no cleanup run succeeded after the failover")
 
 
 async def test_slots_migrate_under_load_without_a_lost_request(

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from faultmaven.docs_assets import DOCS_ASSETS_PATH
+from faultmaven.web.docs_assets import DOCS_ASSETS_PATH
 
 _ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*['"]([^'"]+)['"]""")
 

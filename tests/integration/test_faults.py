@@ -14,7 +14,7 @@ from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.health import health_report
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
 from tests.support import FakeClock, assert_store_consistent, due_ids
 

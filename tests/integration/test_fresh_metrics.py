@@ -12,7 +12,7 @@ import pytest
 from faultmaven import embed
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
 from tests.redis_server import RedisServer
 from tests.support import FakeClock

@@ -41,7 +41,7 @@ async def test_no_session_id_or_data_in_any_log_line(json_log: io.StringIO, cloc
         await client.get(f"{API}/{ids[0]}")  # a 404 on a real id
         store.poison = {ids[1]}  # a per-session failure gets logged too
         clock.advance(minutes=31)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):  # the scheduler's next run, every 30 ms: room for a loaded machine
             while manager.get_session_metrics()["sessions_cleaned_total"] < 8:
                 await asyncio.sleep(0.01)
 
@@ -71,14 +71,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TIMEOUT_S = 0.3  # of real time: the served process's sessions expire while the test waits
+
+
 def test_served_process_logs_json_without_ids(tmp_path: Path) -> None:
     """The real serve command under uvicorn: JSON lines and an audit file, cleanup runs, no id or data in
-    either, and SIGTERM stops it within 5 s with the scheduler stopped."""
+    either, and SIGTERM stops it with the scheduler stopped, well inside the scheduler's 30 s grace."""
     port = _free_port()
     audit_file = tmp_path / "audit.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {
-        "SESSION_TIMEOUT_MINUTES": "0.005",
+        "SESSION_TIMEOUT_MINUTES": str(TIMEOUT_S / 60),
         "SESSION_MIN_TIMEOUT_MINUTES": "0.001",
         "SESSION_CLEANUP_INTERVAL_MINUTES": "0.003",
         "SESSION_AUDIT_LOG_PATH": str(audit_file),
@@ -92,7 +95,7 @@ def test_served_process_logs_json_without_ids(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     ids = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         with httpx.Client(base_url=base, timeout=5) as client:
             while True:
                 try:
@@ -103,17 +106,20 @@ def test_served_process_logs_json_without_ids(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
             for i in range(20):
+                sent = time.monotonic()
                 sid = client.post(API, json={"data": {"secret": f"{SECRET}-{i}"}}).json()["session_id"]
                 ids.append(sid)
-                assert client.get(f"{API}/{sid}").status_code == 200
+                status = client.get(f"{API}/{sid}").status_code
+                # Found, unless the machine took the whole timeout between the create and the read.
+                assert status == 200 or (status == 404 and time.monotonic() - sent >= TIMEOUT_S), status
+            deadline = time.monotonic() + 60
             while client.get(f"{API}/metrics").json()["sessions_cleaned_total"] < 20:
                 assert time.monotonic() < deadline, "cleanup did not remove the sessions"
                 time.sleep(0.1)
             assert client.get(f"{API}/{ids[0]}").status_code == 404
-        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        assert time.monotonic() - signalled < 5.0, "SIGTERM took 5 s or more to stop the server"
+        # A stop that waited for the scheduler's 30 s grace (a run that never saw the stop) fails here.
+        proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,10 +10,10 @@ from importlib.resources import files
 import pytest
 import redis.asyncio as aioredis
 
-from faultmaven.stores.redis import RedisStore
-from faultmaven.stores.scripts import COMMON, LIBRARIES, SCRIPT_FILES, SCRIPTS, read_lua
+from faultmaven.stores.redis.lua_texts import COMMON, LIBRARIES, SCRIPT_FILES, SCRIPTS, read_lua
+from faultmaven.stores.redis.store import RedisStore
 
-LUA_DIR = files("faultmaven.stores") / "lua"
+LUA_DIR = files("faultmaven.stores.redis") / "lua"
 SLOTS = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
 
 

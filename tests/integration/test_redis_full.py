@@ -16,7 +16,7 @@ from faultmaven.exceptions import SessionStoreFullError
 from faultmaven.observability.health import health_report
 from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-import faultmaven.cleanup as cleanup
-from faultmaven.cleanup import yield_to_loop
+import faultmaven.lifecycle.cleanup as cleanup
 from faultmaven.config import Settings
+from faultmaven.lifecycle.cleanup import yield_to_loop
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
-from faultmaven.stores.scripts import SCRIPTS
-from faultmaven.stores.shards import shard_of_owner
+from faultmaven.stores.redis.lua_texts import SCRIPTS
+from faultmaven.stores.redis.shards import shard_of_owner
+from faultmaven.stores.redis.store import RedisStore
 from tests.support import FakeClock
 
 RECHECK = "          if not expired and not (by_idle and now - active >= max_idle) then\n"
@@ -67,6 +67,11 @@ async def test_the_check_catches_a_cleanup_without_its_recheck(redis_url: str) -
     assert not await near_limit_survives(_NoRecheck(redis_url))
 
 
+PAUSE_S = 0.1  # between batches
+LEASE_S = 1.0  # renewed after each batch: a pause and a batch's round trips must fit in it, under load too
+SESSIONS, BATCH = 200, 10  # 20 batches: the run takes 2 s at least, twice the lease
+
+
 class _SlowBatches(SessionManager):
     """Each pause between batches takes real time: the run outlives the lease's TTL."""
 
@@ -76,33 +81,34 @@ class _SlowBatches(SessionManager):
 
     async def _slow_pause(self) -> None:
         self.cleaning.set()
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(PAUSE_S)
         await yield_to_loop()
 
 
 async def others_kept_out(url: str, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """One user's 200 expired sessions (one shard), cleaned 20 at a time with 0.15 s pauses under a
-    0.4 s lease (about 1.5 s in all); meanwhile another replica keeps asking for that shard's lease."""
-    monkeypatch.setattr(cleanup, "LEASE_TTL_S", 0.4)
+    """One user's 200 expired sessions (one shard), cleaned 10 at a time with 0.1 s pauses under a 1 s
+    lease (2 s at least in all); meanwhile another replica keeps asking for that shard's lease."""
+    monkeypatch.setattr(cleanup, "LEASE_TTL_S", LEASE_S)
     clock = FakeClock()
-    settings = Settings(cleanup_batch_size=20, cleanup_enabled=False, max_per_user=0)
+    settings = Settings(cleanup_batch_size=BATCH, cleanup_enabled=False, max_per_user=0)
     manager = _SlowBatches(store, settings=settings, clock=clock)
     other = RedisStore(url)
     shard = shard_of_owner("uma", None)
     try:
-        for start in range(0, 200, 50):
+        for start in range(0, SESSIONS, 50):
             await asyncio.gather(*(manager.create_session("uma") for _ in range(start, start + 50)))
         clock.advance(minutes=31)
         run = asyncio.create_task(manager.run_cleanup(trigger="scheduled", leased=True))
-        await asyncio.wait_for(manager.cleaning.wait(), 10)
+        await asyncio.wait_for(manager.cleaning.wait(), 60)
         taken = []
-        while manager.get_session_metrics()["sessions_cleaned_total"] < 200:  # the run still holds the shard
-            token = await other.acquire_lease(0.4, shard)
+        # While the run still holds the shard (or until it failed: awaited below).
+        while manager.get_session_metrics()["sessions_cleaned_total"] < SESSIONS and not run.done():
+            token = await other.acquire_lease(LEASE_S, shard)
             if token is not None:
                 taken.append(token)
                 await other.release_lease(token)
             await asyncio.sleep(0.05)
-        assert await run == 200
+        assert await run == SESSIONS
         return not taken
     finally:
         await manager.close()

@@ -13,8 +13,8 @@ import pytest
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
-from faultmaven.stores.redis import RedisStore
-from faultmaven.stores.shards import shard_of_id
+from faultmaven.stores.redis.shards import shard_of_id
+from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, session_record
 

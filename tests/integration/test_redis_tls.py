@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from faultmaven.config import Settings
 from faultmaven.exceptions import ConfigError, SessionStoreException
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
 from tests.redis_server import RedisServer
 from tests.support import FakeClock

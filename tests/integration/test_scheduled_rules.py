@@ -105,7 +105,7 @@ async def test_a_scheduled_run_keeps_the_users_index_and_resume_pairs_in_step(
 
 async def test_scheduled_runs_on_two_replicas_end_each_session_once(any_redis_url: str, clock: FakeClock) -> None:
     """Two replicas on one Redis, both scheduled: leases keep them apart, each ending is reported once."""
-    from faultmaven.stores.redis import RedisStore
+    from faultmaven.stores.redis.store import RedisStore
 
     replicas = [SessionManager(RedisStore(any_redis_url), settings=_settings(), clock=clock) for _ in range(2)]
     seen: list[SessionEnd] = []

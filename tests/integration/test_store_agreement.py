@@ -15,7 +15,7 @@ from faultmaven.exceptions import SessionDataTooLargeError, SessionNotFoundError
 from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.support import FakeClock
 
 STEPS = 2500

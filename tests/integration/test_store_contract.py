@@ -11,11 +11,11 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionCleanupException, SessionNotFoundError, SessionStoreException
+from faultmaven.lifecycle.scheduler import CleanupScheduler
 from faultmaven.observability.health import health_report
-from faultmaven.scheduler import CleanupScheduler
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, SessionStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
 
@@ -149,12 +149,12 @@ async def test_redis_down_mid_cleanup_then_back(redis_server: RedisServer, redis
     assert report["status"] == "degraded"
     assert report["services"]["session_manager"]["status"] in ("unhealthy", "degraded")
     await manager.start_cleanup_scheduler(0.0005)
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while scheduler.consecutive_failures < 2:
             await asyncio.sleep(0.01)
     assert scheduler.running
     redis_server.start()  # the append-only file brings the sessions back
-    async with asyncio.timeout(20):  # the run that cleans the last session still has shards to visit
+    async with asyncio.timeout(60):  # the run that cleans the last session still has shards to visit
         while (await readable_metrics(manager)).get("sessions_cleaned_total") != 30 or (
             scheduler.consecutive_failures != 0
         ):

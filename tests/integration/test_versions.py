@@ -21,7 +21,7 @@ from faultmaven.exceptions import (
 from faultmaven.merge_patch import merge_patch
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import SessionStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.support import FakeClock
 
 LIMIT = 4096

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from faultmaven.scheduler import CleanupScheduler
+from faultmaven.lifecycle.scheduler import CleanupScheduler
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from tests.memory import scenarios

@@ -4,7 +4,7 @@ Redis, one round trip) costs without our route.
 - `/bare` (GET, POST, PATCH): a session-sized constant JSON document; PATCH reads its JSON body first.
 - `/bare/redis/{key}` (GET, POST, PATCH): one EVALSHA of a one-command script (HGETALL of the key, a
   stored session's hash, so the reply is as large as ours) through the client our store builds
-  (`faultmaven.stores.redis.connect`, the same pool settings) on BARE_REDIS_URL, a redis:// or
+  (`faultmaven.stores.redis.store.connect`, the same pool settings) on BARE_REDIS_URL, a redis:// or
   redis+cluster:// URL. Our GET and heartbeat are one EVALSHA each, so this is the floor of a Redis route.
 """
 
@@ -42,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if url is None:
         yield
         return
-    from faultmaven.stores.redis import connect
+    from faultmaven.stores.redis.store import connect
 
     client = connect(url)
     app.state.script = client.register_script(HGETALL)

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import pytest
 
-from faultmaven.stores.shards import shard_of_id, shard_tags
+from faultmaven.stores.redis.shards import shard_of_id, shard_tags
 from tests.redis_server import RedisServer, _free_port
 from tests.support import require_tool
 

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
-from faultmaven.stores.redis import RedisStore, connect
-from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_tags
+from faultmaven.stores.redis.shards import SHARDS, new_sharded_id, shard_tags
+from faultmaven.stores.redis.store import RedisStore, connect
 from tests.redis_server import RedisServer
 from tests.support import EPOCH, FakeClock
 

@@ -20,14 +20,14 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from faultmaven.cleanup import yield_to_loop
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionNotFoundError, SessionStoreFullError, SessionVersionConflict
+from faultmaven.lifecycle.cleanup import yield_to_loop
 from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
 from tests.support import FakeClock, assert_store_consistent
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faultmaven.merge_patch import merge_blobs, merge_patch
-from faultmaven.stores.scripts import MERGE_PATCH, read_lua
+from faultmaven.stores.redis.lua_texts import MERGE_PATCH, read_lua
 from tests.redis_server import RedisServer
 
 _EVAL = read_lua(MERGE_PATCH) + "\nreturn merge_patch(ARGV[1], ARGV[2])\n"

@@ -15,9 +15,9 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores import BatchResult, Endings
-from faultmaven.stores import memory_layout as mem
-from faultmaven.stores.expiry import ExpiryIndex
-from faultmaven.stores.memory_owners import SessionOwners
+from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory.index import ExpiryIndex
+from faultmaven.stores.memory.owners import SessionOwners
 from tests.property.machine import PeekableStore, T, build_machine
 from tests.support import due_ids
 

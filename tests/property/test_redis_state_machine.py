@@ -8,7 +8,7 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from faultmaven.stores.scripts import SCRIPTS
+from faultmaven.stores.redis.lua_texts import SCRIPTS
 from tests.property import machine
 from tests.redis_server import RedisServer
 

@@ -11,8 +11,8 @@ import time
 import httpx
 from pythonjsonlogger.json import JsonFormatter
 
-from faultmaven.observability.access_log import AccessLogMiddleware, access_log, log_request
 from faultmaven.observability.logging import _FORMAT, _RENAME, AccessFormatter, BackgroundStderrHandler
+from faultmaven.web.access_log import AccessLogMiddleware, access_log, log_request
 
 
 def _record(**fields: object) -> logging.LogRecord:

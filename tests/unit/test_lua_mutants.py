@@ -9,7 +9,7 @@ import pytest
 
 from ci import lua_mutants
 from ci.lua_mutants import ListError, Mutant, load, mutated_text
-from faultmaven.stores.scripts import SCRIPT_FILES
+from faultmaven.stores.redis.lua_texts import SCRIPT_FILES
 
 
 def test_every_listed_mutant_applies_to_exactly_one_place() -> None:

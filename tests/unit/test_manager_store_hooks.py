@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from faultmaven.cleanup import LEASE_TTL_S
 from faultmaven.config import Settings
+from faultmaven.lifecycle.cleanup import LEASE_TTL_S
 from faultmaven.observability.health import health_report
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
-from faultmaven.stores.redis import RedisStore
+from faultmaven.stores.redis.store import RedisStore
 from tests.support import FakeClock, LeasedStore, scheduled_runs, scheduled_until
 
 SETTINGS = Settings(cleanup_enabled=False, cleanup_batch_size=2)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from faultmaven.conditional import NO_VERSION, BadIfMatch, etag, if_match_version
 from faultmaven.merge_patch import merge_blobs, merge_patch
+from faultmaven.web.conditional import NO_VERSION, BadIfMatch, etag, if_match_version
 
 # RFC 7396 Appendix A, each case under a key "k" (session data is always an object at the top).
 RFC_7396_EXAMPLES: list[tuple[Any, Any, Any]] = [

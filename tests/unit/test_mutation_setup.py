@@ -12,7 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from faultmaven.stores import MemoryStore, memory
+from faultmaven.stores import MemoryStore
+from faultmaven.stores.memory import store as memory
 from tests.support import StoreLines
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.counters import REFUSING_FOR_S, SessionCounters
 from faultmaven.exceptions import SessionCleanupException, SessionStoreFullError
+from faultmaven.lifecycle.counters import REFUSING_FOR_S, SessionCounters
 from faultmaven.observability.audit import NODE, RunRecord, log_run
 from faultmaven.session import fingerprint
 from faultmaven.session_management import SessionManager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faultmaven.stores.redis_memory import NEAR, MasterMemory, memory_reasons
+from faultmaven.stores.redis.info import NEAR, MasterMemory, memory_reasons
 
 MB = 1024 * 1024
 

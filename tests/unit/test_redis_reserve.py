@@ -3,7 +3,7 @@ reading sent after their reply includes them."""
 
 from __future__ import annotations
 
-from faultmaven.stores.redis_reserve import (
+from faultmaven.stores.redis.reserve import (
     CALIBRATE_MIN,
     CONNECTION_BYTES,
     FLOOR_RATIO,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.scheduler import CleanupScheduler, Job
+from faultmaven.lifecycle.scheduler import CleanupScheduler, Job
 from faultmaven.session_management import SessionManager
 
 

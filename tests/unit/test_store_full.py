@@ -8,8 +8,8 @@ import re
 import pytest
 
 from faultmaven.config import Settings
-from faultmaven.counters import REFUSING_FOR_S
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
+from faultmaven.lifecycle.counters import REFUSING_FOR_S
 from faultmaven.observability.health import health_report
 from faultmaven.session import Session
 from faultmaven.session_management import SessionManager

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from faultmaven.stores.shards import shard_tags
+from faultmaven.stores.redis.shards import shard_tags
 from faultmaven.stores.sizing import pair_key
 from faultmaven.stores.urls import cluster_nodes, is_cluster, tls_options
 

@@ -1,6 +1,6 @@
 """The Redis store's Lua scripts, read once from the package's lua/ folder.
 
-Each script is one file under faultmaven/stores/lua/ whose header names its KEYS and ARGV. A Redis script
+Each script is one file under faultmaven/stores/redis/lua/ whose header names its KEYS and ARGV. A Redis script
 cannot include another file, so the helpers several scripts share (common.lua) are prepended here, and the
 store registers each assembled text with redis-py (EVALSHA, loaded before the first call).
 """
@@ -34,7 +34,7 @@ SCRIPT_FILES = MappingProxyType(
 
 def read_lua(name: str) -> str:
     """One file of the lua/ folder, as shipped in the package."""
-    return (files("faultmaven.stores") / LUA_PACKAGE_DIR / name).read_text(encoding="utf-8")
+    return (files("faultmaven.stores.redis") / LUA_PACKAGE_DIR / name).read_text(encoding="utf-8")
 
 
 def _assemble() -> dict[str, str]:

@@ -19,10 +19,10 @@ from collections.abc import Set
 from typing import Protocol
 
 from faultmaven.stores.base import BatchResult
-from faultmaven.stores.expiry_lanes import Due
-from faultmaven.stores.expiry_lists import ExpiryLists
-from faultmaven.stores.memory_endings import EndingsLog
-from faultmaven.stores.memory_layout import ABSOLUTE, ACTIVE, CNEXT, LNEXT, MARK, STATIC, Node, Static, with_cprev
+from faultmaven.stores.memory.endings import EndingsLog
+from faultmaven.stores.memory.index_lanes import Due
+from faultmaven.stores.memory.index_lists import ExpiryLists
+from faultmaven.stores.memory.layout import ABSOLUTE, ACTIVE, CNEXT, LNEXT, MARK, STATIC, Node, Static, with_cprev
 
 __all__ = ["ExpiryIndex", "Owners"]
 

@@ -42,14 +42,14 @@ from faultmaven.exceptions import (
 )
 from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
-from faultmaven.stores.redis_keys import CLUSTER_MAX_CONNECTIONS, POOL_SIZE, Shard, connect, shards_under
-from faultmaven.stores.redis_leases import Leases
-from faultmaven.stores.redis_limits import MemoryLimits
-from faultmaven.stores.redis_records import endings_of, record_of, user_arg
-from faultmaven.stores.redis_scripts import ScriptRunner
-from faultmaven.stores.redis_stats import StatsSnapshot
-from faultmaven.stores.scripts import SCRIPTS
-from faultmaven.stores.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner
+from faultmaven.stores.redis.keys import CLUSTER_MAX_CONNECTIONS, POOL_SIZE, Shard, connect, shards_under
+from faultmaven.stores.redis.leases import Leases
+from faultmaven.stores.redis.limits import MemoryLimits
+from faultmaven.stores.redis.lua_texts import SCRIPTS
+from faultmaven.stores.redis.records import endings_of, record_of, user_arg
+from faultmaven.stores.redis.scripts import ScriptRunner
+from faultmaven.stores.redis.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner
+from faultmaven.stores.redis.stats import StatsSnapshot
 from faultmaven.stores.sizing import session_bytes
 
 __all__ = ["CLUSTER_MAX_CONNECTIONS", "POOL_SIZE", "RedisStore", "Shard", "connect"]

@@ -24,11 +24,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
 from faultmaven.session import SessionRecord
-from faultmaven.stores.redis_errors import translated
-from faultmaven.stores.redis_keys import Shard, connections_per_node
-from faultmaven.stores.redis_memory import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
-from faultmaven.stores.redis_reserve import Hold, Reserve
-from faultmaven.stores.redis_stats import StatsSnapshot
+from faultmaven.stores.redis.errors import translated
+from faultmaven.stores.redis.info import MAX_AGE_S, NEAR_MAX_AGE_S, SAFE_POLICY, MasterMemory, memory_reasons
+from faultmaven.stores.redis.keys import Shard, connections_per_node
+from faultmaven.stores.redis.reserve import Hold, Reserve
+from faultmaven.stores.redis.stats import StatsSnapshot
 
 log = logging.getLogger("faultmaven.sessions")
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from faultmaven.stores.redis_errors import translated
-from faultmaven.stores.redis_keys import Shard
-from faultmaven.stores.redis_scripts import ScriptRunner
+from faultmaven.stores.redis.errors import translated
+from faultmaven.stores.redis.keys import Shard
+from faultmaven.stores.redis.scripts import ScriptRunner
 
 
 class Leases:

@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeAlias
 
-from faultmaven.stores.memory_layout import ACTIVE, Node
+from faultmaven.stores.memory.layout import ACTIVE, Node
 
 Due: TypeAlias = Callable[[float], bool]  # is a heap key (deadline or last activity) due now?
 

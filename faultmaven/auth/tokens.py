@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from faultmaven.exceptions import FaultMavenError
 from faultmaven.session import check_user_id
 
-log = logging.getLogger("faultmaven.auth")
+log = logging.getLogger("faultmaven.auth.tokens")
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")

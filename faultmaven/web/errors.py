@@ -21,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from faultmaven.conditional import etag
 from faultmaven.exceptions import (
     SessionCleanupException,
     SessionDataTooLargeError,
@@ -30,6 +29,7 @@ from faultmaven.exceptions import (
     SessionStoreFullError,
     SessionVersionConflict,
 )
+from faultmaven.web.conditional import etag
 
 NOT_FOUND = "session not found"
 STORE_UNAVAILABLE = "session store unavailable"

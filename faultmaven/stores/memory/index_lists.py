@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterator
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores.expiry_lanes import Ends, Lane, LaneHeaps
-from faultmaven.stores.memory_layout import (
+from faultmaven.stores.memory.index_lanes import Ends, Lane, LaneHeaps
+from faultmaven.stores.memory.layout import (
     ABSOLUTE,
     ACTIVE,
     CNEXT,

@@ -1,6 +1,6 @@
 """The manager's counters and `get_session_metrics()`: each number has one place where it changes.
 
-Endings are counted only from what stores report (see faultmaven/endings.py), so the counts by reason,
+Endings are counted only from what stores report (see faultmaven/lifecycle/endings.py), so the counts by reason,
 the totals and `average_session_duration` always agree with the session-end events.
 """
 

@@ -19,10 +19,10 @@ from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreExceptio
 from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
-from faultmaven.stores.expiry import ExpiryIndex
-from faultmaven.stores.memory_budget import MemoryBudget
-from faultmaven.stores.memory_endings import EndingsLog
-from faultmaven.stores.memory_layout import (
+from faultmaven.stores.memory.budget import MemoryBudget
+from faultmaven.stores.memory.endings import EndingsLog
+from faultmaven.stores.memory.index import ExpiryIndex
+from faultmaven.stores.memory.layout import (
     ACTIVE,
     BLOB,
     CLIENT,
@@ -35,7 +35,7 @@ from faultmaven.stores.memory_layout import (
     Static,
     to_record,
 )
-from faultmaven.stores.memory_owners import SessionOwners
+from faultmaven.stores.memory.owners import SessionOwners
 from faultmaven.stores.sizing import session_bytes
 
 __all__ = ["MemoryStore", "session_bytes"]

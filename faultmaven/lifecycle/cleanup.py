@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from faultmaven.counters import SessionCounters
-from faultmaven.endings import EndingsHandler
 from faultmaven.exceptions import SessionCleanupException, SessionStoreException
+from faultmaven.lifecycle.counters import SessionCounters
+from faultmaven.lifecycle.endings import EndingsHandler
 from faultmaven.observability.audit import RunRecord, log_run
 from faultmaven.observability.histogram import DurationHistogram
 from faultmaven.stores.base import SessionStore

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from faultmaven.stores.redis_errors import translated
+from faultmaven.stores.redis.errors import translated
 
 
 class ScriptRunner:

@@ -14,14 +14,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from faultmaven.auth import InvalidToken, KeyFileError, TokenVerifier
-from faultmaven.conditional import BadIfMatch, etag, if_match_version
+from faultmaven.auth.tokens import InvalidToken, KeyFileError, TokenVerifier
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
-from faultmaven.http_errors import checked, found, invalid, problem, store_unavailable_because, under
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
+from faultmaven.web.conditional import BadIfMatch, etag, if_match_version
+from faultmaven.web.errors import checked, found, invalid, problem, store_unavailable_because, under
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)

@@ -20,7 +20,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven.config.config import Settings
-from faultmaven.http_errors import problem, under
+from faultmaven.web.errors import problem, under
 
 # Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
 # limit is applied to the data itself, with a 413 that says which limit.

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven.config.config import Settings
-from faultmaven.http_errors import under
+from faultmaven.web.errors import under
 
 ALLOWED_METHODS = ("GET", "POST", "PATCH", "DELETE")
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Session-Id", "If-Match")

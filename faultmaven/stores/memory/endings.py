@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faultmaven.stores.base import Ending, Endings
-from faultmaven.stores.memory_layout import ACTIVE, CLIENT, COST, CREATED, STATIC, USER, Node
+from faultmaven.stores.memory.layout import ACTIVE, CLIENT, COST, CREATED, STATIC, USER, Node
 
 
 class EndingsLog:

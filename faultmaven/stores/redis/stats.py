@@ -14,8 +14,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.stores.base import StoreStats
-from faultmaven.stores.redis_errors import translated
-from faultmaven.stores.redis_keys import Shard
+from faultmaven.stores.redis.errors import translated
+from faultmaven.stores.redis.keys import Shard
 
 
 class StatsSnapshot:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from faultmaven.counters import SessionCounters
-from faultmaven.events import SessionEndDispatcher
+from faultmaven.lifecycle.counters import SessionCounters
+from faultmaven.lifecycle.events import SessionEndDispatcher
 from faultmaven.observability.audit import RunRecord, audit_event, log_run
 from faultmaven.stores.base import Endings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TypeAlias
 
-from faultmaven.stores.memory_layout import CLIENT, USER, Static
+from faultmaven.stores.memory.layout import CLIENT, USER, Static
 from faultmaven.stores.sizing import pair_key
 
 UserLinks: TypeAlias = tuple[str | None, str | None]  # (user prev, user next) of one session

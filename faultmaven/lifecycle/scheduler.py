@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-log = logging.getLogger("faultmaven.scheduler")
+log = logging.getLogger("faultmaven.lifecycle.scheduler")
 
 Job = Callable[[Callable[[], bool]], Awaitable[object]]  # called with "is the scheduler stopping?"
 
