@@ -27,6 +27,7 @@ from faultmaven.session_management import SessionManager
 from faultmaven.web.body_limit import BodyLimitMiddleware
 from faultmaven.web.cors import SessionCORSMiddleware
 from faultmaven.web.errors import install_error_handlers
+from faultmaven.web.guard import FailureGuard
 from faultmaven.web.routes import AuthenticateFirst, router
 
 log = logging.getLogger("faultmaven.sessions")
@@ -61,6 +62,7 @@ def install(
     """
     monitor = LoopMonitor()
     app.state.loop_monitor = monitor
+    app.state.failure_guard = FailureGuard()
     if manager is not None:
         app.state.session_manager = manager  # usable even by a client that does not run the lifespan
     _add_session_routes(app, mount_path)

@@ -1,7 +1,7 @@
 """The one path for session endings: every store call that can remove sessions hands its Endings here.
 
 From them, and only from them, come the counters by reason (and `average_session_duration` over every
-ending), the audit records of revocations, rotations and user-limit endings, the eviction run's log
+ending), the audit records of deletions, revocations, rotations and user-limit endings, the eviction run's log
 record, and the SessionEnd events the listeners receive.
 """
 
@@ -15,7 +15,7 @@ from faultmaven.lifecycle.events import SessionEndDispatcher
 from faultmaven.observability.audit import RunRecord, audit_event, log_run
 from faultmaven.stores.base import Endings
 
-AUDITED = ("rotated", "user_limit", "revoked")  # endings that write an audit record per call
+AUDITED = ("deleted", "rotated", "user_limit", "revoked")  # endings that write an audit record per call
 _MADE_ROOM = ("expired", "evicted")  # what a write ends to fit under the memory budget
 _SWEPT = frozenset(("expired", "idle"))  # what a cleanup batch ends
 _EVICTION = "memory budget (SESSION_MAX_MEMORY_MB): least recently active sessions evicted"

@@ -1,5 +1,7 @@
-"""Audit records: one per cleanup or eviction run, and one per call that ended sessions by revocation,
-rotation or the per-user limit. Users appear as keyed fingerprints, never as raw ids.
+"""Audit records: one per cleanup or eviction run, one per call that ended sessions by deletion,
+revocation, rotation or the per-user limit, one per admin action (with its actor), and rate-limited
+records of refused credentials. Users and sources appear as keyed fingerprints, never as raw ids, and no
+credential is ever written.
 
 The service log carries the run's summary ("Session cleanup completed" with its counts and the audit
 fields nested); the dedicated `faultmaven.audit` logger gets the same run (SESSION_AUDIT_LOG_PATH adds a
@@ -78,4 +80,28 @@ def audit_event(event: str, user_id: str | None, count: int, at: float) -> None:
             "node": NODE,
             "at": _iso(at),
         },
+    )
+
+
+def audit_refusal(kind: str, source: str, count: int, in_a_row: int) -> None:
+    """Credentials refused: which kind, from which source (a fingerprint), how many since the last record
+    of that source and in a row; never the credential."""
+    audit_log.warning(
+        "credential refused",
+        extra={
+            "event": "credential_refused",
+            "kind": kind,
+            "source": source,
+            "count": count,
+            "in_a_row": in_a_row,
+            "node": NODE,
+        },
+    )
+
+
+def audit_admin(action: str, source: str, count: int, at: float) -> None:
+    """An admin route's action, with its actor (the fingerprint of the source that held the token)."""
+    audit_log.info(
+        "admin " + action,
+        extra={"event": "admin_" + action, "actor": fingerprint(source), "count": count, "node": NODE, "at": _iso(at)},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import time
 from typing import Annotated, Any
 
@@ -17,11 +18,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from faultmaven.auth.tokens import InvalidToken, KeyFileError, TokenVerifier
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
+from faultmaven.observability.audit import audit_admin
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
 from faultmaven.web.conditional import BadIfMatch, etag, if_match_version
 from faultmaven.web.errors import checked, found, invalid, problem, store_unavailable_because, under
+from faultmaven.web.guard import FailureGuard
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 _bearer = HTTPBearer(auto_error=False)
@@ -108,13 +111,17 @@ def _token_user(request: Request, settings: Settings) -> str:
             state.token_verifier_settings = settings
         except KeyFileError:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="token keys unavailable") from None
+    guard, source = _guarded(request)
     try:
-        return verifier.user_of(request.headers.get("authorization"))
+        user = verifier.user_of(request.headers.get("authorization"))
     except InvalidToken as exc:
+        guard.failed(source, "bearer token")
         challenge = f'Bearer error="invalid_token", error_description="{exc.detail}"'
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail=exc.detail, headers={"WWW-Authenticate": challenge}
         ) from None
+    guard.succeeded(source)
+    return user
 
 
 class AuthenticateFirst:
@@ -206,22 +213,37 @@ async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _require_admin(manager: SessionManager, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare).
+def _require_admin(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare),
+    429 while the source is backing off after failures (web/guard.py).
 
     The 404 says why, so that an operator does not take the route for a wrong URL."""
-    secret = manager.settings.admin_token
+    secret = manager_of(request).settings.admin_token
     if secret is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=ADMIN_OFF)
+    guard, source = _guarded(request)
     token = secret.get_secret_value().encode()
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
+        guard.failed(source, "admin token")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
         )
+    guard.succeeded(source)
+
+
+def _guarded(request: Request) -> tuple[FailureGuard, str]:
+    """The app's failure guard and the request's source; 429 while that source is backing off."""
+    guard: FailureGuard = request.app.state.failure_guard
+    source = request.client.host if request.client is not None else "unknown"
+    wait = guard.wait_s(source)
+    if wait > 0:
+        retry = {"Retry-After": str(math.ceil(wait))}
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail="too many failed credentials", headers=retry)
+    return guard, source
 
 
 def _target_user(
-    manager: SessionManager, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
+    request: Request, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
 ) -> str:
     """Whose sessions a list or revoke acts on: the caller's own with an identity source (gateway header or
     JWT; naming another user is a 404); without one, the named user, with the admin token."""
@@ -229,7 +251,7 @@ def _target_user(
         if user_id is not None and user_id != caller:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
         return caller
-    _require_admin(manager, credentials)
+    _require_admin(request, credentials)
     if user_id is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id is required")
     try:
@@ -243,6 +265,7 @@ UserQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_USER_ID_LEN
 
 @router.get("")
 async def list_sessions(
+    request: Request,
     manager: Manager,
     caller: Caller,
     credentials: Credentials,
@@ -251,28 +274,30 @@ async def list_sessions(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """The user's live sessions, most recently active first (ASVS 7.5.2)."""
-    user = _target_user(manager, caller, credentials, user_id)
+    user = _target_user(request, caller, credentials, user_id)
     sessions, total = await manager.user_session_page(user, limit=limit, offset=offset)
     return {"sessions": [s.to_dict() for s in sessions], "total": total, "limit": limit, "offset": offset}
 
 
 @router.delete("")
 async def revoke_sessions(
-    manager: Manager, caller: Caller, credentials: Credentials, user_id: UserQuery = None
+    request: Request, manager: Manager, caller: Caller, credentials: Credentials, user_id: UserQuery = None
 ) -> dict[str, Any]:
     """End every session of the user (ASVS 7.4.2, 7.4.5)."""
-    return {"revoked": await manager.revoke_user_sessions(_target_user(manager, caller, credentials, user_id))}
+    return {"revoked": await manager.revoke_user_sessions(_target_user(request, caller, credentials, user_id))}
 
 
 @router.post("/cleanup")
 async def trigger_cleanup(
+    request: Request,
     manager: Manager,
     credentials: Credentials,
     max_age_minutes: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
 ) -> dict[str, Any]:
-    _require_admin(manager, credentials)
+    _require_admin(request, credentials)
     started = time.perf_counter()
     cleaned = await manager.run_cleanup(max_age_minutes, trigger="admin")
+    audit_admin("cleanup", _guarded(request)[1], cleaned, time.time())
     return {"cleaned": cleaned, "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)}
 
 
