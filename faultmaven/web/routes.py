@@ -179,7 +179,35 @@ def _session_json(session: Session, code: int = status.HTTP_200_OK, headers: dic
     return _json(session.to_dict(), code, {"ETag": etag(session.version)} | (headers or {}))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=dict[str, Any])
+_WHY = {
+    400: "a repeated identity header, or a malformed body or Content-Length",
+    401: "no valid identity (gateway header or bearer token), or no admin token",
+    404: "no live session of the caller's with this id (or the admin routes are off)",
+    412: "If-Match names another version of the data (ETag: the current one)",
+    413: "the body or the session's data is too large",
+    415: "a media type other than application/json or application/merge-patch+json",
+    422: "a field outside its rule; `errors` lists each",
+    429: "too many failed credentials from this source (Retry-After)",
+    503: "the session store is unavailable or full (Retry-After when full)",
+}
+_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route answers, for the OpenAPI schema: each an RFC 9457 problem."""
+    return {code: {"description": _WHY[code], "content": _PROBLEM} for code in codes}
+
+
+_PER_SESSION = _problems(400, 401, 404, 429, 503)
+_ADMIN = _problems(401, 404, 422, 429, 503)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=dict[str, Any],
+    responses={**_problems(400, 401, 413, 422, 429, 503), 200: {"description": "a live session resumed"}},
+)
 async def create_session(request: Request, body: Annotated[CreateSession | None, Body()] = None) -> Response:
     """201 with a new session; 200 with `session_resumed: true` when the client_id resumed a live one."""
     manager, caller = manager_of(request), caller_of(request)
@@ -200,7 +228,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     return _session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=_problems(503))
 async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
     """The manager's metrics plus the event loop's longest stalls, as the load harness reads them."""
     monitor: LoopMonitor = request.app.state.loop_monitor
@@ -263,7 +291,7 @@ def _target_user(
 UserQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_USER_ID_LENGTH)]
 
 
-@router.get("")
+@router.get("", responses=_ADMIN)
 async def list_sessions(
     request: Request,
     manager: Manager,
@@ -279,7 +307,7 @@ async def list_sessions(
     return {"sessions": [s.to_dict() for s in sessions], "total": total, "limit": limit, "offset": offset}
 
 
-@router.delete("")
+@router.delete("", responses=_ADMIN)
 async def revoke_sessions(
     request: Request, manager: Manager, caller: Caller, credentials: Credentials, user_id: UserQuery = None
 ) -> dict[str, Any]:
@@ -287,7 +315,7 @@ async def revoke_sessions(
     return {"revoked": await manager.revoke_user_sessions(_target_user(request, caller, credentials, user_id))}
 
 
-@router.post("/cleanup")
+@router.post("/cleanup", responses=_ADMIN)
 async def trigger_cleanup(
     request: Request,
     manager: Manager,
@@ -301,13 +329,13 @@ async def trigger_cleanup(
     return {"cleaned": cleaned, "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)}
 
 
-@router.get("/{session_id}", response_model=dict[str, Any])
+@router.get("/{session_id}", response_model=dict[str, Any], responses=_PER_SESSION)
 async def get_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     return _session_json(found(await manager.get_session(session_id, user_id=caller)))
 
 
-@router.post("/{session_id}/heartbeat", response_model=dict[str, Any])
+@router.post("/{session_id}/heartbeat", response_model=dict[str, Any], responses=_PER_SESSION)
 async def heartbeat(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     session = found(await manager.touch_session(session_id, user_id=caller))
@@ -324,7 +352,7 @@ async def heartbeat(session_id: str, request: Request) -> Response:
     )
 
 
-@router.post("/{session_id}/rotate", response_model=dict[str, Any])
+@router.post("/{session_id}/rotate", response_model=dict[str, Any], responses=_PER_SESSION)
 async def rotate_session(session_id: str, request: Request) -> Response:
     """A new id for the session, everything else kept (ASVS 7.2.4); the old id is a 404 from now on."""
     manager, caller = manager_of(request), caller_of(request)
@@ -365,13 +393,23 @@ async def _patch_body(request: Request) -> UpdateSession:
 
 
 _PATCH_BODY = {"schema": UpdateSession.model_json_schema()}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'the ETag of the version this write expects, e.g. "3" (a mismatch is a 412)',
+    "schema": {"type": "string"},
+}
 
 
 @router.patch(
     "/{session_id}",
     response_model=dict[str, Any],
-    responses={412: {"description": "If-Match names another version"}, 415: {"description": "other media type"}},
-    openapi_extra={"requestBody": {"required": True, "content": dict.fromkeys(_PATCH_TYPES, _PATCH_BODY)}},
+    responses=_problems(400, 401, 404, 412, 413, 415, 422, 429, 503),
+    openapi_extra={
+        "requestBody": {"required": True, "content": dict.fromkeys(_PATCH_TYPES, _PATCH_BODY)},
+        "parameters": [_IF_MATCH],
+    },
 )
 async def update_session(session_id: str, request: Request) -> Response:
     """Replace the data (application/json) or apply an RFC 7396 merge patch to it (application/merge-patch+json);
@@ -389,7 +427,7 @@ async def update_session(session_id: str, request: Request) -> Response:
     return _session_json(session)
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_PER_SESSION)
 async def delete_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     found(await manager.delete_session(session_id, user_id=caller) or None)
