@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
+from faultmaven.lifecycle.background import STATS_REFRESH_S, refresh_stats, restore, snapshot_on_stop, snapshots
 from faultmaven.observability import prometheus
 from faultmaven.observability.health import health_report
 from faultmaven.observability.logging import configure_embedded, redact_uvicorn_access_log
@@ -31,7 +32,6 @@ from faultmaven.web.guard import FailureGuard
 from faultmaven.web.routes import AuthenticateFirst, router
 
 log = logging.getLogger("faultmaven.sessions")
-STATS_REFRESH_S = 1.0  # how often the store's counts are read while the app runs
 
 
 def install(
@@ -113,34 +113,27 @@ def _lifespan(
         redact_uvicorn_access_log()
         if logs:  # the app's own access log (create_app) replaces uvicorn's; a host app keeps uvicorn's
             configure_embedded(mgr.settings.audit_log_path, uvicorn_access=not getattr(app.state, "access_log", False))
-        refresher: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         stop = asyncio.Event()
         try:
+            await restore(mgr)
             await _start(mgr, monitor)
-            refresher = asyncio.get_running_loop().create_task(refresh_stats(mgr, STATS_REFRESH_S, stop))
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(refresh_stats(mgr, STATS_REFRESH_S, stop))]
+            tasks += [loop.create_task(job) for job in snapshots(mgr, stop)]
             async with host_lifespan(host) as state:
                 yield state
         finally:
-            stop.set()  # ends the loop even where a client library swallowed the cancellation
-            if refresher is not None:
-                refresher.cancel()
+            stop.set()  # ends the loops even where a client library swallowed the cancellation
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                    await task
+            await snapshot_on_stop(mgr)
             await mgr.close()
             await monitor.stop()
 
     return lifespan
-
-
-async def refresh_stats(manager: SessionManager, every_s: float, stop: asyncio.Event) -> None:
-    """Read the store's counts every `every_s` while the app runs, on every worker: a Redis store serves
-    /health and /metrics from its last reading, so each read sees counts at most about 2 s old and a
-    store that went down shows within 2 s, however rarely anything reads them (a scrape every 30 s)."""
-    while not stop.is_set():
-        with contextlib.suppress(SessionStoreException):  # recorded by the store: /health reports it
-            await manager.refresh_store_stats()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
 
 
 def store_location(settings: Settings) -> str:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None  # at least ADMIN_TOKEN_MIN_CHARS; never printed
     # With no identity source, the CLI serves only on a loopback address unless this is true.
     allow_unauthenticated: bool = False
+    # The in-memory store's snapshot file (unset: none) and how often it is written while serving (0: on stop).
+    snapshot_path: str | None = None
+    snapshot_interval_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
     audit_log_path: str | None = None  # also write the audit records to this JSON-lines file
     min_timeout_minutes: Minutes = 1.0
     max_timeout_minutes: Minutes = 1440.0
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
             return _FromEnvironment()
         return cls(**{name[len(PREFIX) :].lower(): raw for name, raw in env.items() if name.startswith(PREFIX)})
 
-    @field_validator("admin_token", "audit_log_path", "user_header", mode="before")
+    @field_validator("admin_token", "audit_log_path", "user_header", "snapshot_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

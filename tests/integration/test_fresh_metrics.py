@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from faultmaven import embed
 from faultmaven.config import Settings
+from faultmaven.lifecycle import background
 from faultmaven.session_management import SessionManager
 from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
@@ -68,4 +68,4 @@ async def test_a_redis_that_went_down_shows_in_health_without_a_read_first(monke
 
 
 def test_the_counts_are_read_at_least_once_a_second() -> None:
-    assert embed.STATS_REFRESH_S <= 1.0  # with the reading's own time, any read is at most about 2 s old
+    assert background.STATS_REFRESH_S <= 1.0  # with the reading's own time, any read is at most about 2 s old

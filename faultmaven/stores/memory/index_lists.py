@@ -17,6 +17,7 @@ from faultmaven.stores.memory.layout import (
     CNEXT,
     COST,
     CPREV,
+    CREATED,
     LNEXT,
     LPREV,
     MARK,
@@ -151,6 +152,30 @@ class ExpiryLists:
             nodes[clast] = with_cnext(nodes[clast], sid)
         self._creation.last = sid
         self._bytes += static[COST]
+
+    def load(self, sessions: list[tuple[str, float, Static]]) -> None:
+        """Fill an empty index at once (a snapshot read back): the creation list in creation order and
+        each lane in activity order, as the creates and touches in time had left them."""
+        if self._nodes:
+            raise ValueError("load() fills an empty index")
+        if not sessions:
+            return
+        created = sorted(sessions, key=lambda s: (s[2][CREATED], s[0]))
+        cprev = dict(zip((s[0] for s in created), [None, *(s[0] for s in created[:-1])], strict=True))
+        cnext = dict(zip((s[0] for s in created), [*(s[0] for s in created[1:]), None], strict=True))
+        self._creation.first, self._creation.last = created[0][0], created[-1][0]
+        lanes: dict[float, list[tuple[str, float, Static]]] = {}
+        for session in sorted(sessions, key=lambda s: (s[1], s[0])):
+            lanes.setdefault(session[2][TIMEOUT], []).append(session)
+        nodes = self._nodes
+        for timeout, members in lanes.items():
+            lane = self._lanes[timeout] = Lane(members[0][0])
+            lane.last = members[-1][0]
+            self._heaps.add(self._lanes, timeout, members[0][1])
+            ids: list[str | None] = [None, *(m[0] for m in members), None]
+            for i, (sid, active, static) in enumerate(members, 1):
+                nodes[sid] = (ids[i - 1], ids[i + 1], cprev[sid], cnext[sid], active, 0, static)
+        self._bytes = sum(s[2][COST] for s in sessions)
 
     def move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
         """Record activity at `now` (`static`: the same fields, or new data of the same cost): the most

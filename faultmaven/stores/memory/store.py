@@ -76,6 +76,12 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self.index)
 
+    def load(self, sessions: list[tuple[str, float, Static]]) -> None:
+        """Fill this empty store with (id, last activity, fields) of sessions (a snapshot read back)."""
+        self.index.load(sessions)
+        for sid, _, static in sorted(sessions, key=lambda s: s[1]):  # users' lists in activity order
+            self.owners.add(sid, static)
+
     def record(self, session_id: str) -> SessionRecord | None:
         """The stored session, expired or not, without recording activity (what tests peek with)."""
         return self.index.record(session_id)
