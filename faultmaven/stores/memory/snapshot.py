@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faultmaven.exceptions import FaultMavenError
 from faultmaven.stores.memory.layout import ACTIVE, STATIC, Static
 from faultmaven.stores.memory.store import MemoryStore
 
@@ -37,7 +38,7 @@ _STATIC_TYPES = (str | None, str | None, str, float, float, float, bytes, bytes,
 Session = tuple[str, float, Static]
 
 
-class UnreadableSnapshot(Exception):
+class UnreadableSnapshot(FaultMavenError):
     """The snapshot file cannot be used; the message says why."""
 
 
