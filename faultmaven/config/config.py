@@ -149,6 +149,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (e.g. openssl rand -hex 32)")
         return value
 
+    def __repr_args__(self) -> Any:
+        """As pydantic shows it, with the store URL's password as *** (the secrets are SecretStr)."""
+        for name, value in super().__repr_args__():
+            yield name, redacted(value) if name == "store_url" else value
+
     @property
     def identity_source(self) -> str | None:
         """What names the caller: the gateway header, a JWT key, or None (a body's user_id is trusted)."""

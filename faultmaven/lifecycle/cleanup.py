@@ -89,7 +89,7 @@ class CleanupRunner:
             except Exception as exc:
                 self.counters.cleanup_errors += 1
                 record = self._record(run_id, trigger, started_at, t0, progress, f"failed: {reason}", errors=1)
-                log_run(record, logging.ERROR, error_type=type(exc).__name__)
+                log_run(record, logging.ERROR, error_type=type(exc).__name__, error=str(exc))
                 raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
             finally:
                 self.endings.settle(self.store.take_endings(), wake=False)

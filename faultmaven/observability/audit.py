@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +46,12 @@ class RunRecord:
     reason: str
 
 
-def log_run(run: RunRecord, level: int = logging.INFO, error_type: str | None = None) -> None:
-    """One record per run in the service log, and the same run in the audit log."""
+_ID_LIKE = re.compile(r"[A-Za-z0-9_-]{43,}")  # anything shaped like a session id
+
+
+def log_run(run: RunRecord, level: int = logging.INFO, error_type: str | None = None, error: str = "") -> None:
+    """One record per run in the service log, and the same run in the audit log. A failed run's `error`
+    says what failed and why in one line (for a store: its host:port and the cause), ids redacted."""
     audit: dict[str, Any] = {
         "run_id": run.run_id,
         "trigger": run.trigger,
@@ -65,6 +70,7 @@ def log_run(run: RunRecord, level: int = logging.INFO, error_type: str | None = 
     }
     if error_type:
         fields["error_type"] = error_type
+        fields["error"] = _ID_LIKE.sub("{session_id}", " ".join(error.split()))
     log.log(level, "Session cleanup failed" if error_type else "Session cleanup completed", extra=fields)
     audit_log.info("cleanup run", extra=audit | {"duration_ms": fields["duration_ms"], "error_type": error_type})
 

@@ -61,6 +61,7 @@ def _mounted(request: Request) -> str:
 
 
 _CALLER = "faultmaven_caller"  # where AuthenticateFirst keeps the caller in the request's state
+_BODILESS = frozenset(("GET", "HEAD", "OPTIONS"))  # requests whose body no route reads
 
 
 def manager_of(request: Request) -> SessionManager:
@@ -136,11 +137,8 @@ class AuthenticateFirst:
         self.operator_paths = {f"{path_prefix}/cleanup", f"{path_prefix}/metrics"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        bypass = scope["type"] != "http" or scope["method"] == "OPTIONS" or not under(path, self.path_prefix)
-        bypass = bypass or path in self.operator_paths
-        if bypass or getattr(scope["app"].state, "session_manager", None) is None:
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] in _BODILESS or not self._checks(scope):
+            await self.app(scope, receive, send)  # the route finds the caller itself: no body to guard
             return
         try:
             caller = identify(Request(scope))
@@ -149,6 +147,14 @@ class AuthenticateFirst:
             return
         scope.setdefault("state", {})[_CALLER] = caller
         await self.app(scope, receive, send)
+
+    def _checks(self, scope: Scope) -> bool:
+        """Whether this request is one to check here: a session route's, with an identity source set."""
+        path = scope["path"]
+        if not under(path, self.path_prefix) or path in self.operator_paths:
+            return False
+        manager = getattr(scope["app"].state, "session_manager", None)
+        return manager is not None and manager.settings.identity_source is not None
 
 
 # The per-session routes (what a client calls on every step) read the manager and the caller with the two

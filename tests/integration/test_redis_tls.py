@@ -169,3 +169,15 @@ async def test_an_unreachable_store_is_named_at_start_in_one_line(caplog: pytest
         assert "Pa55-w0rd" not in " ".join(str(vars(r)) for r in caplog.records)
     finally:
         await manager.close()
+
+
+async def test_a_failed_cleanup_names_the_store_and_the_cause(caplog: pytest.LogCaptureFixture) -> None:
+    port = _free_port()  # nothing listens there
+    manager = SessionManager(settings=Settings(store_url=f"redis://127.0.0.1:{port}/0", cleanup_enabled=False))
+    try:
+        with caplog.at_level(logging.ERROR, logger="faultmaven.sessions"), pytest.raises(SessionStoreException):
+            await manager.cleanup_inactive_sessions()
+        (failed,) = [r for r in caplog.records if r.getMessage() == "Session cleanup failed"]
+        assert f"127.0.0.1:{port}" in failed.error and "\n" not in failed.error  # type: ignore[attr-defined]
+    finally:
+        await manager.close()

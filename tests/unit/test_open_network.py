@@ -35,9 +35,11 @@ def test_an_admin_token_under_32_characters_is_refused_without_being_echoed() ->
 
 
 def test_secrets_never_print() -> None:
-    settings = Settings(admin_token=TOKEN, jwt_secret=JWT_SECRET)
+    settings = Settings(admin_token=TOKEN, jwt_secret=JWT_SECRET, store_url="redis://user:Pa55word@h:6379/0")
     for text in (repr(settings), str(settings), repr(settings.model_dump())):
         assert TOKEN not in text and JWT_SECRET not in text
+    for text in (repr(settings), str(settings)):
+        assert "Pa55word" not in text and "user:***@h" in text
 
 
 def test_a_config_error_redacts_the_store_urls_password() -> None:
