@@ -10,7 +10,7 @@ stale. Unchecked: not run yet, interrupted, or an exit mutmut does not explain; 
 score.
 
 Every file that `[tool.mutmut] only_mutate` names and that still exists is reported, then the total.
-Each PATTERN=MIN_SCORE (a path or an fnmatch pattern such as faultmaven/stores/memory*.py) gates the
+Each PATTERN=MIN_SCORE (a path or an fnmatch pattern such as faultmaven/stores/memory/*.py) gates the
 files it matches taken together: below MIN_SCORE, with any mutant unchecked, or matching no results, the
 gate fails (exit 1). --markdown prints the table as Markdown (for docs/testing.md); --survivors lists the
 survivors not yet triaged, by function, as perf/mutation-survivors.md lists them.
