@@ -101,7 +101,16 @@ class Prompt:
 
     def __enter__(self) -> Prompt:
         self._thread.start()
+        self.wait_answers(1)  # the other client is being served before the hostile one starts
         return self
+
+    def wait_answers(self, more: int) -> None:
+        """Until `more` further answers came (however fast or slow the machine is)."""
+        target, deadline = self.answered + more, time.monotonic() + 30
+        while self.answered < target:
+            assert self._thread.is_alive(), "the other client's request failed"
+            assert time.monotonic() < deadline, "the other client was not answered"
+            time.sleep(0.01)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -120,6 +129,7 @@ def test_a_64_mib_header_is_refused_early_while_others_are_served(proxy: int) ->
         with contextlib.suppress(OSError):  # nginx answers 400 after 16 KiB, then drains or resets the rest
             for _ in range(64):
                 conn.sendall(chunk)
+        other.wait_answers(2)  # served while the hostile connection is still open
         reply = b""
         with contextlib.suppress(OSError):
             reply = conn.recv(4096)
