@@ -8,13 +8,14 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "an-admin-token-of-32-characters!"
@@ -27,16 +28,10 @@ def readme_embedding_example() -> str:
     return example
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_and_use(app: str, prefix: str, cwd: Path, audit: Path) -> list[str]:
     """Run `uvicorn <app>` with its default logging, create, read, delete a session and run a cleanup
     through it, stop it; every line it wrote."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {"PYTHONPATH": f"{cwd}:{ROOT}", "SESSION_AUDIT_LOG_PATH": str(audit), "SESSION_ADMIN_TOKEN": ADMIN}
     cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,9 @@ from faultmaven.exceptions import ConfigError, SessionStoreException
 from faultmaven.session_management import SessionManager
 from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
+from tests.processes import free_port
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -84,7 +78,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisS
     ca, ca_key = make_ca(directory, "ca")
     make_ca(directory, "other-ca")
     make_server_cert(directory, ca, ca_key)
-    tls_port = _free_port()
+    tls_port = free_port()
     server = RedisServer(
         "--tls-port", str(tls_port),
         "--tls-cert-file", str(directory / "server.pem"),
@@ -153,7 +147,7 @@ def test_tls_urls_are_accepted() -> None:
 
 
 async def test_an_unreachable_store_is_named_at_start_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     settings = Settings(store_url=f"redis://user:Pa55-w0rd@127.0.0.1:{port}/0", cleanup_enabled=False)
     manager = SessionManager(settings=settings, clock=FakeClock())
     try:
@@ -172,7 +166,7 @@ async def test_an_unreachable_store_is_named_at_start_in_one_line(caplog: pytest
 
 
 async def test_a_failed_cleanup_names_the_store_and_the_cause(caplog: pytest.LogCaptureFixture) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     manager = SessionManager(settings=Settings(store_url=f"redis://127.0.0.1:{port}/0", cleanup_enabled=False))
     try:
         with caplog.at_level(logging.ERROR, logger="faultmaven.sessions"), pytest.raises(SessionStoreException):

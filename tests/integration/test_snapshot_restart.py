@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,20 +15,16 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 API = "/api/v1/sessions"
 CLIENT = "5f0c6a2e-1111-4a6b-9c1d-0123456789ab"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def served(snapshot: Path, interval_s: float = 0) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {"PYTHONPATH": str(ROOT), "SESSION_SNAPSHOT_PATH": str(snapshot), "SESSION_CLEANUP_ENABLED": "false"}
     env |= {"SESSION_SNAPSHOT_INTERVAL_SECONDS": str(interval_s)}
@@ -107,7 +102,7 @@ def test_kill_9_loses_only_what_changed_since_the_last_periodic_snapshot(tmp_pat
 
 
 def test_without_a_snapshot_path_nothing_is_written(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "faultmaven", "--port", str(port)], cwd=tmp_path, env=env,

@@ -3,10 +3,8 @@ every panel's PromQL is asked of it, so a renamed metric fails here."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,36 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port, stop, wait_for_answer
 from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "faultmaven" / "observability" / "dashboard.json"
 ADMIN = "an-admin-token-of-32-characters!"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        assert proc.poll() is None, f"{what} exited"
-        assert time.monotonic() < deadline, f"{what} did not answer"
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def queries() -> list[tuple[str, str]]:
@@ -84,7 +58,7 @@ class Load:
 def prometheus_under_load() -> Iterator[str]:
     """A served app with traffic, and a Prometheus scraping it every second: Prometheus' base URL."""
     binary = require_tool("prometheus", "prometheus")
-    app_port, prom_port = _free_port(), _free_port()
+    app_port, prom_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {"PYTHONPATH": str(ROOT), "SESSION_ADMIN_TOKEN": ADMIN, "SESSION_CLEANUP_INTERVAL_MINUTES": "0.02"}
     app = subprocess.Popen(
@@ -105,13 +79,13 @@ def prometheus_under_load() -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            _wait_for(f"http://127.0.0.1:{app_port}/health", app, "the service")
-            _wait_for(f"http://127.0.0.1:{prom_port}/-/ready", prom, "prometheus")
+            wait_for_answer(f"http://127.0.0.1:{app_port}/health", app, "the service")
+            wait_for_answer(f"http://127.0.0.1:{prom_port}/-/ready", prom, "prometheus")
             with Load(f"http://127.0.0.1:{app_port}"):
                 yield f"http://127.0.0.1:{prom_port}"
         finally:
-            _stop(prom)
-            _stop(app)
+            stop(prom)
+            stop(app)
 
 
 def test_the_dashboard_is_grafana_json_with_a_query_per_panel() -> None:

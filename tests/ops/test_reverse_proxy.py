@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port, stop, wait_for_answer
 from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,36 +28,11 @@ PROMPT = 1.0  # seconds: what "served without delay" allows, generously, on a bu
 HEADER_TIMEOUT_S = 10  # client_header_timeout in deploy/nginx.conf
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        assert proc.poll() is None, f"{what} exited"
-        assert time.monotonic() < deadline, f"{what} did not answer"
-        time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[int]:
     """uvicorn on a free loopback port, nginx with the shipped configuration in front: nginx's port."""
     nginx = require_tool("nginx", "nginx")
-    app_port, proxy_port = _free_port(), _free_port()
+    app_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
     env |= {"SESSION_CLEANUP_ENABLED": "false", "PYTHONPATH": str(ROOT)}
     app = subprocess.Popen(
@@ -74,12 +50,12 @@ def proxy() -> Iterator[int]:
         settings = f"daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log;"
         proc = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-g", settings], stderr=subprocess.DEVNULL)
         try:
-            _wait_for(f"http://127.0.0.1:{app_port}/health", app, "the service")
-            _wait_for(f"http://127.0.0.1:{proxy_port}/health", proc, "nginx")
+            wait_for_answer(f"http://127.0.0.1:{app_port}/health", app, "the service")
+            wait_for_answer(f"http://127.0.0.1:{proxy_port}/health", proc, "nginx")
             yield proxy_port
         finally:
-            _stop(proc)
-            _stop(app)
+            stop(proc)
+            stop(app)
 
 
 class Prompt:
