@@ -4,7 +4,8 @@ The key is a shared secret (HS256/384/512) or a file holding a PEM public key or
 EdDSA). Every key is parsed once into a key object; a key file is looked at (one `stat`) at most once a
 second and re-read only when it changed, so keys rotate without a restart and a request never parses a
 key. Each key accepts only the algorithms of its own kind, which is what keeps `alg: none` and an
-HS-signed token against a public key (key confusion) out. Nothing here logs a token.
+HS-signed token against a public key (key confusion) out. Whether a token has expired (or is not yet
+valid) is judged by the verifier's wall clock, which a test may replace. Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jwt
 from cryptography import x509
@@ -27,6 +28,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from faultmaven.exceptions import FaultMavenError
 from faultmaven.session import check_user_id
+
+if TYPE_CHECKING:
+    from jwt.types import Options  # not in every PyJWT this package accepts
 
 log = logging.getLogger("faultmaven.auth.tokens")
 
@@ -304,7 +308,7 @@ class _FixedKeys:
         return self.fixed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TokenPolicy:
     """What a token must satisfy: its key (a shared secret, or a key file's path), the algorithms allowed
     (None: those of the key's kind), the claim naming the user, the audience and issuer when set, and the
@@ -326,10 +330,20 @@ class TokenVerifier:
     instant it expires (exp plus the leeway), so the same token on the next call costs a dict lookup
     instead of PyJWT's decode and a signature check. A remembered verification counts only while the
     keys it was made with are the current ones; refusals are never remembered.
+
+    `clock` (monotonic) paces the key file's rechecks; `wall_clock` (seconds since the epoch) is what
+    exp, nbf and iat are judged against, both for a full check and for a remembered one.
     """
 
-    def __init__(self, policy: TokenPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: TokenPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = policy
+        self._wall_clock = wall_clock
         self._verified: dict[bytes, tuple[str, float, int]] = {}  # digest -> (user, valid until, generation)
         self._digest_key = secrets.token_bytes(16)
         configured, secret = policy.algorithms, policy.secret
@@ -344,13 +358,15 @@ class TokenVerifier:
         self._audience = policy.audience
         self._issuer = policy.issuer
         self._leeway = policy.leeway_s
-        self._jwt = jwt.PyJWT(
+        self._jwt = _ClockedJWT(
             {
                 "require": ["exp", self._claim],
                 "verify_aud": self._audience is not None,  # checked when set; otherwise any aud is fine
                 "verify_sub": False,  # the user claim is checked below, whichever it is
                 "enforce_minimum_key_length": True,
-            }
+            },
+            leeway=self._leeway,
+            wall_clock=wall_clock,
         )
 
     @property
@@ -365,7 +381,7 @@ class TokenVerifier:
         generation = self._source.generation
         digest = hashlib.blake2b(token.encode(), digest_size=16, key=self._digest_key).digest()
         known = self._verified.get(digest)
-        if known is not None and known[2] == generation and time.time() < known[1]:
+        if known is not None and known[2] == generation and self._wall_clock() < known[1]:
             return known[0]
         user, valid_until = self._verify(token, keys)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
@@ -383,7 +399,6 @@ class TokenVerifier:
                 algorithms=key.algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=self._leeway,
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(_reason(exc)) from None
@@ -391,7 +406,43 @@ class TokenVerifier:
             user = check_user_id(claims[self._claim])
         except ValueError:
             raise InvalidToken(f"{self._claim} claim is not a valid user id") from None
-        return user, int(claims["exp"]) + self._leeway  # PyJWT's own reading: expired once exp <= now - leeway
+        return user, int(claims["exp"]) + self._leeway  # as _ClockedJWT reads it: expired once exp <= now - leeway
+
+
+class _ClockedJWT(jwt.PyJWT):
+    """PyJWT with exp, nbf and iat judged against `wall_clock` instead of PyJWT's own reading of the time.
+
+    They are checked as PyJWT checks them (the same order, errors and leeway) in its hook for subclasses,
+    which runs once the signature holds and before the other claims (iss, aud) are looked at; PyJWT's own
+    time checks are off."""
+
+    def __init__(self, options: Options, *, leeway: float, wall_clock: Callable[[], float]) -> None:
+        super().__init__(options | {"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+        self._required = tuple(options.get("require", ()))
+        self._leeway = leeway
+        self._wall_clock = wall_clock
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        payload = super()._decode_payload(decoded)
+        for claim in self._required:  # PyJWT's first check: a token without exp is told so, not judged
+            if payload.get(claim) is None:
+                raise jwt.MissingRequiredClaimError(claim)
+        now = self._wall_clock()
+        if "iat" in payload and _instant(payload, "iat", jwt.InvalidIssuedAtError) > now + self._leeway:
+            raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
+        if "nbf" in payload and _instant(payload, "nbf", jwt.DecodeError) > now + self._leeway:
+            raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+        if "exp" in payload and _instant(payload, "exp", jwt.DecodeError) <= now - self._leeway:
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        return payload
+
+
+def _instant(payload: dict[str, Any], claim: str, error: type[jwt.PyJWTError]) -> int:
+    """A time claim as PyJWT reads it (whole seconds since the epoch); `error` when it is not a number."""
+    try:
+        return int(payload[claim])
+    except (ValueError, TypeError, OverflowError):
+        raise error(f"{claim} must be an integer") from None
 
 
 def _key_for(token: str, keys: Keys) -> VerificationKey:
