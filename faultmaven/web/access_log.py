@@ -11,6 +11,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from faultmaven.web.errors import UNANSWERED
+
 access_log = logging.getLogger("faultmaven.access")
 _INFO = logging.INFO
 
@@ -38,7 +40,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int = UNANSWERED  # unless the app starts an answer
 
         async def send_and_record(message: Message) -> None:
             nonlocal status

@@ -20,13 +20,14 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven.config.config import Settings
-from faultmaven.web.errors import problem, under
+from faultmaven.web.errors import BadRequest, BodyTooLarge, problem_for, under
 
 # Far above the largest valid body (SESSION_MAX_DATA_BYTES of data plus JSON around it); the precise
 # limit is applied to the data itself, with a 413 that says which limit.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # Methods whose session routes never read a body: nothing arrives through `receive` to count.
 BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+REFUSED = "request body too large or malformed length"
 
 
 def limit_for(settings: Settings | None) -> int:
@@ -47,7 +48,7 @@ def _declared_length(scope: Scope) -> tuple[bytes | None, bool]:
 
 
 class BodyLimitMiddleware:
-    """Refuses (413) a request body under `path_prefix` larger than any valid one, as it streams in."""
+    """Refuses (BodyTooLarge) a request body under `path_prefix` larger than any valid one, as it streams in."""
 
     def __init__(self, app: ASGIApp, *, path_prefix: str = "") -> None:
         self.app = app
@@ -72,9 +73,8 @@ class BodyLimitMiddleware:
         if length is not None:
             limit = self._limited(scope)[0]
             if not length.isdigit() or int(length) > limit:
-                status = 413 if length.isdigit() else 400
-                refusal = problem(status, "request body too large or malformed length")
-                await refusal(scope, receive, send)
+                refused = BodyTooLarge(REFUSED) if length.isdigit() else BadRequest(REFUSED)
+                await problem_for(refused)(scope, receive, send)
                 return
         if scope["method"] in BODILESS_METHODS or (length == b"0" and not chunked):
             await self.app(scope, receive, send)

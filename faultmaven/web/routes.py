@@ -4,29 +4,48 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from faultmaven.auth.tokens import InvalidToken, KeyFileError, TokenVerifier
+from faultmaven.auth.tokens import InvalidToken, TokenVerifier
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.audit import audit_admin
 from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session import MAX_USER_ID_LENGTH, Session, check_user_id
 from faultmaven.session_management import MAX_PAGE, SessionManager
-from faultmaven.web.conditional import BadIfMatch, etag, if_match_version
-from faultmaven.web.errors import checked, found, invalid, problem, store_unavailable_because, under
+from faultmaven.web.conditional import etag, if_match_version
+from faultmaven.web.errors import (
+    ADMIN_ERRORS,
+    CREATE_ERRORS,
+    METRICS_ERRORS,
+    PER_SESSION_ERRORS,
+    ROUTE_ERRORS,
+    UPDATE_ERRORS,
+    AdminTokenRequired,
+    BadRequest,
+    Invalid,
+    NoIdentity,
+    NotFound,
+    RefusingRoute,
+    StoreUnavailableBecause,
+    TooManyFailures,
+    UnsupportedMediaType,
+    checked,
+    found,
+    problem_for,
+    under,
+)
 from faultmaven.web.guard import FailureGuard
 
-router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], route_class=RefusingRoute)
 _bearer = HTTPBearer(auto_error=False)
 ADMIN_OFF = "admin routes are off: set SESSION_ADMIN_TOKEN (or an identity source for a user's own sessions)"
 
@@ -52,7 +71,6 @@ class UpdateSession(BaseModel):
 
 MERGE_PATCH = "application/merge-patch+json"
 _PATCH_TYPES = {"application/json": False, MERGE_PATCH: True}  # media type -> is a merge patch
-_ACCEPT_PATCH = {"Accept-Patch": ", ".join(_PATCH_TYPES)}
 
 
 def _mounted(request: Request) -> str:
@@ -81,8 +99,8 @@ def identify(request: Request) -> str | None:
     """The caller's user: the one the trusted gateway header names (SESSION_USER_HEADER) or the bearer
     JWT names (SESSION_JWT_SECRET / SESSION_JWT_PUBLIC_KEY); None when neither is configured.
 
-    With an identity source configured a request without a valid identity is refused (401): it did not
-    come through the gateway, or its token does not hold.
+    With an identity source configured a request without a valid identity is refused (NoIdentity,
+    InvalidToken): it did not come through the gateway, or its token does not hold.
     """
     settings: Settings = request.app.state.session_manager.settings
     header = settings.user_header
@@ -92,14 +110,14 @@ def identify(request: Request) -> str | None:
         return _token_user(request, settings)
     values = request.headers.getlist(header)
     if len(values) > 1:  # a gateway that appends instead of replacing would let the client pick its user
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=f"{header} header given more than once")
+        raise BadRequest(f"{header} header given more than once")
     value = values[0] if values else None
     if value is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing {header} header")
+        raise NoIdentity(f"missing {header} header")
     try:
         return check_user_id(value)
     except ValueError as exc:
-        raise invalid(exc) from None
+        raise Invalid(str(exc)) from None
 
 
 def _token_user(request: Request, settings: Settings) -> str:
@@ -107,27 +125,21 @@ def _token_user(request: Request, settings: Settings) -> str:
     state = request.app.state
     verifier: TokenVerifier | None = getattr(state, "token_verifier", None)
     if verifier is None or getattr(state, "token_verifier_settings", None) is not settings:
-        try:
-            verifier = state.token_verifier = TokenVerifier(settings.token_policy())
-            state.token_verifier_settings = settings
-        except KeyFileError:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="token keys unavailable") from None
+        verifier = state.token_verifier = TokenVerifier(settings.token_policy())  # or KeyFileError
+        state.token_verifier_settings = settings
     guard, source = _guarded(request)
     try:
         user = verifier.user_of(request.headers.get("authorization"))
-    except InvalidToken as exc:
+    except InvalidToken:
         guard.failed(source, "bearer token")
-        challenge = f'Bearer error="invalid_token", error_description="{exc.detail}"'
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, detail=exc.detail, headers={"WWW-Authenticate": challenge}
-        ) from None
+        raise
     guard.succeeded(source)
     return user
 
 
 class AuthenticateFirst:
     """Checks the caller of every session route (gateway header, bearer token) before anything reads the
-    request's body: an unauthenticated request is refused (401, or 400 for a repeated identity header)
+    request's body: an unauthenticated request is refused (the table's answer to what `identify` raised)
     with its body never read nor parsed, whatever its size. CORS preflights pass (they carry no
     identity), and so do the operator routes, which take no body and check the admin token themselves
     (`/cleanup`, `/metrics`). The caller found is kept for the route in the request's state."""
@@ -142,8 +154,8 @@ class AuthenticateFirst:
             return
         try:
             caller = identify(Request(scope))
-        except HTTPException as exc:
-            await problem(exc.status_code, str(exc.detail), exc.headers)(scope, receive, send)
+        except ROUTE_ERRORS as exc:
+            await problem_for(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})[_CALLER] = caller
         await self.app(scope, receive, send)
@@ -185,41 +197,18 @@ def _session_json(session: Session, code: int = status.HTTP_200_OK, headers: dic
     return _json(session.to_dict(), code, {"ETag": etag(session.version)} | (headers or {}))
 
 
-_WHY = {
-    400: "a repeated identity header, or a malformed body or Content-Length",
-    401: "no valid identity (gateway header or bearer token), or no admin token",
-    404: "no live session of the caller's with this id (or the admin routes are off)",
-    412: "If-Match names another version of the data (ETag: the current one)",
-    413: "the body or the session's data is too large",
-    415: "a media type other than application/json or application/merge-patch+json",
-    422: "a field outside its rule; `errors` lists each",
-    429: "too many failed credentials from this source (Retry-After)",
-    503: "the session store is unavailable or full (Retry-After when full)",
-}
-_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
-
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error statuses a route answers, for the OpenAPI schema: each an RFC 9457 problem."""
-    return {code: {"description": _WHY[code], "content": _PROBLEM} for code in codes}
-
-
-_PER_SESSION = _problems(400, 401, 404, 429, 503)
-_ADMIN = _problems(401, 404, 422, 429, 503)
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=dict[str, Any],
-    responses={**_problems(400, 401, 413, 422, 429, 503), 200: {"description": "a live session resumed"}},
+    responses={**CREATE_ERRORS, 200: {"description": "a live session resumed"}},
 )
 async def create_session(request: Request, body: Annotated[CreateSession | None, Body()] = None) -> Response:
     """201 with a new session; 200 with `session_resumed: true` when the client_id resumed a live one."""
     manager, caller = manager_of(request), caller_of(request)
     body = body or CreateSession()
     if caller is not None and body.user_id is not None and body.user_id != caller:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id differs from the caller's")
+        raise Invalid("user_id differs from the caller's")
     session = await checked(
         manager.create_session(
             caller if caller is not None else body.user_id,
@@ -234,45 +223,42 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
     return _session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
-@router.get("/metrics", responses=_problems(503))
+@router.get("/metrics", responses=METRICS_ERRORS)
 async def session_metrics(manager: Manager, request: Request) -> dict[str, Any]:
     """The manager's metrics plus the event loop's longest stalls, as the load harness reads them."""
     monitor: LoopMonitor = request.app.state.loop_monitor
     try:
         return manager.get_session_metrics() | monitor.snapshot()
     except SessionStoreException as exc:  # an operator's view: it says what the store reported
-        raise store_unavailable_because(exc) from None
+        raise StoreUnavailableBecause(exc) from None
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _require_admin(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """404 unless SESSION_ADMIN_TOKEN is set, then 401 without that bearer token (constant-time compare),
-    429 while the source is backing off after failures (web/guard.py).
+    """NotFound unless SESSION_ADMIN_TOKEN is set, then AdminTokenRequired without that bearer token
+    (constant-time compare), TooManyFailures while the source is backing off after failures (web/guard.py).
 
-    The 404 says why, so that an operator does not take the route for a wrong URL."""
+    The NotFound says why, so that an operator does not take the route for a wrong URL."""
     secret = manager_of(request).settings.admin_token
     if secret is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=ADMIN_OFF)
+        raise NotFound(ADMIN_OFF)
     guard, source = _guarded(request)
     token = secret.get_secret_value().encode()
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
         guard.failed(source, "admin token")
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, detail="admin token required", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise AdminTokenRequired()
     guard.succeeded(source)
 
 
 def _guarded(request: Request) -> tuple[FailureGuard, str]:
-    """The app's failure guard and the request's source; 429 while that source is backing off."""
+    """The app's failure guard and the request's source; TooManyFailures while that source is backing off."""
     guard: FailureGuard = request.app.state.failure_guard
     source = request.client.host if request.client is not None else "unknown"
     wait = guard.wait_s(source)
     if wait > 0:
-        retry = {"Retry-After": str(math.ceil(wait))}
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail="too many failed credentials", headers=retry)
+        raise TooManyFailures(wait)
     return guard, source
 
 
@@ -280,24 +266,24 @@ def _target_user(
     request: Request, caller: str | None, credentials: HTTPAuthorizationCredentials | None, user_id: str | None
 ) -> str:
     """Whose sessions a list or revoke acts on: the caller's own with an identity source (gateway header or
-    JWT; naming another user is a 404); without one, the named user, with the admin token."""
+    JWT; naming another user is NotFound); without one, the named user, with the admin token."""
     if caller is not None:
         if user_id is not None and user_id != caller:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not Found")
+            raise NotFound("Not Found")
         return caller
     _require_admin(request, credentials)
     if user_id is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="user_id is required")
+        raise Invalid("user_id is required")
     try:
         return check_user_id(user_id)
     except ValueError as exc:
-        raise invalid(exc) from None
+        raise Invalid(str(exc)) from None
 
 
 UserQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_USER_ID_LENGTH)]
 
 
-@router.get("", responses=_ADMIN)
+@router.get("", responses=ADMIN_ERRORS)
 async def list_sessions(
     request: Request,
     manager: Manager,
@@ -313,7 +299,7 @@ async def list_sessions(
     return {"sessions": [s.to_dict() for s in sessions], "total": total, "limit": limit, "offset": offset}
 
 
-@router.delete("", responses=_ADMIN)
+@router.delete("", responses=ADMIN_ERRORS)
 async def revoke_sessions(
     request: Request, manager: Manager, caller: Caller, credentials: Credentials, user_id: UserQuery = None
 ) -> dict[str, Any]:
@@ -321,7 +307,7 @@ async def revoke_sessions(
     return {"revoked": await manager.revoke_user_sessions(_target_user(request, caller, credentials, user_id))}
 
 
-@router.post("/cleanup", responses=_ADMIN)
+@router.post("/cleanup", responses=ADMIN_ERRORS)
 async def trigger_cleanup(
     request: Request,
     manager: Manager,
@@ -335,13 +321,13 @@ async def trigger_cleanup(
     return {"cleaned": cleaned, "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)}
 
 
-@router.get("/{session_id}", response_model=dict[str, Any], responses=_PER_SESSION)
+@router.get("/{session_id}", response_model=dict[str, Any], responses=PER_SESSION_ERRORS)
 async def get_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     return _session_json(found(await manager.get_session(session_id, user_id=caller)))
 
 
-@router.post("/{session_id}/heartbeat", response_model=dict[str, Any], responses=_PER_SESSION)
+@router.post("/{session_id}/heartbeat", response_model=dict[str, Any], responses=PER_SESSION_ERRORS)
 async def heartbeat(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     session = found(await manager.touch_session(session_id, user_id=caller))
@@ -358,7 +344,7 @@ async def heartbeat(session_id: str, request: Request) -> Response:
     )
 
 
-@router.post("/{session_id}/rotate", response_model=dict[str, Any], responses=_PER_SESSION)
+@router.post("/{session_id}/rotate", response_model=dict[str, Any], responses=PER_SESSION_ERRORS)
 async def rotate_session(session_id: str, request: Request) -> Response:
     """A new id for the session, everything else kept (ASVS 7.2.4); the old id is a 404 from now on."""
     manager, caller = manager_of(request), caller_of(request)
@@ -367,21 +353,20 @@ async def rotate_session(session_id: str, request: Request) -> Response:
 
 
 def _patch_kind(request: Request) -> bool:
-    """Whether the PATCH body is a merge patch (True) or the new data (False); 415 for other media types."""
+    """Whether the PATCH body is a merge patch (True) or the new data (False); UnsupportedMediaType else."""
     content_type = request.headers.get("content-type")
     if content_type is None:
         return False  # as FastAPI reads a body without a type: JSON
     kind = _PATCH_TYPES.get(content_type.partition(";")[0].strip().lower())
     if kind is None:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=f"use {' or '.join(_PATCH_TYPES)}", headers=_ACCEPT_PATCH
-        )
+        raise UnsupportedMediaType(tuple(_PATCH_TYPES))
     return kind
 
 
 async def _patch_body(request: Request) -> UpdateSession:
-    """The body parsed and validated as FastAPI does for a model parameter (its 422 and 400 answers), read
-    here because FastAPI would take any JSON type (e.g. application/json-patch+json) as this body."""
+    """The body parsed and validated as FastAPI does for a model parameter (a validation error, or BadRequest
+    for a body that is no JSON text), read here because FastAPI would take any JSON type (e.g.
+    application/json-patch+json) as this body."""
     raw = await request.body()
     try:
         parsed = json.loads(raw) if raw else None
@@ -389,7 +374,7 @@ async def _patch_body(request: Request) -> UpdateSession:
         error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
         raise RequestValidationError([error | {"ctx": {"error": exc.msg}}]) from None
     except (ValueError, RecursionError):  # not UTF-8, or nested past the parser's reach
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="There was an error parsing the body") from None
+        raise BadRequest("There was an error parsing the body") from None
     try:
         return UpdateSession.model_validate(parsed)
     except ValidationError as exc:
@@ -411,7 +396,7 @@ _IF_MATCH = {
 @router.patch(
     "/{session_id}",
     response_model=dict[str, Any],
-    responses=_problems(400, 401, 404, 412, 413, 415, 422, 429, 503),
+    responses=UPDATE_ERRORS,
     openapi_extra={
         "requestBody": {"required": True, "content": dict.fromkeys(_PATCH_TYPES, _PATCH_BODY)},
         "parameters": [_IF_MATCH],
@@ -422,10 +407,7 @@ async def update_session(session_id: str, request: Request) -> Response:
     with If-Match, only if it names the current version (else 412 with that version, nothing changed)."""
     merge = _patch_kind(request)
     body = await _patch_body(request)
-    try:
-        if_version = if_match_version(request.headers.getlist("if-match"))
-    except BadIfMatch as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+    if_version = if_match_version(request.headers.getlist("if-match"))  # or BadIfMatch
     manager, caller = manager_of(request), caller_of(request)
     session = await checked(
         manager.update_session(session_id, body.data, user_id=caller, merge=merge, if_version=if_version)
@@ -433,7 +415,7 @@ async def update_session(session_id: str, request: Request) -> Response:
     return _session_json(session)
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_PER_SESSION)
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PER_SESSION_ERRORS)
 async def delete_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
     found(await manager.delete_session(session_id, user_id=caller) or None)
