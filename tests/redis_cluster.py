@@ -4,13 +4,20 @@ Built as an operator would: six `redis-server --cluster-enabled yes`, then `redi
 ... --cluster-replicas 1`, then `wait_ready`: every node agrees that the running masters serve every slot
 and every replica is in sync with its master. A failover only promotes a replica that has been talking
 to its master, so a test kills a master only once the cluster is ready.
+
+With `ClusterTLS` every node speaks TLS only (`--port 0 --tls-port ...`), on the cluster bus and to its
+master too (`--tls-cluster yes --tls-replication yes`), and asks every client for a certificate of the
+same CA (Redis' default `tls-auth-clients yes`); the helper's own commands and `redis-cli` then go over
+TLS with the nodes' certificate as theirs.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.redis_server import _receive
 from tests.redis_server import command as _command
 from tests.support import require_tool
 
@@ -25,10 +33,54 @@ NODES = 6  # 3 masters, each with one replica
 MASTERS = NODES // 2
 SLOTS = 16384
 
+Command = Callable[..., str]  # (port, *args) -> the reply as text, as tests.redis_server.command
 
-def info(port: int, section: str = "replication") -> dict[str, str]:
+
+@dataclass(frozen=True)
+class ClusterTLS:
+    """The files of a TLS cluster: every node's certificate and key (also its client certificate on the
+    cluster bus and to its master), and the CA that signed them, which every node and client trusts."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def server_args(self) -> list[str]:
+        files = ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.ca)]
+        return [*files, "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "yes"]
+
+    def cli_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca), "--cert", str(self.cert), "--key", str(self.key)]
+
+    @functools.cached_property
+    def context(self) -> ssl.SSLContext:
+        """Verifies the node (CA and 127.0.0.1) and shows the node certificate as the client's."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+    def command(self, port: int, *args: str, timeout: float = 2.0) -> str:
+        """tests.redis_server.command over TLS: one RESP inline command, the reply as text."""
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+            self.context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+        ):
+            conn.sendall((" ".join(args) + "\r\n").encode())
+            data = b""
+            while b"\r\n" not in data:
+                data += _receive(conn)
+            header, _, body = data.partition(b"\r\n")
+            if not header.startswith(b"$") or header == b"$-1":
+                return header.decode()
+            size = int(header[1:])
+            while len(body) < size + 2:
+                body += _receive(conn)
+            return body[:size].decode(errors="replace")
+
+
+def info(port: int, section: str = "replication", *, command: Command = _command) -> dict[str, str]:
     """INFO `section` of one node as a dict."""
-    lines = _command(port, "INFO", section).splitlines()
+    lines = command(port, "INFO", section).splitlines()
     return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
 
 
@@ -52,10 +104,10 @@ class Node:
         return count
 
 
-def cluster_nodes(port: int) -> list[Node]:
+def cluster_nodes(port: int, *, command: Command = _command) -> list[Node]:
     """CLUSTER NODES as `port` sees the cluster."""
     nodes = []
-    for line in _command(port, "CLUSTER", "NODES").splitlines():
+    for line in command(port, "CLUSTER", "NODES").splitlines():
         fields = line.split()
         port = int(fields[1].split("@")[0].rpartition(":")[2])
         nodes.append(Node(fields[0], port, frozenset(fields[2].split(",")), fields[3], tuple(fields[8:])))
@@ -81,7 +133,9 @@ class NodeExited(RuntimeError):
 
 
 class RedisCluster:
-    def __init__(self) -> None:
+    def __init__(self, tls: ClusterTLS | None = None) -> None:
+        """A plain-text cluster, or with `tls` one that speaks TLS only (clients, bus and replication)."""
+        self.tls = tls
         self.binary = require_tool("redis-server", "redis-server")
         self.cli = require_tool("redis-cli", "redis-server")
         self.dir = Path(tempfile.mkdtemp(prefix="fm-cluster-"))
@@ -90,13 +144,34 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:MASTERS])
+        """redis+cluster://, or rediss+cluster:// with TLS (the TLS options are the caller's to add)."""
+        scheme = "redis+cluster" if self.tls is None else "rediss+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:MASTERS])
+
+    @property
+    def cli_args(self) -> list[str]:
+        """redis-cli and the options that reach the nodes (TLS ones for a TLS cluster)."""
+        return [self.cli, *([] if self.tls is None else self.tls.cli_args())]
+
+    def command(self, port: int, *args: str) -> str:
+        """One command to the node on `port` (over TLS for a TLS cluster), the reply as text."""
+        return _command(port, *args) if self.tls is None else self.tls.command(port, *args)
+
+    def info(self, port: int, section: str = "replication") -> dict[str, str]:
+        return info(port, section, command=self.command)
+
+    def cluster_nodes(self, port: int) -> list[Node]:
+        return cluster_nodes(port, command=self.command)
 
     def start_node(self, port: int) -> None:
         """Start (or restart) the node on `port`; back once that very process answers PING."""
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
-        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
+        if self.tls is None:
+            args = [self.binary, "--port", str(port)]
+        else:  # the cluster bus is then the TLS port + 10000, as it is the port + 10000 without TLS
+            args = [self.binary, "--port", "0", "--tls-port", str(port), *self.tls.server_args()]
+        args += ["--bind", "127.0.0.1", "--dir", str(node_dir)]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
         args += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,7 +182,9 @@ class RedisCluster:
                 del self.procs[port]
                 raise NodeExited(f"redis-server on {port} exited with {proc.returncode}")
             # Another engineer's server on the same port would answer PING too: check it is ours.
-            return info(port, "server").get("process_id") == str(proc.pid) and _command(port, "PING") == "+PONG"
+            return (
+                self.info(port, "server").get("process_id") == str(proc.pid) and self.command(port, "PING") == "+PONG"
+            )
 
         self._wait(serving, f"node {port} did not start")
 
@@ -125,7 +202,7 @@ class RedisCluster:
                 break
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
-            [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            [*self.cli_args, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
             timeout=60,
@@ -138,14 +215,14 @@ class RedisCluster:
         running replica's link to its master is up and has caught up with the master's offset. With all
         nodes running, each master has its replica."""
         running = set(self.procs)
-        roles = {port: info(port) for port in running}
+        roles = {port: self.info(port) for port in running}
         masters = {port for port, rep in roles.items() if rep.get("role") == "master"}
         owners: set[tuple[int, tuple[str, ...]]] | None = None
         for port in running:
-            state = _command(port, "CLUSTER", "INFO")
+            state = self.command(port, "CLUSTER", "INFO")
             if "cluster_state:ok" not in state or f"cluster_slots_ok:{SLOTS}" not in state:
                 return False
-            view = [node for node in cluster_nodes(port) if node.port in running]
+            view = [node for node in self.cluster_nodes(port) if node.port in running]
             if len(view) != len(running):
                 return False  # a running node this one does not know (yet)
             if any(node.flags & {"fail", "fail?", "handshake", "noaddr"} for node in view):
@@ -169,7 +246,7 @@ class RedisCluster:
             if rep.get("master_link_status") != "up" or rep.get("master_sync_in_progress") != "0":
                 return False
             # The master's offset first: offsets only grow, so a replica at or past it has caught up.
-            if int(info(port)["slave_repl_offset"]) < int(info(master)["master_repl_offset"]):
+            if int(self.info(port)["slave_repl_offset"]) < int(self.info(master)["master_repl_offset"]):
                 return False
             replicas_of[master] = replicas_of.get(master, 0) + 1
         return len(running) < NODES or all(replicas_of.get(master) == 1 for master in masters)
@@ -180,22 +257,33 @@ class RedisCluster:
 
     def wait_master(self, port: int, timeout: float = 60.0) -> None:
         """Until `port` serves as a master (a replica promoted after its master failed), then `ready`."""
-        self._wait(lambda: info(port).get("role") == "master", f"{port} was not promoted", timeout)
+        self._wait(lambda: self.info(port).get("role") == "master", f"{port} was not promoted", timeout)
         self.wait_ready(timeout)
 
     def masters(self) -> list[int]:
         """Ports of the running masters."""
-        return [port for port in self.procs if info(port).get("role") == "master"]
+        return [port for port in self.procs if self.info(port).get("role") == "master"]
 
     def replica_of(self, master: int) -> int:
         for port in self.procs:
-            rep = info(port)
+            rep = self.info(port)
             if port != master and rep.get("role") == "slave" and rep.get("master_port") == str(master):
                 return port
         raise LookupError(f"no replica of {master}")
 
     def dbsize(self, port: int) -> int:
-        return int(_command(port, "DBSIZE")[1:])
+        return int(self.command(port, "DBSIZE")[1:])
+
+    def slot_owners(self) -> dict[int, int]:
+        """slot -> port of the running master that serves it, as each master sees itself."""
+        owners: dict[int, int] = {}
+        for port in self.masters():
+            (me,) = [node for node in self.cluster_nodes(port) if "myself" in node.flags]
+            for span in me.slots:
+                if not span.startswith("["):  # a slot being migrated or imported
+                    low, _, high = span.partition("-")
+                    owners.update(dict.fromkeys(range(int(low), int(high or low) + 1), port))
+        return owners
 
     def kill(self, port: int) -> None:
         proc = self.procs.pop(port)
@@ -204,7 +292,7 @@ class RedisCluster:
 
     def flush(self) -> None:
         for port in self.masters():
-            _command(port, "FLUSHALL")
+            self.command(port, "FLUSHALL")
 
     def cleanup(self) -> None:
         for proc in self.procs.values():

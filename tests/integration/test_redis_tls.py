@@ -1,5 +1,6 @@
-"""Redis over TLS: rediss:// against a real redis-server with --tls-port and a CA made here; a wrong CA
-or a plain-text port fails with one clear line."""
+"""Redis over TLS: rediss:// against a real redis-server with --tls-port and a CA made here, and
+rediss+cluster:// against a real local Redis Cluster that speaks TLS only (clients, bus, replication); a
+wrong CA or a plain-text port fails with one clear line."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from redis.crc import key_slot
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import ConfigError, SessionStoreException
@@ -21,6 +24,7 @@ from faultmaven.session_management import SessionManager
 from faultmaven.stores.redis.store import RedisStore
 from tests.conftest import open_client
 from tests.processes import free_port
+from tests.redis_cluster import MASTERS, ClusterTLS, RedisCluster
 from tests.redis_server import RedisServer
 from tests.support import FakeClock
 
@@ -51,8 +55,10 @@ def make_ca(directory: Path, name: str) -> tuple[x509.Certificate, ec.EllipticCu
     return cert, key
 
 
-def make_server_cert(directory: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> None:
-    """server.pem and server.key for 127.0.0.1 and localhost, signed by `ca`."""
+def make_server_cert(
+    directory: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str = "server"
+) -> None:
+    """<name>.pem and <name>.key for 127.0.0.1 and localhost, signed by `ca` (a client may show it too)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -67,8 +73,8 @@ def make_server_cert(directory: Path, ca: x509.Certificate, ca_key: ec.EllipticC
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(_key_pem(key))
+    (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / f"{name}.key").write_bytes(_key_pem(key))
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +181,158 @@ async def test_a_failed_cleanup_names_the_store_and_the_cause(caplog: pytest.Log
         assert f"127.0.0.1:{port}" in failed.error and "\n" not in failed.error  # type: ignore[attr-defined]
     finally:
         await manager.close()
+
+
+API = "/api/v1/sessions"
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdef01234"}
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisCluster, Path]]:
+    """A Redis Cluster (3 masters, 3 replicas) that speaks TLS only: to clients, on the cluster bus and to
+    the replicas; every node asks clients for a certificate of the CA made here (client.pem)."""
+    directory = tmp_path_factory.mktemp("tls-cluster")
+    ca, ca_key = make_ca(directory, "ca")
+    make_ca(directory, "other-ca")
+    make_server_cert(directory, ca, ca_key)  # every node's
+    make_server_cert(directory, ca, ca_key, "client")  # the service's
+    cluster = RedisCluster(
+        ClusterTLS(cert=directory / "server.pem", key=directory / "server.key", ca=directory / "ca.pem")
+    )
+    try:
+        cluster.start()
+        yield cluster, directory
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def tls_cluster_ready(tls_cluster: tuple[RedisCluster, Path]) -> tuple[RedisCluster, Path]:
+    """The TLS cluster flushed and ready: every slot served, every replica in sync."""
+    cluster, _ = tls_cluster
+    cluster.wait_ready()
+    cluster.flush()
+    return tls_cluster
+
+
+def cluster_tls_url(cluster: RedisCluster, directory: Path, ca: str = "ca") -> str:
+    """rediss+cluster:// to the masters, trusting `ca`.pem, with the service's client certificate."""
+    options = f"ssl_ca_certs={directory / f'{ca}.pem'}&ssl_certfile={directory / 'client.pem'}"
+    return f"{cluster.url}?{options}&ssl_keyfile={directory / 'client.key'}"
+
+
+async def test_sessions_over_tls_to_a_cluster_from_create_to_cleanup_on_every_master(
+    tls_cluster_ready: tuple[RedisCluster, Path], clock: FakeClock
+) -> None:
+    """The real app on rediss+cluster:// with the cluster's CA verified: create, read, heartbeat, update,
+    delete and list a user's sessions; then a cleanup removes exactly the expired sessions, which lie on
+    every master (checked on the masters themselves), and keeps every live one."""
+    cluster, directory = tls_cluster_ready
+    assert cluster.url.startswith("rediss+cluster://")
+    settings = Settings(
+        store_url=cluster_tls_url(cluster, directory),
+        cleanup_enabled=False,
+        user_header="X-User-ID",
+        admin_token="admin-secret-0123456789abcdef01234",
+        max_per_user=0,
+    )
+    manager = SessionManager(settings=settings, clock=clock)
+    store = manager.store
+    assert isinstance(store, RedisStore)
+    owners = cluster.slot_owners()
+    assert len(owners) == 16384 and len(set(owners.values())) == MASTERS
+
+    def where(sid: str) -> tuple[int, str]:
+        """The master that holds the session, and the session's key."""
+        shard = store.shard_for(sid)
+        assert shard is not None
+        key = shard.key(sid)
+        return owners[key_slot(key.encode())], key
+
+    try:
+        async for client in open_client(manager):
+            # Sessions that will have expired by the cleanup: one per user, until every master holds some.
+            old: dict[str, str] = {}  # session id -> user
+            for n in range(300):
+                old[await create(client, f"user-{n}")] = f"user-{n}"
+                held = {where(sid)[0] for sid in old}
+                if len(held) == MASTERS and n >= 2 * MASTERS:
+                    break
+            assert {where(sid)[0] for sid in old} == set(owners.values())
+            clock.advance(minutes=20)
+
+            alice = {"X-User-ID": "alice"}
+            sid = await create(client, "alice", {"case": 1})
+            got = await client.get(f"{API}/{sid}", headers=alice)
+            assert got.status_code == 200 and got.json()["data"] == {"case": 1}
+            clock.advance(60)
+            beat = await client.post(f"{API}/{sid}/heartbeat", headers=alice)
+            assert beat.status_code == 200 and beat.json()["last_activity"] > got.json()["last_activity"]
+            patched = await client.patch(f"{API}/{sid}", json={"data": {"case": 2}}, headers=alice)
+            assert patched.status_code == 200 and patched.json()["data"] == {"case": 2}
+            assert (await client.get(f"{API}/{sid}", headers=alice)).json()["data"] == {"case": 2}
+            others = [await create(client, "alice") for _ in range(2)]
+            listed = (await client.get(API, headers=alice)).json()
+            assert listed["total"] == 3 and {s["session_id"] for s in listed["sessions"]} == {sid, *others}
+            assert (await client.delete(f"{API}/{others[0]}", headers=alice)).status_code == 204
+            assert (await client.get(f"{API}/{others[0]}", headers=alice)).status_code == 404
+            listed = (await client.get(API, headers=alice)).json()
+            assert {s["session_id"] for s in listed["sessions"]} == {sid, others[1]}
+
+            # Live sessions of the same users, so in the same shards as the expired ones.
+            live = {sid: "alice", others[1]: "alice"}  # session id -> user
+            for user in old.values():
+                live[await create(client, user)] = user
+            assert {where(s)[0] for s in live} == set(owners.values())
+            clock.advance(minutes=15)  # the first ones are 35 minutes idle (timeout 30), the live ones 15
+            for expired in old:
+                port, key = where(expired)
+                assert cluster.command(port, "EXISTS", key) == ":1"  # still stored until the cleanup
+            cleaned = await client.post(f"{API}/cleanup", headers=ADMIN)
+            assert cleaned.status_code == 200 and cleaned.json()["cleaned"] == len(old), cleaned.text
+            for expired in old:
+                port, key = where(expired)
+                assert cluster.command(port, "EXISTS", key) == ":0"  # gone from the master that held it
+            for kept, user in live.items():
+                port, key = where(kept)
+                assert cluster.command(port, "EXISTS", key) == ":1"
+                assert (await client.get(f"{API}/{kept}", headers={"X-User-ID": user})).status_code == 200
+            await manager.refresh_store_stats()
+            assert manager.get_session_metrics()["active_sessions"] == len(live)
+    finally:
+        await manager.close()
+
+
+async def create(client: httpx.AsyncClient, user: str, data: dict[str, int] | None = None) -> str:
+    answer = await client.post(API, json={"data": data or {}}, headers={"X-User-ID": user})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["session_id"])
+
+
+async def test_a_client_that_does_not_trust_the_cluster_ca_is_refused_naming_tls(
+    tls_cluster_ready: tuple[RedisCluster, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Certificates are verified on a cluster too: trusting another CA, the service (with a client
+    certificate the nodes accept) is refused; it serves anyway, /health says unhealthy, and the one
+    start-up error line names the cluster's nodes and the TLS failure."""
+    cluster, directory = tls_cluster_ready
+    manager = SessionManager(
+        settings=Settings(store_url=cluster_tls_url(cluster, directory, ca="other-ca"), cleanup_enabled=False),
+        clock=FakeClock(),
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="faultmaven.sessions"):
+            async for client in open_client(manager):
+                health = (await client.get("/health")).json()
+                created = await client.post(API, json={})
+        assert health["services"]["session_manager"]["status"] == "unhealthy"
+        assert created.status_code == 503
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and errors[0].getMessage() == "Session store unreachable at start"
+        assert errors[0].store == cluster.url  # type: ignore[attr-defined]
+        error: str = errors[0].error  # type: ignore[attr-defined]
+        assert "\n" not in error and any(f"127.0.0.1:{port}" in error for port in cluster.ports[:MASTERS]), error
+        assert "certificate verify failed" in error.lower(), error
+    finally:
+        await manager.close()
+    assert all(cluster.dbsize(port) == 0 for port in cluster.masters())  # nothing written by that client
