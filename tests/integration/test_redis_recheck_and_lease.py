@@ -1,7 +1,7 @@
 """Two gaps mutation testing cannot reach (Lua and the lease), each with the broken variant it must catch.
 
-1. A max-age cleanup reads the activity index a second past its cutoff, then re-checks each session in
-   the script: a session idle for the limit minus half a second must survive. Without the re-check line
+1. A max-age cleanup reads the deadline index past the bound idle sessions can have, then re-checks
+   each session in the script: a session idle for the limit minus half a second must survive. Without the re-check line
    it is removed.
 2. A cleanup that runs longer than its lease's TTL renews the lease after every batch, so no other
    replica takes the same shard meanwhile. A store that never renews lets one in.
@@ -23,7 +23,7 @@ from faultmaven.stores.redis.shards import shard_of_owner
 from faultmaven.stores.redis.store import RedisStore
 from tests.support import FakeClock
 
-RECHECK = "          if not expired and not (by_idle and now - active >= max_idle) then\n"
+RECHECK = "  if not expired and not (by_idle and now - active >= max_idle) then return false end\n"
 
 
 class _NoRecheck(RedisStore):
@@ -31,7 +31,7 @@ class _NoRecheck(RedisStore):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        broken = SCRIPTS["remove_idle"].replace(RECHECK, "          if false then\n")
+        broken = SCRIPTS["remove_idle"].replace(RECHECK, "")
         assert broken != SCRIPTS["remove_idle"], "the variant did not change the script"
         self.scripts.register("remove_idle", broken)
 

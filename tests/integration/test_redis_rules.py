@@ -66,17 +66,15 @@ async def stored_bytes(store: RedisStore, now: float) -> int | None:
 
 
 async def traces(store: RedisStore, record: SessionRecord) -> list[str]:
-    """Every key that still names the session: its hash, both shard indexes, its user's index, its pair."""
+    """Every key that still names the session: its hash, the deadline index, its user's index, its pair."""
     sid, client = record.session_id, store.client
     shard = store.shard_for(sid)
     assert shard is not None
-    idx, exp, _ = shard.indexes
     found = []
     if await client.exists(shard.key(sid)):
         found.append("hash")
-    for name, index in (("idx", idx), ("exp", exp)):
-        if await client.zscore(index, sid) is not None:
-            found.append(name)
+    if await client.zscore(shard.deadlines, sid) is not None:
+        found.append("exp")
     if record.user_id is not None and await client.zscore(f"{shard.prefix}u:{record.user_id}", sid) is not None:
         found.append("user index")
     if record.client_id is not None:
@@ -153,7 +151,7 @@ async def test_redis_a_batch_removes_at_most_its_limit(store: RedisStore, max_id
 @pytest.mark.parametrize("how", ["delete", "expired", "idle", "revoke", "user_limit", "rotate"])
 async def test_redis_a_removed_session_leaves_no_key_naming_it(store: RedisStore, how: str) -> None:
     s = await put(store, "cat", CLIENT, timeout_s=600.0)
-    assert await traces(store, s) == ["hash", "idx", "exp", "user index", "pair"]
+    assert await traces(store, s) == ["hash", "exp", "user index", "pair"]
     now = T0 + 10.0
     if how == "delete":
         assert await store.delete(s.session_id, now, "cat") is not None
@@ -272,7 +270,7 @@ async def test_redis_a_rotated_session_keeps_its_place_in_every_index(store: Red
     rotated = await store.rotate(s.session_id, new_id, T0 + 10.0, "kim")
     assert rotated is not None and rotated.last_activity == T0
     after = session_record(sid=new_id, user="kim", client=CLIENT)
-    assert await traces(store, after) == ["hash", "idx", "exp", "user index", "pair"]
+    assert await traces(store, after) == ["hash", "exp", "user index", "pair"]
     await store.refresh_stats(T0 + 10.0)
     assert store.stats(T0 + 10.0).stored == 2
     page, total = await store.list_user("kim", T0 + 10.0, 10, 0)

@@ -93,8 +93,15 @@ class PeekableRedisStore(RedisStore):
     """The real RedisStore, plus the same look at one session (HMGET, no activity recorded)."""
 
     async def user_index(self, user: str) -> list[str]:
-        key = f"{self.owner_shard(user).prefix}u:{user}"
-        return [sid.decode() for sid in await self.client.zrevrange(key, 0, -1)]  # type: ignore[union-attr]
+        """The user's index, most recent first: the scripts order it by each session's (last activity,
+        order of the touch), read from the sessions' hashes; a member without a hash shows first."""
+        shard = self.owner_shard(user)
+        ids = [sid.decode() for sid in await self.client.zrange(f"{shard.prefix}u:{user}", 0, -1)]  # type: ignore[union-attr]
+        keys = []
+        for sid in ids:
+            active, order = await self.client.hmget(shard.key(sid), ["active", "order"])  # type: ignore[misc]
+            keys.append((float("inf"), 0, sid) if active is None else (float(active), int(order or 0), sid))
+        return [sid for *_, sid in sorted(keys, reverse=True)]
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
         shard = self.shard_for(session_id)

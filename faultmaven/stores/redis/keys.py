@@ -34,9 +34,19 @@ class Shard:
         return f"{self.prefix}s:{session_id}"
 
     @property
+    def deadlines(self) -> str:
+        """The deadline index: a sorted set of the shard's ids scored by each one's exact deadline."""
+        return self.prefix + "exp"
+
+    @property
+    def stats(self) -> str:
+        """A hash: the shard's session bytes, and the longest idle timeout it stores."""
+        return self.prefix + "stats"
+
+    @property
     def indexes(self) -> list[str]:
-        """The activity index, the deadline index and the stats hash: the KEYS every session script names."""
-        return [self.prefix + "idx", self.prefix + "exp", self.prefix + "stats"]
+        """The deadline index and the stats hash: the KEYS every session script names after its own."""
+        return [self.deadlines, self.stats]
 
     @property
     def lease(self) -> str:

@@ -19,7 +19,7 @@ def user_arg(user_id: str | None) -> str:
 
 def record_of(session_id: str, f: list[bytes]) -> SessionRecord:
     """A session from the hash fields in the scripts' FIELDS order (lua/common.lua)."""
-    user, client, kind, created, active, timeout, absolute, data, meta, _cost, version = f
+    user, client, kind, created, active, timeout, absolute, data, meta, _cost, version, _order = f
     return SessionRecord(
         session_id,
         decode_user(user),

@@ -70,10 +70,9 @@ class StatsSnapshot:
     async def _read(self, now: float) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for shard in self._shards:
-                _, exp, stats = shard.indexes
-                pipe.zcard(exp)
-                pipe.zcount(exp, "-inf", repr(now))
-                pipe.hget(stats, "bytes")
+                pipe.zcard(shard.deadlines)
+                pipe.zcount(shard.deadlines, "-inf", repr(now))
+                pipe.hget(shard.stats, "bytes")
             return list(await pipe.execute())
 
     async def refresh_quietly(self, now: float) -> None:

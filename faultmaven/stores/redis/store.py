@@ -3,31 +3,33 @@
 Layout under a key prefix (default "faultmaven:"), split into 48 shards (see shards.py), each key carrying
 its shard's hash tag, `<prefix>{<tag>}`, so that one script touches one hash slot (Redis Cluster) and the
 shards spread evenly over a cluster's masters. Per shard:
-- `s:<id>`: a hash (user, client, type, created, active, timeout, abs, data, meta, cost) with a native TTL
-  of 60 s past the earlier of twice its idle timeout and its absolute deadline, a safety net for sessions
-  no cleanup reaches;
+- `s:<id>`: a hash (user, client, type, created, active, timeout, abs, data, meta, cost, version, order)
+  with a native TTL of 60 s past its absolute deadline, set at create: a safety net for sessions no
+  cleanup reaches, which no touch has to move;
 - `exp`: a sorted set of ids scored by each session's exact deadline, min(active + timeout, abs), so a
   cleanup and the expired count read only what is due, whatever mix of timeouts is stored;
-- `idx`: a sorted set of ids scored by last activity, so a max-age cleanup reads only the idle head;
 - `c:<client>[\x1f<user>]`: the session a client resumes (TTL: its absolute deadline);
-- `u:<user>`: the user's sessions in activity order (all of a user's sessions are in the user's shard);
-- `stats`: a hash with the byte count of the shard's sessions;
+- `u:<user>`: who the user's sessions are (all in the user's shard), changed only when one is created,
+  renamed or removed; their activity order is read from the sessions when the user's list or limit needs it;
+- `stats`: a hash with the byte count of the shard's sessions and the longest idle timeout stored;
 - `lease`: the shard's cleanup lease (SET NX PX with a random token, released only by its holder), so
   replicas clean different shards at the same time.
 The same layout runs on one node (`redis://`) and on a cluster (`redis+cluster://host:port[,host:port]`).
-The keys and the client are redis_keys.py, the scripts' runner redis_scripts.py, the replies' decoding
-redis_records.py, the memory limits redis_limits.py, the stats snapshot redis_stats.py, the leases
-redis_leases.py: this class holds one of each and answers the SessionStore calls.
+The keys and the client are keys.py, the scripts' runner scripts.py, the replies' decoding records.py, the
+memory limits limits.py, the stats snapshot stats.py, the leases leases.py: this class holds one of each and
+answers the SessionStore calls.
 
 Every operation that checks idleness and acts on it is one Lua script (lua/*.lua), so it runs atomically in Redis: a
 touch racing a cleanup either lands first (and the cleanup's re-check keeps the session) or finds the
 session gone (and never writes it back). Timestamps travel as repr() strings, so Lua compares exactly the
-doubles Python computed.
+doubles Python computed. A touch (get, heartbeat) is four Redis commands: the EVALSHA, the read of the
+session, the write of its last activity and the move of its deadline.
 """
 
 from __future__ import annotations
 
 import random
+from itertools import count
 from collections.abc import Sequence, Set
 from typing import Any, Unpack
 
@@ -55,6 +57,10 @@ from faultmaven.stores.sizing import session_bytes
 __all__ = ["CLUSTER_MAX_CONNECTIONS", "POOL_SIZE", "RedisStore", "Shard", "connect"]
 
 NO_LIMIT = 2**62  # the size limit the update script gets for none
+
+# The order of this process' activity: it breaks ties of last activity (two touches at the same clock
+# reading), so that a user's sessions are in the order they were used, as the memory store keeps them.
+_ACTIVITY_ORDER = count(1)
 
 
 class RedisStore:
@@ -146,6 +152,7 @@ class RedisStore:
         args: list[Any] = [sid, shard.prefix, repr(now), user_arg(record.user_id), record.client_id or ""]
         args += [record.session_type, repr(record.created_at), repr(record.last_activity), repr(record.timeout_s)]
         args += [repr(record.absolute_at), record.blob, record.meta, cost, max_per_user, record.version]
+        args.append(next(_ACTIVITY_ORDER))
         found = await self.scripts.run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
             return None
@@ -159,7 +166,7 @@ class RedisStore:
         shard = self.shard_for(session_id)
         if shard is None:
             return None
-        args = [session_id, shard.prefix, repr(now), user_arg(user_id)]
+        args = [session_id, shard.prefix, repr(now), user_arg(user_id), next(_ACTIVITY_ORDER)]
         found = await self.scripts.run("touch", [shard.key(session_id), *shard.indexes], args)
         return record_of(session_id, found) if found else None
 
@@ -178,7 +185,7 @@ class RedisStore:
         limit, if_version = write.get("limit"), write.get("if_version")
         args += [limit if limit is not None else NO_LIMIT, "" if if_version is None else if_version]
         args.append(int(bool(write.get("merge"))))
-        args.append(int(full is not None))
+        args += [int(full is not None), next(_ACTIVITY_ORDER)]
         found = await self.scripts.run("update", [shard.key(session_id), *shard.indexes], args)
         if not found:
             return None

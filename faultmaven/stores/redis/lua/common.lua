@@ -7,9 +7,12 @@
 
 -- The fields of a session hash, in the order the scripts read them and return them to the store. A hash
 -- stored before sessions had versions has no 'version' (false in an HMGET): its data is at version 1.
-local FIELDS = {'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost', 'version'}
+-- 'order' breaks ties of last activity (see activity); a hash stored before it existed has none.
+local FIELDS = {
+  'user', 'client', 'type', 'created', 'active', 'timeout', 'abs', 'data', 'meta', 'cost', 'version', 'order',
+}
 -- The place of each field in FIELDS (and in an HMGET of FIELDS).
-local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST, VERSION = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local USER, CLIENT, TYPE, CREATED, ACTIVE, TIMEOUT, ABS, DATA, META, COST, VERSION, ORDER = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 
 -- The exact deadline of a session last active at `active` (numbers): its idle timeout past that, capped
 -- by its absolute deadline. Expired from the deadline on (now >= deadline).
@@ -22,11 +25,10 @@ local function deadline(fields)
   return deadline_at(tonumber(fields[ACTIVE]), tonumber(fields[TIMEOUT]), tonumber(fields[ABS]))
 end
 
--- The hash's native TTL (ms), a safety net for sessions no cleanup reaches: 60 s past the earlier of
--- twice the idle timeout and the absolute deadline.
+-- The native TTL (ms) of a session's hash and of its user's index, a safety net for sessions no cleanup
+-- reaches: 60 s past the absolute deadline. Set when the session is created, it never moves with activity.
 local function ttl_ms(fields, now)
-  local active, timeout, abs = tonumber(fields[ACTIVE]), tonumber(fields[TIMEOUT]), tonumber(fields[ABS])
-  return math.floor((math.min(active + 2 * timeout, abs) - now + 60) * 1000)
+  return math.floor((tonumber(fields[ABS]) - now + 60) * 1000)
 end
 
 local function num(x) return string.format('%.17g', x) end  -- exact: Lua's own tostring keeps 14 digits
@@ -56,19 +58,27 @@ local function live_session(key, now, user)
   return fields
 end
 
--- Activity at `now`: the last-activity field, both shard indexes, the hash's TTL, and the user's index.
-local function activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
-  fields[ACTIVE] = now_text
-  local ttl = ttl_ms(fields, now)
-  redis.call('HSET', key, 'active', now_text)
-  redis.call('ZADD', idx, now_text, id)
+-- The user's index lives at least as long as the session just added to it (or kept in it).
+local function keep_user_index(prefix, user, ttl)
+  local uk = user_key(prefix, user)
+  if redis.call('PTTL', uk) < ttl then redis.call('PEXPIRE', uk, ttl) end
+end
+
+-- Activity at `now`: two writes, the last activity (with its order, see below) and the deadline index.
+-- Nothing else moves with a touch: the TTL safety nets follow the absolute deadline, and a user's sessions
+-- are ordered when they are read (user_sessions) from each one's last activity. `order` breaks ties of
+-- last activity in the order the store made the touches (a counter of the calling process).
+-- A hash stored before 'order' existed had TTLs that moved with each touch: its first touch sets them
+-- once to the absolute deadline.
+local function activity(prefix, key, exp, id, fields, now, now_text, order)
+  local legacy = not fields[ORDER]
+  fields[ACTIVE], fields[ORDER] = now_text, order
+  redis.call('HSET', key, 'active', now_text, 'order', order)
   redis.call('ZADD', exp, num(deadline(fields)), id)
-  redis.call('PEXPIRE', key, ttl)
-  local user = fields[USER]
-  if user ~= '' then  -- the user's index in activity order (a sequence: no ties), kept as long as its sessions
-    local uk = user_key(prefix, user)
-    redis.call('ZADD', uk, redis.call('HINCRBY', stats, 'seq', 1), id)
-    if redis.call('PTTL', uk) < ttl then redis.call('PEXPIRE', uk, ttl) end
+  if legacy then
+    local ttl = ttl_ms(fields, now)
+    redis.call('PEXPIRE', key, ttl)
+    if fields[USER] ~= '' then keep_user_index(prefix, fields[USER], ttl) end
   end
 end
 
@@ -86,10 +96,9 @@ local function drop_pair(prefix, id, user, client)
   end
 end
 
--- Removes the session and every entry that names it: both shard indexes, its bytes, pair and user index.
-local function remove(prefix, idx, exp, stats, id, fields)
+-- Removes the session and every entry that names it: the deadline index, its bytes, pair and user index.
+local function remove(prefix, exp, stats, id, fields)
   local user = fields[USER]
-  redis.call('ZREM', idx, id)
   redis.call('ZREM', exp, id)
   redis.call('DEL', prefix .. 's:' .. id)
   redis.call('HINCRBY', stats, 'bytes', -tonumber(fields[COST]))
@@ -102,8 +111,20 @@ local function ending(id, fields, reason)
   return {id, fields[USER], fields[CLIENT], fields[CREATED], fields[ACTIVE], reason}
 end
 
+-- Whether session a = {id, fields} was active before b: by last activity, then by the order of the
+-- touches (0 for a hash stored before 'order' existed), then by id (never equal: a total order).
+local function active_before(a, b)
+  local fa, fb = a[2], b[2]
+  local ta, tb = tonumber(fa[ACTIVE]), tonumber(fb[ACTIVE])
+  if ta ~= tb then return ta < tb end
+  local oa, ob = tonumber(fa[ORDER]) or 0, tonumber(fb[ORDER]) or 0
+  if oa ~= ob then return oa < ob end
+  return a[1] < b[1]
+end
+
 -- The user's sessions, least recently active first, as {id, fields}; index entries whose hash is gone
--- (the TTL safety net took it) are dropped on the way, so they never linger or count.
+-- (the TTL safety net took it) are dropped on the way, so they never linger or count. The index holds
+-- only who the sessions are (it changes when one is created, renamed or removed); their order is read here.
 local function user_sessions(prefix, user)
   local uk = user_key(prefix, user)
   local out = {}
@@ -111,6 +132,7 @@ local function user_sessions(prefix, user)
     local fields = stored_session(prefix .. 's:' .. id)
     if fields then out[#out + 1] = {id, fields} else redis.call('ZREM', uk, id) end
   end
+  table.sort(out, active_before)
   return out
 end
 

@@ -2,23 +2,21 @@
 -- Uses common.lua.
 --
 -- KEYS[1] the session's hash (<prefix>s:<id>)
--- KEYS[2] the shard's activity index (idx)
--- KEYS[3] the shard's deadline index (exp)
--- KEYS[4] the shard's stats hash
+-- KEYS[2] the shard's deadline index (exp)
+-- KEYS[3] the shard's stats hash
 -- ARGV[1] the session's id
 -- ARGV[2] the shard's key prefix, "<prefix>{<tag>}"
 -- ARGV[3] user ("u:" + id, or '' for anyone)
 -- Returns the removed session's fields (expired or not); false if it is missing or another user's.
 
 local id, prefix, user = ARGV[1], ARGV[2], ARGV[3]
-local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local key, exp, stats = KEYS[1], KEYS[2], KEYS[3]
 
 local fields = stored_session(key)  -- expired or not: a delete removes it whatever its state
 if not fields then
-  redis.call('ZREM', idx, id)
   redis.call('ZREM', exp, id)
   return false
 end
 if not owned_by(fields, user) then return false end
-remove(prefix, idx, exp, stats, id, fields)
+remove(prefix, exp, stats, id, fields)
 return fields

@@ -1,9 +1,8 @@
 -- One page of a user's live sessions, most recently active first.
 -- Uses common.lua.
 --
--- KEYS[1] the shard's activity index (idx; unused: every user script names the shard's keys alike)
--- KEYS[2] the shard's deadline index (exp; unused)
--- KEYS[3] the shard's stats hash (unused)
+-- KEYS[1] the shard's deadline index (exp; unused: every user script names the shard's keys alike)
+-- KEYS[2] the shard's stats hash (unused)
 -- ARGV[1] the user's shard's key prefix, "<prefix>{<tag>}"
 -- ARGV[2] now
 -- ARGV[3] user ("u:" + id)

@@ -1,12 +1,11 @@
 -- Gives a live session a new id in the same shard. RENAME keeps every field (last activity included) and
--- the TTL; every index and the resume pair move to the new id, at the old id's place, in the same step.
+-- the TTL; the deadline index, the user's index and the resume pair move to the new id in the same step.
 -- Uses common.lua.
 --
 -- KEYS[1] the session's hash under its old id
 -- KEYS[2] the session's hash under its new id
--- KEYS[3] the shard's activity index (idx)
--- KEYS[4] the shard's deadline index (exp)
--- KEYS[5] the shard's stats hash (unused: kept so every session script names the shard's keys alike)
+-- KEYS[3] the shard's deadline index (exp)
+-- KEYS[4] the shard's stats hash (unused: kept so every session script names the shard's keys alike)
 -- ARGV[1] old id
 -- ARGV[2] new id
 -- ARGV[3] the shard's key prefix, "<prefix>{<tag>}"
@@ -16,7 +15,7 @@
 -- new id is already stored.
 
 local old_id, new_id, prefix, user = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local old_key, new_key, idx, exp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local old_key, new_key, exp = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[4])
 
 -- Moves the id's entry in a sorted set to the new id, with the same score.
@@ -29,7 +28,6 @@ local fields = live_session(old_key, now, user)
 if not fields then return false end
 if redis.call('EXISTS', new_key) == 1 then return 0 end
 redis.call('RENAME', old_key, new_key)  -- keeps every field and the TTL
-move(idx)
 move(exp)
 local owner, client = fields[USER], fields[CLIENT]
 if owner ~= '' then move(user_key(prefix, owner)) end

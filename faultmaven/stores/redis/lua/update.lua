@@ -3,9 +3,8 @@
 -- activity. The check and the write are this one step. Uses common.lua and merge_patch.lua.
 --
 -- KEYS[1] the session's hash (<prefix>s:<id>)
--- KEYS[2] the shard's activity index (idx)
--- KEYS[3] the shard's deadline index (exp)
--- KEYS[4] the shard's stats hash
+-- KEYS[2] the shard's deadline index (exp)
+-- KEYS[3] the shard's stats hash
 -- ARGV[1] the session's id
 -- ARGV[2] the shard's key prefix, "<prefix>{<tag>}"
 -- ARGV[3] now
@@ -16,6 +15,7 @@
 -- ARGV[8] the version the data must be at ('' for any)
 -- ARGV[9] '1' if ARGV[5] is a merge patch, else '0'
 -- ARGV[10] '1' while the store refuses to grow (its master in the memory reserve), else '0'
+-- ARGV[11] the write's order (breaks ties of last activity)
 -- Returns the session's fields after the write; false if it is missing, expired or another user's;
 -- {'version', current version} on a version mismatch, {'size', size} over the limit and {'full', size} for
 -- data that would grow while the store refuses to grow, nothing changed.
@@ -23,8 +23,8 @@
 
 local id, prefix, now_text, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local data, base_cost, limit, expected, merge = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
-local no_growth = ARGV[10] == '1'
-local key, idx, exp, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local no_growth, order = ARGV[10] == '1', ARGV[11]
+local key, exp, stats = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(now_text)
 
 local fields = live_session(key, now, user)
@@ -42,5 +42,5 @@ if data ~= fields[DATA] then
   redis.call('HINCRBY', stats, 'bytes', cost - tonumber(fields[COST]))
   fields[DATA], fields[COST], fields[VERSION] = data, tostring(cost), tostring(version)
 end
-activity(prefix, key, idx, exp, stats, id, fields, now, now_text)
+activity(prefix, key, exp, id, fields, now, now_text, order)
 return fields
