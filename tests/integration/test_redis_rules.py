@@ -133,6 +133,28 @@ async def test_redis_expired_and_idle_in_one_run_count_once_with_their_reasons(s
     assert await store.touch(fresh.session_id, T0 + 300.0) is not None
 
 
+async def test_redis_a_max_age_run_reads_past_kept_sessions_up_to_the_longest_timeout(store: RedisStore) -> None:
+    """Mixed timeouts, one user's shard: the deadline order is not the activity order. A short-timeout
+    session used just now (deadline soonest, kept) comes before a long-timeout one idle past the max age."""
+    long_idle = await put(store, "ned", timeout_s=3600.0)
+    short_used = await put(store, "ned", timeout_s=300.0, at=T0 + 650.0)
+    long_used = await put(store, "ned", timeout_s=3600.0, at=T0 + 650.0)
+    batch = await store.remove_idle(T0 + 660.0, 600.0, 10, set(), part(long_idle.session_id))
+    assert (batch.removed, reasons(store), batch.exhausted) == (1, ["idle"], True)
+    assert await traces(store, long_idle) == []
+    assert [await store.touch(s.session_id, T0 + 660.0) is not None for s in (short_used, long_used)] == [True, True]
+
+
+async def test_redis_the_activity_index_of_earlier_versions_is_dropped_by_a_cleanup(store: RedisStore) -> None:
+    s = await put(store, "ora")
+    shard = store.shard_for(s.session_id)
+    assert shard is not None
+    await store.client.zadd(shard.prefix + "idx", {s.session_id: T0})
+    await store.remove_idle(T0 + 1.0, None, 10, set(), part(s.session_id))
+    assert await store.client.exists(shard.prefix + "idx") == 0
+    assert await traces(store, s) == ["hash", "exp", "user index"]
+
+
 @pytest.mark.parametrize("max_idle_s", [None, 30.0], ids=["expired", "max-age"])
 async def test_redis_a_batch_removes_at_most_its_limit(store: RedisStore, max_idle_s: float | None) -> None:
     """Also in a max-age run, whose second sweep (the idle) must not add to what the first took."""
@@ -240,6 +262,49 @@ async def test_redis_the_per_user_limit_ends_exactly_the_least_recently_active(s
     page, total = await store.list_user("hal", T0 + 5.0, 10, 0)
     assert total == 3 and [r.session_id for r in page] == [d.session_id, c.session_id, a.session_id]
     assert await traces(store, b) == []
+
+
+async def test_redis_sessions_active_at_the_same_instant_are_in_the_order_they_were_used(store: RedisStore) -> None:
+    """Ties of last activity: the later touch is the more recent, whatever the creation order."""
+    a = await put(store, "ida")
+    b = await put(store, "ida")
+    for s in (b, a):
+        assert await store.touch(s.session_id, T0 + 5.0, "ida") is not None
+    page, _ = await store.list_user("ida", T0 + 6.0, 10, 0)
+    assert [r.session_id for r in page] == [a.session_id, b.session_id]
+    for s in (a, b):
+        assert await store.touch(s.session_id, T0 + 7.0, "ida") is not None
+    page, _ = await store.list_user("ida", T0 + 8.0, 10, 0)
+    assert [r.session_id for r in page] == [b.session_id, a.session_id]
+    await put(store, "ida", at=T0 + 9.0, max_per_user=2)
+    assert [ending[0] for ending in store.take_endings()] == [a.session_id]
+
+
+async def test_redis_a_touch_writes_the_session_and_its_deadline_only(store: RedisStore) -> None:
+    """The safety-net TTLs follow the absolute deadline from the create on; a touch moves the deadline."""
+    s = await put(store, "jon", absolute_at=T0 + 7200.0)
+    shard = store.shard_for(s.session_id)
+    assert shard is not None
+    client, user_index = store.client, f"{shard.prefix}u:jon"
+    ttls = (await client.pttl(shard.key(s.session_id)), await client.pttl(user_index))
+    assert min(ttls) >= 7200_000 and max(ttls) <= 7260_000
+    assert await store.touch(s.session_id, T0 + 100.0, "jon") is not None
+    assert await client.zscore(shard.deadlines, s.session_id) == T0 + 100.0 + 1800.0
+    assert (await client.pttl(shard.key(s.session_id)), await client.pttl(user_index)) <= ttls
+
+
+async def test_redis_a_session_stored_by_an_earlier_version_gets_its_ttls_at_its_first_touch(store: RedisStore) -> None:
+    """Hashes written before touches stopped moving the TTLs carry no 'order' and a short TTL."""
+    s = await put(store, "kim", absolute_at=T0 + 7200.0)
+    shard = store.shard_for(s.session_id)
+    assert shard is not None
+    client, key, user_index = store.client, shard.key(s.session_id), f"{shard.prefix}u:kim"
+    await client.hdel(key, "order")
+    await client.pexpire(key, 5000)
+    await client.pexpire(user_index, 5000)
+    assert await store.touch(s.session_id, T0 + 1.0, "kim") is not None
+    assert await client.pttl(key) > 7000_000 and await client.pttl(user_index) > 7000_000
+    assert await client.hget(key, "order") is not None
 
 
 async def test_redis_list_user_pages_most_recent_first(store: RedisStore) -> None:
