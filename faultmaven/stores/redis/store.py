@@ -29,8 +29,8 @@ session, the write of its last activity and the move of its deadline.
 from __future__ import annotations
 
 import random
-from itertools import count
 from collections.abc import Sequence, Set
+from itertools import count
 from typing import Any, Unpack
 
 import redis.asyncio as aioredis
