@@ -29,6 +29,7 @@ from faultmaven.web.body_limit import BodyLimitMiddleware
 from faultmaven.web.cors import SessionCORSMiddleware
 from faultmaven.web.errors import install_error_handlers
 from faultmaven.web.guard import FailureGuard
+from faultmaven.web.reads import SessionReads
 from faultmaven.web.routes import AuthenticateFirst, router
 
 log = logging.getLogger("faultmaven.sessions")
@@ -74,6 +75,7 @@ def _add_session_routes(app: FastAPI, mount_path: str) -> None:
     """The routes under `mount_path`, with the body limit and CORS for them and the errors' answers."""
     prefix = mount_path + router.prefix
     app.state.session_routes_prefix = prefix
+    app.add_middleware(SessionReads, path_prefix=prefix)  # innermost: after the checks, ahead of the router
     app.add_middleware(BodyLimitMiddleware, path_prefix=prefix)
     app.add_middleware(AuthenticateFirst, path_prefix=prefix)  # outside the body limit: who before what
     app.add_middleware(SessionCORSMiddleware, path_prefix=prefix)  # outside: a 413 carries CORS headers too

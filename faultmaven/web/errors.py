@@ -278,19 +278,19 @@ def install_error_handlers(app: FastAPI, prefix: str) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if not _ours(request) or not isinstance(exc, StarletteHTTPException):
-            return await _answer(host_http(request, exc))
+            return await settled(host_http(request, exc))
         return problem(exc.status_code, str(exc.detail), exc.headers)
 
     async def invalid_request(request: Request, exc: Exception) -> Response:
         if not _ours(request) or not isinstance(exc, RequestValidationError):
-            return await _answer(host_invalid(request, exc))
+            return await settled(host_invalid(request, exc))
         return _invalid(exc)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
 
 
-async def _answer(answer: Response | Awaitable[Response]) -> Response:
+async def settled(answer: Response | Awaitable[Response]) -> Response:
     """A handler's answer, whether the handler was a coroutine function or a plain one."""
     return await answer if inspect.isawaitable(answer) else answer
 
@@ -318,3 +318,12 @@ async def _as_http_error(request: Request, exc: Exception) -> Response:
 
 async def _as_problem(request: Request, exc: Exception) -> Response:
     return problem_for(exc)
+
+
+def handler_for(handlers: Mapping[Any, Callable[..., Any]], exc: Exception) -> Callable[..., Any] | None:
+    """The handler Starlette's exception middleware picks: by status for an HTTPException, then by the
+    most specific class. A handler of Exception (or 500) belongs to the server-error layer outside it: an
+    error only it would take is raised on, to reach that layer as from the route."""
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers and exc.status_code != 500:
+        return handlers[exc.status_code]
+    return next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers and cls is not Exception), None)

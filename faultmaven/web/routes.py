@@ -78,7 +78,7 @@ def _mounted(request: Request) -> str:
     return getattr(request.app.state, "session_routes_prefix", router.prefix)
 
 
-_CALLER = "faultmaven_caller"  # where AuthenticateFirst keeps the caller in the request's state
+CALLER = "faultmaven_caller"  # where AuthenticateFirst keeps the caller in the request's state
 _BODILESS = frozenset(("GET", "HEAD", "OPTIONS"))  # requests whose body no route reads
 
 
@@ -90,8 +90,8 @@ def manager_of(request: Request) -> SessionManager:
 def caller_of(request: Request) -> str | None:
     """The caller, as AuthenticateFirst found it before the body was read (else found now)."""
     state = request.scope.get("state")
-    if state is not None and _CALLER in state:
-        return state[_CALLER]  # type: ignore[no-any-return]
+    if state is not None and CALLER in state:
+        return state[CALLER]  # type: ignore[no-any-return]
     return identify(request)
 
 
@@ -157,7 +157,7 @@ class AuthenticateFirst:
         except ROUTE_ERRORS as exc:
             await problem_for(exc)(scope, receive, send)
             return
-        scope.setdefault("state", {})[_CALLER] = caller
+        scope.setdefault("state", {})[CALLER] = caller
         await self.app(scope, receive, send)
 
     def _checks(self, scope: Scope) -> bool:
@@ -192,7 +192,7 @@ def _json(content: dict[str, Any], code: int = status.HTTP_200_OK, headers: dict
     return JSONResponse(content, code, headers)
 
 
-def _session_json(session: Session, code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None) -> Response:
+def session_json(session: Session, code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None) -> Response:
     """A per-session answer: the session JSON with its data version as the ETag."""
     return _json(session.to_dict(), code, {"ETag": etag(session.version)} | (headers or {}))
 
@@ -220,7 +220,7 @@ async def create_session(request: Request, body: Annotated[CreateSession | None,
         )
     )
     code = status.HTTP_200_OK if session.session_resumed else status.HTTP_201_CREATED
-    return _session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
+    return session_json(session, code, {"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 @router.get("/metrics", responses=METRICS_ERRORS)
@@ -324,7 +324,7 @@ async def trigger_cleanup(
 @router.get("/{session_id}", response_model=dict[str, Any], responses=PER_SESSION_ERRORS)
 async def get_session(session_id: str, request: Request) -> Response:
     manager, caller = manager_of(request), caller_of(request)
-    return _session_json(found(await manager.get_session(session_id, user_id=caller)))
+    return session_json(found(await manager.get_session(session_id, user_id=caller)))
 
 
 @router.post("/{session_id}/heartbeat", response_model=dict[str, Any], responses=PER_SESSION_ERRORS)
@@ -349,7 +349,7 @@ async def rotate_session(session_id: str, request: Request) -> Response:
     """A new id for the session, everything else kept (ASVS 7.2.4); the old id is a 404 from now on."""
     manager, caller = manager_of(request), caller_of(request)
     session = await manager.rotate_session(session_id, user_id=caller)
-    return _session_json(session, headers={"Location": f"{_mounted(request)}/{session.session_id}"})
+    return session_json(session, headers={"Location": f"{_mounted(request)}/{session.session_id}"})
 
 
 def _patch_kind(request: Request) -> bool:
@@ -412,7 +412,7 @@ async def update_session(session_id: str, request: Request) -> Response:
     session = await checked(
         manager.update_session(session_id, body.data, user_id=caller, merge=merge, if_version=if_version)
     )
-    return _session_json(session)
+    return session_json(session)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PER_SESSION_ERRORS)
