@@ -95,9 +95,13 @@ SCRIPTS = {"POST": "wrk_post.lua", "PATCH": "wrk_patch.lua"}
 
 
 def wrk(url: str, method: str = "GET", seconds: int = SECONDS) -> dict[str, float]:
-    """requests/s, p50 and p99 (ms) of one wrk run; non-2xx answers fail the benchmark."""
+    """requests/s, p50 and p99 (ms) of one wrk run; non-2xx answers fail the benchmark. A URL may carry a
+    header after a space ("http://... Cookie: session=..."), sent with every request."""
     binary = require_tool("wrk", "wrk")
+    url, _, header = url.partition(" ")
     args = [binary, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    if header:
+        args[1:1] = ["-H", header]
     if method != "GET":
         args[1:1] = ["-s", str(ROOT / "tests" / "performance" / SCRIPTS[method])]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
@@ -236,6 +240,51 @@ def test_http_get_on_redis_with_two_workers(benchmark: Any, redis_server: RedisS
 
         benchmark.pedantic(run, rounds=1, iterations=1)
         record(benchmark, "http-redis-get-2-workers", result)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def serve_starsessions(redis_url: str | None) -> Server:
+    """The peer (tests/performance/starsessions_app.py), one worker without an access log."""
+    args = ["-m", "uvicorn", "tests.performance.starsessions_app:app", "--log-level", "warning", "--no-access-log"]
+    return Server(args, {"PEER_REDIS_URL": redis_url} if redis_url else {}, "/session")
+
+
+def starsessions_cookie(peer: Server) -> str:
+    """A new session of the peer: the Cookie header that names it."""
+    request = urllib.request.Request(peer.base + "/session", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return "Cookie: " + response.headers["set-cookie"].split(";")[0]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_http_get_against_starsessions(benchmark: Any, request: pytest.FixtureRequest, store: str) -> None:
+    """GET of a session against FastAPI + starsessions (SessionMiddleware, rolling, 30 minutes; the session
+    loaded and saved back on every request), on the same store kind: each one uvicorn worker, no access
+    log (ours at --log-level warning). Gated by ci/perf_gate.py: ours at least as fast."""
+    redis_url = None
+    if store == "redis":
+        backend = request.getfixturevalue("redis_server")
+        backend.flush()
+        redis_url = backend.url
+    ours_args = ["-m", "faultmaven", "--log-level", "warning"]
+    servers = [serve_starsessions(redis_url)]
+    try:
+        env = {"SESSION_STORE_URL": redis_url or "memory://", "SESSION_HEALTH_MAX_ACTIVE": "100000000"}
+        servers.append(Server(ours_args, env, "/health"))
+        peer, mine = servers
+        sid = mine.post("/api/v1/sessions", b'{"data": {"case": "db-latency"}}')["session_id"]
+        cookie = starsessions_cookie(peer)
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            ours, theirs = f"{mine.base}/api/v1/sessions/{sid}", f"{peer.base}/session {cookie}"
+            result.update(paired_rounds(ours, theirs, "GET", GATED_ROUNDS))
+
+        benchmark.pedantic(run, rounds=1, iterations=1)
+        benchmark.group = "HTTP: ours against FastAPI + starsessions (wrk)"
+        benchmark.extra_info.update(kind=f"http-{store}-get-vs-starsessions", n=CONNECTIONS, live=0, **result)
     finally:
         for server in servers:
             server.stop()
