@@ -6,7 +6,9 @@ session, measured on a local redis-server through the real store.
 Memory: used_memory before and after storing N sessions (of users with 2 sessions each, with a small
 data document, as the copilot stores them), divided by N, and MEMORY USAGE of one session hash. Operations:
 INFO commandstats (which counts the commands a script runs too, and the EVALSHA itself) around N calls
-of each kind: create, get, heartbeat, update (PATCH of the data), cleanup.
+of each kind: create, update (PATCH of the data), delete, cleanup; and GET and heartbeat as the perf gate
+counts them (tests/performance/test_redis_commands.py: signed-in and anonymous sessions, the clock moving
+between reads).
 """
 
 from __future__ import annotations
@@ -18,23 +20,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from faultmaven.config import Settings  # noqa: E402
 from faultmaven.session_management import SessionManager  # noqa: E402
 from faultmaven.stores.redis.store import RedisStore  # noqa: E402
+from tests.performance.test_redis_commands import CommandCount, commands_per_read  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.support import FakeClock  # noqa: E402
 
 DATA = {"case": "db-latency", "step": 3, "notes": ["checked connections", "raised pool size"]}
-
-
-async def commands(store: RedisStore) -> int:
-    """Commands Redis has run since the last CONFIG RESETSTAT, scripts' inner commands included, without
-    the INFO and CONFIG calls of this measurement."""
-    stats: dict[str, Any] = await store.client.info("commandstats")  # type: ignore[union-attr]
-    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
 
 
 async def measure(url: str, n: int) -> dict[str, float]:
@@ -44,43 +42,44 @@ async def measure(url: str, n: int) -> dict[str, float]:
     store = manager.store
     assert isinstance(store, RedisStore)
     client: Any = store.client
+    count = CommandCount([redis.Redis.from_url(url)])
     await client.flushall()
     before = (await client.info("memory"))["used_memory"]
-    await client.config_resetstat()
+    count.reset()
     ids = []
     for start in range(0, n, 200):
         batch = [manager.create_session(f"user-{i // 2}", DATA) for i in range(start, min(start + 200, n))]
         ids += [s.session_id for s in await asyncio.gather(*batch)]
-    per_create = await commands(store) / n
+    per_create = count.read() / n
     after = (await client.info("memory"))["used_memory"]
     shard = store.shard_for(ids[0])
     assert shard is not None
     hash_bytes = await client.memory_usage(shard.key(ids[0]))
-    await client.config_resetstat()
-    for sid in ids:
-        await manager.get_session(sid)
-    per_get = await commands(store) / n
-    await client.config_resetstat()
-    for sid in ids:
-        await manager.touch_session(sid)
-    per_touch = await commands(store) / n
-    await client.config_resetstat()
-    for sid in ids:
-        await manager.update_session(sid, DATA | {"step": 4})
-    per_update = await commands(store) / n
+    count.reset()
+    for i, sid in enumerate(ids):
+        await manager.update_session(sid, DATA | {"step": 4}, user_id=f"user-{i // 2}")
+    per_update = count.read() / n
+    count.reset()
+    for i, sid in enumerate(ids[: n // 10]):
+        assert await manager.delete_session(sid, user_id=f"user-{i // 2}")
+    per_delete = count.read() / (n // 10)
     clock.advance(minutes=31)
-    await client.config_resetstat()
+    count.reset()
     removed = await manager.cleanup_inactive_sessions()
-    per_cleaned = await commands(store) / removed
+    per_cleaned = count.read() / removed
+    reads = await commands_per_read(url, count)  # on 60 sessions of its own
+    # Redis' own time per read (the script and its commands; the last group read, anonymous heartbeats).
+    usec_per_read = count.masters[0].info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
     await manager.close()
     return {
         "sessions": n,
         "bytes_per_session": (after - before) / n,
         "session_hash_bytes": hash_bytes,
         "redis_commands_per_create": per_create,
-        "redis_commands_per_get": per_get,
-        "redis_commands_per_heartbeat": per_touch,
+        **{f"redis_commands_per_{kind.replace(' ', '_')}": value for kind, value in reads.items()},
         "redis_commands_per_update": per_update,
+        "redis_commands_per_delete": per_delete,
+        "redis_usec_per_read": usec_per_read,
         "redis_commands_per_cleaned_session": per_cleaned,
     }
 
