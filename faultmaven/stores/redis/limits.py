@@ -7,7 +7,8 @@ shard, plus what this process's creates sent since may add (redis_reserve.py: in
 Redis' own bytes), so a create far from the limit costs no round trip and no burst can pass the reserve
 between two readings. A create the ledger would refuse waits for one fresh reading first, so a stale
 reading refuses nothing that fits. At the limit, a create that would resume its pair's live session
-still does: that only records activity.
+still does: that only records activity. The readings' ages are read from an injected monotonic clock
+(time.monotonic by default), so tests age them without waiting.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class MemoryLimits:
         policy: str,
         reserve: float,
         max_bytes: int | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`policy` "reject" refuses as the module says; "evict" leaves the limits to Redis."""
+        """`policy` "reject" refuses as the module says; "evict" leaves the limits to Redis. `clock`
+        (seconds, monotonic) times the INFO readings, so it decides when the next one is due."""
         self._client = client
         self._shards = shards
         self._stats = stats
@@ -59,7 +62,8 @@ class MemoryLimits:
         self._masters: dict[str, MasterMemory] = {}
         self._shard_master: list[str] = []
         self.ledger = Reserve(connections_per_node())
-        self._memory_at = 0.0
+        self._clock = clock
+        self._memory_at: float | None = None  # the clock at the last INFO reading (or failed attempt)
         self._memory_refresh: asyncio.Task[None] | None = None
         self._warned_policies: set[str] = set()
         self._info_warned = False
@@ -93,7 +97,8 @@ class MemoryLimits:
         master = self._masters.get(name)
         near = master is not None and master.near(self.reserve, self.ledger.pending(name))
         running = self._memory_refresh is not None and not self._memory_refresh.done()
-        if not running and time.monotonic() - self._memory_at >= (NEAR_MAX_AGE_S if near else MAX_AGE_S):
+        due = self._memory_at is None or self._clock() - self._memory_at >= (NEAR_MAX_AGE_S if near else MAX_AGE_S)
+        if not running and due:
             self._memory_refresh = asyncio.get_running_loop().create_task(self._read(now))
         return self._memory_refresh
 
@@ -103,7 +108,7 @@ class MemoryLimits:
         (a fresh reading may find they took less than counted)."""
         if self.policy != "reject":
             return
-        if self._memory_at == 0.0:
+        if self._memory_at is None:
             await self._read(now)
         running = self._schedule_refresh(shard, now)
         reason = self.refusal(shard, hold)
@@ -172,7 +177,7 @@ class MemoryLimits:
         masters, owners = await self._read_info()
         self.ledger.apply(mark, {name: (m.used, m.clients) for name, m in masters.items()})
         self._masters, self._shard_master, self._refusing = masters, owners, set()
-        self._memory_at = time.monotonic()
+        self._memory_at = self._clock()
         for policy in {m.policy for m in masters.values()} - {SAFE_POLICY, ""} - self._warned_policies:
             self._warned_policies.add(policy)
             log.warning(
@@ -185,7 +190,7 @@ class MemoryLimits:
         try:
             await self.refresh()
         except SessionStoreException as exc:
-            self._memory_at = time.monotonic()  # retried after MAX_AGE_S, not on every create
+            self._memory_at = self._clock()  # retried after MAX_AGE_S, not on every create
             unreachable = isinstance(exc.__cause__, (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterException))
             if not self._info_warned and not unreachable:  # an unreachable store is reported as such
                 self._info_warned = True

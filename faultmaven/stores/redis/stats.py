@@ -1,10 +1,12 @@
 """The Redis store's stats: counts and bytes read from Redis, so every replica reports the same numbers,
-served from a snapshot so that /health and the metrics cost no round trip."""
+served from a snapshot so that /health and the metrics cost no round trip. The snapshot's age is read from
+an injected monotonic clock (time.monotonic by default), so tests age it without waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -27,21 +29,25 @@ class StatsSnapshot:
         shards: Sequence[Shard],
         max_age_s: float,
         read_memory: Callable[[], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`read_memory` runs with each reading, before it is served (the memory limits read INFO then)."""
+        """`read_memory` runs with each reading, before it is served (the memory limits read INFO then);
+        `clock` (seconds, monotonic) times the readings and the snapshot's age."""
         self._client = client
         self._shards = shards
         self.max_age_s = max_age_s
         self._read_memory = read_memory
+        self._clock = clock
         self._snapshot: StoreStats | None = None
-        self._at = 0.0
+        self._at: float | None = None  # the clock at the last successful reading
         self._error: str | None = None
         self._refreshing: asyncio.Task[None] | None = None
 
     @property
     def read_at(self) -> float:
-        """time.monotonic() of the last successful reading; 0.0 before the first."""
-        return self._at
+        """The clock's reading at the last successful reading; 0.0 before the first."""
+        return 0.0 if self._at is None else self._at
 
     @property
     def error(self) -> str | None:
@@ -64,7 +70,7 @@ class StatsSnapshot:
         stored, expired, stored_bytes = (sum(int(x or 0) for x in replies[i::3]) for i in range(3))
         await self._read_memory()
         self._snapshot = StoreStats(stored, expired, stored_bytes)
-        self._at = time.monotonic()
+        self._at = self._clock()
         self._error = None
 
     async def _read(self, now: float) -> list[Any]:
@@ -82,7 +88,7 @@ class StatsSnapshot:
     def stats(self, now: float) -> StoreStats:
         """The last snapshot (at most about max_age_s old); a stale one schedules a refresh.
         Before the first read: counts and age None (never an error)."""
-        age = time.monotonic() - self._at
+        age = math.inf if self._at is None else self._clock() - self._at
         if age > self.max_age_s and (self._refreshing is None or self._refreshing.done()):
             with contextlib.suppress(RuntimeError):  # no running loop: the caller gets the last snapshot
                 self._refreshing = asyncio.get_running_loop().create_task(self.refresh_quietly(now))

@@ -29,7 +29,8 @@ session, the write of its last activity and the move of its deadline.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence, Set
+import time
+from collections.abc import Callable, Sequence, Set
 from itertools import count
 from typing import Any, Unpack
 
@@ -75,10 +76,12 @@ class RedisStore:
         policy: str = "reject",
         memory_reserve: float = 0.10,
         max_bytes: int | None = None,
+        monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`policy` "reject" refuses new sessions (SessionStoreFullError) while the master that would hold
         one is within `memory_reserve` of its maxmemory, or while the stored session bytes reach
-        `max_bytes` (SESSION_MAX_MEMORY_MB, when set explicitly); "evict" leaves the limits to Redis."""
+        `max_bytes` (SESSION_MAX_MEMORY_MB, when set explicitly); "evict" leaves the limits to Redis.
+        `monotonic_clock` times the stats and INFO memory snapshots (a test's fake ages them at once)."""
         shards = shards_under(prefix)
         if policy not in ("reject", "evict"):
             raise ValueError("policy must be 'reject' or 'evict'")
@@ -89,9 +92,17 @@ class RedisStore:
         self.client: aioredis.Redis | RedisCluster = connect(url)
         self.shards: tuple[Shard, ...] = shards
         self.scripts = ScriptRunner(self.client, SCRIPTS, at_once=POOL_SIZE)
-        self.snapshot = StatsSnapshot(self.client, shards, stats_max_age_s, read_memory=self._read_memory)
+        self.snapshot = StatsSnapshot(
+            self.client, shards, stats_max_age_s, read_memory=self._read_memory, clock=monotonic_clock
+        )
         self.memory = MemoryLimits(
-            self.client, shards, self.snapshot, policy=policy, reserve=memory_reserve, max_bytes=max_bytes
+            self.client,
+            shards,
+            self.snapshot,
+            policy=policy,
+            reserve=memory_reserve,
+            max_bytes=max_bytes,
+            clock=monotonic_clock,
         )
         self.leases = Leases(self.client, shards, self.scripts)
         self.detailed_endings = False
