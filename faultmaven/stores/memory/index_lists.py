@@ -7,7 +7,10 @@ million sessions add no work to a full garbage collection. What expired, and its
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import ItemsView, Iterator
+from itertools import groupby, pairwise, repeat
+from operator import itemgetter
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores.memory.index_lanes import Ends, Lane, LaneHeaps
@@ -32,6 +35,23 @@ from faultmaven.stores.memory.layout import (
     with_lnext,
     with_lprev,
 )
+
+
+def _neighbours(ids: list[str], order: list[int]) -> tuple[list[str | None], list[str | None]]:
+    """By position: the id before and the id after each session in `order` (None at the ends)."""
+    before: list[str | None] = [None] * len(ids)
+    after: list[str | None] = [None] * len(ids)
+    for prev, i in pairwise(order):
+        after[prev] = ids[i]
+        before[i] = ids[prev]
+    return before, after
+
+
+def _ends(positions: Iterator[int]) -> tuple[int, int]:
+    """The first and the last of a non-empty run of positions."""
+    first = next(positions)
+    tail = deque(positions, maxlen=1)
+    return first, tail[0] if tail else first
 
 
 class ExpiryLists:
@@ -69,6 +89,12 @@ class ExpiryLists:
 
     def items(self) -> ItemsView[str, Node]:
         return self._nodes.items()
+
+    def frozen(self) -> dict[str, Node]:
+        """Every session's node at this instant: one C-level copy of the dict (the nodes are immutable, so a
+        snapshot encodes the copy off the loop; it holds only untracked values, so no garbage collection
+        walks it)."""
+        return self._nodes.copy()
 
     def record(self, sid: str) -> SessionRecord | None:
         """The stored session, expired or not, without recording activity."""
@@ -153,29 +179,38 @@ class ExpiryLists:
         self._creation.last = sid
         self._bytes += static[COST]
 
-    def load(self, sessions: list[tuple[str, float, Static]]) -> None:
-        """Fill an empty index at once (a snapshot read back): the creation list in creation order and
-        each lane in activity order, as the creates and touches in time had left them."""
+    def load(self, ids: list[str], actives: list[float], statics: list[Static]) -> list[int]:
+        """Fill an empty index at once (a snapshot read back) with sessions given by position (ids, last
+        activities, fields): the creation list in creation order and each lane in activity order, as the
+        creates and touches in time had left them; sessions created, or last active, at the same instant
+        keep the order they are given in. Every pass is C-level, or a plain loop over positions: no lookup
+        by id. Returns the positions in activity order. ValueError, the index left empty, if an id
+        appears twice."""
         if self._nodes:
             raise ValueError("load() fills an empty index")
-        if not sessions:
-            return
-        created = sorted(sessions, key=lambda s: (s[2][CREATED], s[0]))
-        cprev = dict(zip((s[0] for s in created), [None, *(s[0] for s in created[:-1])], strict=True))
-        cnext = dict(zip((s[0] for s in created), [*(s[0] for s in created[1:]), None], strict=True))
-        self._creation.first, self._creation.last = created[0][0], created[-1][0]
-        lanes: dict[float, list[tuple[str, float, Static]]] = {}
-        for session in sorted(sessions, key=lambda s: (s[1], s[0])):
-            lanes.setdefault(session[2][TIMEOUT], []).append(session)
-        nodes = self._nodes
-        for timeout, members in lanes.items():
-            lane = self._lanes[timeout] = Lane(members[0][0])
-            lane.last = members[-1][0]
-            self._heaps.add(self._lanes, timeout, members[0][1])
-            ids: list[str | None] = [None, *(m[0] for m in members), None]
-            for i, (sid, active, static) in enumerate(members, 1):
-                nodes[sid] = (ids[i - 1], ids[i + 1], cprev[sid], cnext[sid], active, 0, static)
-        self._bytes = sum(s[2][COST] for s in sessions)
+        if not ids:
+            return []
+        created = sorted(range(len(ids)), key=[s[CREATED] for s in statics].__getitem__)
+        cprev, cnext = _neighbours(ids, created)
+        order = sorted(range(len(ids)), key=actives.__getitem__)
+        timeouts = [s[TIMEOUT] for s in statics].__getitem__
+        by_lane = sorted(order, key=timeouts)  # each lane's positions together, in activity order
+        lprev, lnext = _neighbours(ids, by_lane)
+        lanes = [(timeout, *_ends(members)) for timeout, members in groupby(by_lane, key=timeouts)]
+        for _, first, last in lanes:
+            lprev[first], lnext[last] = None, None  # a lane's ends: no link to the lane beside
+        # Nodes built in the order the sessions were read: each list read front to back.
+        nodes = dict(zip(ids, zip(lprev, lnext, cprev, cnext, actives, repeat(0), statics), strict=True))
+        if len(nodes) != len(ids):
+            raise ValueError("a session id appears twice")
+        self._nodes = nodes
+        self._creation.first, self._creation.last = ids[created[0]], ids[created[-1]]
+        for timeout, first, last in lanes:
+            lane = self._lanes[timeout] = Lane(ids[first])
+            lane.last = ids[last]
+            self._heaps.add(self._lanes, timeout, actives[first])
+        self._bytes = sum(map(itemgetter(COST), statics))
+        return order
 
     def move_to_tail(self, sid: str, node: Node, now: float, static: Static) -> None:
         """Record activity at `now` (`static`: the same fields, or new data of the same cost): the most

@@ -8,6 +8,8 @@ collector tracks per session.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 from typing import TypeAlias
 
 from faultmaven.stores.memory.layout import CLIENT, USER, Static
@@ -55,6 +57,17 @@ class UserLists:
         self._links[prev] = (self._links[prev][0], sid)  # type: ignore[index]
         self._links[sid] = (prev, None)
         users.last = sid
+
+    def load(self, ids: list[str], users: list[str | None], order: list[int]) -> None:
+        """Fill empty lists at once (a snapshot read back) from sessions by position: their ids, their
+        users (None: none), `order` the positions in activity order."""
+        by_user: dict[str, list[str]] = {}
+        for i in compress(order, map(is_not, map(users.__getitem__, order), repeat(None))):
+            by_user.setdefault(users[i], []).append(ids[i])  # type: ignore[arg-type]
+        for user, mine in by_user.items():
+            users_list = self._lists[user] = _UserList(mine[0])
+            users_list.last = mine[-1]
+            self._links.update(zip(mine, zip([None, *mine[:-1]], [*mine[1:], None], strict=True), strict=True))
 
     def move_to_tail(self, sid: str, user: str) -> None:
         """Activity on `sid`: the most recently active of its user's list."""
@@ -113,6 +126,13 @@ class ResumePairs:
     def set(self, user: str | None, client: str, sid: str) -> None:
         self._pairs[pair_key(user, client)] = sid
 
+    def load(self, ids: list[str], users: list[str | None], clients: list[str | None], order: list[int]) -> None:
+        """Fill empty pairs at once (a snapshot read back) from sessions by position, `order` the positions
+        in activity order: each pair resumes the most recently active of its sessions."""
+        pairs = self._pairs
+        for i in compress(order, map(is_not, map(clients.__getitem__, order), repeat(None))):
+            pairs[pair_key(users[i], clients[i])] = ids[i]  # type: ignore[arg-type]
+
     def drop(self, sid: str, static: Static) -> None:
         """`sid` ended: its pair no longer resumes it (a pair taken over by a newer session is kept)."""
         key = pair_key(static[USER], static[CLIENT])  # type: ignore[arg-type]
@@ -142,6 +162,12 @@ class SessionOwners:
             self.users.append(sid, user)
         if client is not None:
             self.pairs.set(user, client, sid)
+
+    def load(self, ids: list[str], statics: list[Static], order: list[int]) -> None:
+        """Fill empty owners at once from sessions by position, `order` the positions in activity order."""
+        users, clients = list(map(itemgetter(USER), statics)), list(map(itemgetter(CLIENT), statics))
+        self.users.load(ids, users, order)
+        self.pairs.load(ids, users, clients, order)
 
     def forget(self, sid: str, static: Static) -> None:
         """`sid` ended: out of its user's list, and its resume pair gone."""

@@ -76,11 +76,12 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self.index)
 
-    def load(self, sessions: list[tuple[str, float, Static]]) -> None:
-        """Fill this empty store with (id, last activity, fields) of sessions (a snapshot read back)."""
-        self.index.load(sessions)
-        for sid, _, static in sorted(sessions, key=lambda s: s[1]):  # users' lists in activity order
-            self.owners.add(sid, static)
+    def load(self, ids: list[str], actives: list[float], statics: list[Static]) -> None:
+        """Fill this empty store with sessions given by position: ids, last activities, fields (a snapshot
+        read back). Those last active at the same instant keep the order they are given in, in every
+        list. ValueError, the store left empty, if an id appears twice."""
+        order = self.index.load(ids, actives, statics)
+        self.owners.load(ids, statics, order)
 
     def record(self, session_id: str) -> SessionRecord | None:
         """The stored session, expired or not, without recording activity (what tests peek with)."""
