@@ -5,20 +5,31 @@ the rule "expired from min(last_activity + timeout, created + ABSOLUTE) on"; res
 ownership (another user's session is absent) are modelled too, and so is the data's version: writes
 replace the data or merge a patch into it (RFC 7396), optionally conditional on a version. The machine is built by
 `build_machine(make_store)` so the same rules run against every store, and against the deliberately
-broken stores of the power check.
+broken stores of the power check. On a memory store it also restarts: a snapshot written, the process down
+a while, a new store and manager loaded from the file, and every rule and invariant goes on with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import string
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionNotFoundError, SessionStoreFullError, SessionVersionConflict
@@ -27,6 +38,7 @@ from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
 from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
 from tests.support import FakeClock, assert_store_consistent
@@ -154,6 +166,11 @@ class Model:
 
 REFUSALS = [0]  # creates and updates refused for room, for the budget test to see the rule was reached
 STEPS = [0]  # state-machine steps run in this process (rules and initializers), for the CI step count
+# Restarts of a memory store through its snapshot: all of them, those that carried a session whose deadline
+# passed (before the stop or while down), a user's list of two or more sessions, and a user's list with two
+# sessions last active at the same instant (whose order only the lists themselves hold).
+RESTARTS = {"all": 0, "with_expired": 0, "with_user_lists": 0, "with_ties": 0}
+DOWNTIMES = st.sampled_from([0.0, 0.25, 30.0, 60.0, 200.0])  # seconds the process is down at a restart
 
 
 REFUSED_ID = "b" * 43  # what a refused create hands the bundle: well formed, never issued
@@ -169,7 +186,20 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.clock = FakeClock()
-        self.store = type(self).make_store()
+        self.snapshot_dir: str | None = None  # made at the first restart, removed at teardown
+        self.events: list[tuple[str, str]] = []  # what the listener received: (session id, reason)
+        self.start(type(self).make_store())
+        self.expected: list[tuple[str, str]] = []  # the removals the model made
+        self.ticks = 0
+        self.model: dict[str, Model] = {}
+        self.cleanup_runs = 0
+        self.created = 0
+        self.cleaned = 0
+        self.scheduler_on = False
+
+    def start(self, store: Any) -> None:
+        """A manager on `store`, as the service starts one: the settings of every run, a listener."""
+        self.store = store
         settings = Settings(
             timeout_minutes=TIMEOUT_MINUTES,
             min_timeout_minutes=0.5,
@@ -179,19 +209,13 @@ class SessionMachine(RuleBasedStateMachine):
             max_per_user=MAX_PER_USER,
         )
         self.manager = GatedManager(self.store, settings=settings, clock=self.clock)
-        self.events: list[tuple[str, str]] = []  # what the listener received: (session id, reason)
         self.manager.add_session_end_listener(lambda end: self.events.append((end.session_id, end.reason)))
-        self.expected: list[tuple[str, str]] = []  # the removals the model made
-        self.ticks = 0
-        self.model: dict[str, Model] = {}
-        self.cleanup_runs = 0
-        self.created = 0
-        self.cleaned = 0
-        self.scheduler_on = False
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.manager.close())
         self.loop.close()
+        if self.snapshot_dir is not None:
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -539,6 +563,29 @@ class SessionMachine(RuleBasedStateMachine):
         self.run(self.manager.stop_cleanup_scheduler())
         self.scheduler_on = False
 
+    @precondition(lambda self: isinstance(self.store, MemoryStore))
+    @rule(down=DOWNTIMES)
+    def restart(self, down: float) -> None:
+        """A graceful stop and a start of a memory store's service: the snapshot written, the process down
+        for `down` seconds, a new store loaded from the file under a new manager, and every rule and
+        invariant goes on with it. Counters start again from zero, as they do in a new process."""
+        if self.snapshot_dir is None:
+            self.snapshot_dir = tempfile.mkdtemp(prefix="faultmaven-machine-")
+        path = f"{self.snapshot_dir}/sessions.snapshot"
+        assert self.run(write_snapshot(self.store, path)) == len(self.model)
+        self.run(self.manager.close())  # the old manager's endings are delivered before it stops
+        self.clock.advance(down)
+        self.start(type(self).make_store())
+        assert self.run(load_snapshot(self.store, path)) == len(self.model)
+        self.cleanup_runs = self.cleaned = 0
+        self.scheduler_on = False
+        RESTARTS["all"] += 1
+        RESTARTS["with_expired"] += any(not self.live(sid) for sid in self.model)
+        lists = [self.user_sessions(user, live_only=False) for user in ("alice", "bob")]
+        RESTARTS["with_user_lists"] += any(len(ids) > 1 for ids in lists)
+        actives = [[self.model[sid].last_activity for sid in ids] for ids in lists]
+        RESTARTS["with_ties"] += any(len(set(times)) < len(times) for times in actives)
+
     # -- invariants -----------------------------------------------------------------------------------
 
     @invariant()
@@ -596,3 +643,16 @@ def build_machine(make_store: Callable[[], Any], name: str, budget: int | None =
 
 
 BudgetMachine = build_machine(lambda: PeekableStore(max_bytes=BUDGET), "BudgetMachine", BUDGET)
+
+
+class UsersAtOneInstantMachine(SessionMachine):
+    """The same machine, started with one user's sessions over three timeouts, created and touched at one
+    instant in a drawn order: their order in the user's list is held by the list alone (their lanes differ),
+    which is what a restart must bring back."""
+
+    @initialize(target=SessionMachine.sessions, touches=st.lists(st.integers(0, 2), max_size=4))
+    def sessions_at_one_instant(self, touches: list[int]) -> Any:
+        ids = [self.do_create({"i": i}, timeout, "alice") for i, timeout in enumerate([None, 2.0, 0.5])]
+        for i in touches:
+            self.expect_activity(ids[i], self.run(self.manager.touch_session(ids[i], user_id="alice")), "alice")
+        return multiple(*ids)

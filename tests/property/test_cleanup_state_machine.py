@@ -1,4 +1,5 @@
-"""The state machine against the real manager and in-memory store (profile from HYPOTHESIS_PROFILE)."""
+"""The state machine against the real manager and in-memory store (profile from HYPOTHESIS_PROFILE), with
+restarts through a snapshot among its steps."""
 
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ from hypothesis.stateful import run_state_machine_as_test
 from tests.property import machine
 
 
+def _restarts_during(machine_type: type[machine.SessionMachine]) -> dict[str, int]:
+    before = dict(machine.RESTARTS)
+    run_state_machine_as_test(machine_type)
+    return {kind: machine.RESTARTS[kind] - before[kind] for kind in before}
+
+
 def test_session_state_machine() -> None:
     before = machine.STEPS[0]
-    run_state_machine_as_test(machine.SessionMachine)
+    ran = _restarts_during(machine.SessionMachine)
     steps = machine.STEPS[0] - before
-    print(f"state machine: {steps} steps")
+    print(f"state machine: {steps} steps, restarts through a snapshot: {ran}")
     if os.environ.get("HYPOTHESIS_PROFILE") == "ci":
         assert steps >= 10_000, f"the ci profile ran only {steps} steps"
+    # The restart step is reached, and with sessions whose deadline passed before the stop or while down.
+    assert ran["all"] and ran["with_expired"], f"restarts: {ran}"
+
+
+def test_restarts_keep_each_users_list_in_its_order() -> None:
+    """Started with a user's sessions last active at one instant in three lanes: restarts carry them."""
+    ran = _restarts_during(machine.UsersAtOneInstantMachine)
+    print(f"restarts through a snapshot: {ran}")
+    assert ran["with_ties"], f"no restart carried a user's sessions last active at one instant: {ran}"
