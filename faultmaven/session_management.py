@@ -243,11 +243,10 @@ class SessionManager:
         return self.counters.refusing(self._now())
 
     def budget_applies(self) -> bool:  # SESSION_MAX_MEMORY_MB bounds Redis only when set explicitly
-        return bool(getattr(self.store, "budget_from_settings", True))
+        return self.store.budget_from_settings
 
-    def store_pressure(self) -> list[str]:  # the store's memory-limit reasons for /health, if it has any
-        reasons = getattr(self.store, "memory_reasons", None)
-        return list(reasons()) if reasons is not None else []
+    def store_pressure(self) -> list[str]:  # the store's memory-limit reasons for /health
+        return self.store.memory_reasons()
 
     def get_session_metrics(self) -> dict[str, int | float | None]:
         """Counters and store counts; O(1) amortised, safe to call on every request."""

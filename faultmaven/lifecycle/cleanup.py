@@ -16,13 +16,19 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from faultmaven.exceptions import SessionCleanupException, SessionStoreException
 from faultmaven.lifecycle.counters import SessionCounters
 from faultmaven.lifecycle.endings import EndingsHandler
 from faultmaven.observability.audit import RunRecord, log_run
 from faultmaven.observability.histogram import DurationHistogram
-from faultmaven.stores.base import SessionStore
+from faultmaven.stores.base import CleanupOperations, StoreMetrics
+
+
+class CleanupStore(CleanupOperations, StoreMetrics, Protocol):
+    """What a cleanup run uses of a store: its cleanup operations, and the stats it refreshes."""
+
 
 log = logging.getLogger("faultmaven.sessions")
 
@@ -61,7 +67,7 @@ class CleanupRunner:
     """One cleanup at a time over a store; counts and log records for each run. `pause` runs between
     batches (tests pass one that acts at exactly that point)."""
 
-    store: SessionStore
+    store: CleanupStore
     batch_size: int
     clock: Callable[[], float]
     endings: EndingsHandler

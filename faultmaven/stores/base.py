@@ -97,7 +97,7 @@ class Endings:
         return chain.from_iterable(self._details or ())
 
 
-class SessionStore(Protocol):
+class SessionOperations(Protocol):
     """Storage for sessions with per-session idle timeouts and an absolute deadline.
 
     Every call that reads or writes a session takes `now` and applies the expiry rule (expired from
@@ -151,6 +151,13 @@ class SessionStore(Protocol):
         """A fresh session id for a session of this user and client (or in the same place as `like`, for
         rotation): a sharded store puts the shard in it."""
 
+
+class CleanupOperations(Protocol):
+    """What a cleanup run needs of a store: its parts, a batch of removals, the leases, the endings."""
+
+    def take_endings(self) -> Endings:
+        """What this process's calls ended since the last call (see SessionOperations.take_endings)."""
+
     def cleanup_parts(self) -> Sequence[int]:
         """The parts a cleanup run visits one after the other, each under its own lease (a sharded store:
         its shards, in an order that spreads replicas over them)."""
@@ -165,13 +172,6 @@ class SessionStore(Protocol):
         the same run) are passed over.
         """
 
-    def stats(self, now: float) -> StoreStats:
-        """Session counts and memory estimate; cheap enough for every /health call. `age_s` None (and the
-        counts None) until a store that reads them over I/O has read them once."""
-
-    async def refresh_stats(self, now: float) -> None:
-        """Bring what stats() serves up to date (a store that needs I/O serves a snapshot)."""
-
     async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
         """The cleanup lease of `part`: a token if this process may clean it now, else None."""
 
@@ -179,5 +179,27 @@ class SessionStore(Protocol):
         """Extend a held lease; False once it was lost (expired, or taken by another replica)."""
 
     async def release_lease(self, token: str) -> None: ...
+
+
+class StoreMetrics(Protocol):
+    """What the stats and the memory pressure need of a store: counts, and its own memory limits."""
+
+    @property
+    def budget_from_settings(self) -> bool:
+        """Whether SESSION_MAX_MEMORY_MB bounds this store (in memory: always; Redis: only when set)."""
+
+    def stats(self, now: float) -> StoreStats:
+        """Session counts and memory estimate; cheap enough for every /health call. `age_s` None (and the
+        counts None) until a store that reads them over I/O has read them once."""
+
+    async def refresh_stats(self, now: float) -> None:
+        """Bring what stats() serves up to date (a store that needs I/O serves a snapshot)."""
+
+    def memory_reasons(self) -> list[str]:
+        """Why the store's own memory limits are pressing, for /health ([] when nothing is)."""
+
+
+class SessionStore(SessionOperations, CleanupOperations, StoreMetrics, Protocol):
+    """A whole store, as the manager takes it: sessions, cleanup and metrics, and closing it."""
 
     async def close(self) -> None: ...

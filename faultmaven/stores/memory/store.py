@@ -263,6 +263,15 @@ class MemoryStore:
     async def refresh_stats(self, now: float) -> None:
         """Nothing to do: stats() counts in-process."""
 
+    @property
+    def budget_from_settings(self) -> bool:
+        """SESSION_MAX_MEMORY_MB is this store's budget."""
+        return True
+
+    def memory_reasons(self) -> list[str]:
+        """None of its own: the manager reports the budget from the store's stats."""
+        return []
+
     async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
         return "local"  # one process: nobody else to share the work with
 
