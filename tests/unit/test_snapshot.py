@@ -1,20 +1,26 @@
-"""The in-memory store's snapshot: every session back with everything that defines it, an expired one
-invisible and ended as expired, a broken file moved aside, the file written atomically with mode 0600."""
+"""The in-memory store's snapshot: every session back with everything that defines it, every list in its
+order (ties in activity included), an expired one invisible and ended as expired, a broken file moved
+aside, the file written atomically with mode 0600, the loop and the collector spared."""
 
 from __future__ import annotations
 
+import gc
+import io
 import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory import snapshot
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
-from tests.support import FakeClock
+from tests.support import EPOCH, FakeClock, assert_store_consistent
 
 SETTINGS = Settings(cleanup_enabled=False, max_per_user=0)
 
@@ -90,8 +96,8 @@ async def test_the_file_is_written_atomically_and_only_its_owner_reads_it(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]  # no temporary file left behind
 
 
-def _header(version: object = 1, fmt: str = "faultmaven-sessions-snapshot") -> bytes:
-    return pickle.dumps({"format": fmt, "version": version, "written_at": 0.0, "count": 0})
+def _header(version: object = 1, fmt: str = "faultmaven-sessions-snapshot", count: int = 0) -> bytes:
+    return pickle.dumps({"format": fmt, "version": version, "written_at": 0.0, "count": count})
 
 
 @pytest.mark.parametrize(
@@ -124,3 +130,194 @@ async def test_a_file_that_cannot_be_read_is_moved_aside(
 async def test_no_file_no_sessions(tmp_path: Path) -> None:
     assert await load_snapshot(MemoryStore(), tmp_path / "absent") == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def lists(store: MemoryStore) -> dict[str, list[str]]:
+    """Every list of the store, walked in order: each lane, the creation list, each user's list, the pairs."""
+
+    def walk(first: str | None, nxt: int) -> list[str]:
+        ids = []
+        while first is not None:
+            ids.append(first)
+            first = store.index.get(first)[nxt]  # type: ignore[index]
+        return ids
+
+    found = {f"lane {timeout}": walk(first, mem.LNEXT) for timeout, first, _, _ in store.index.lanes()}
+    found["created"] = walk(store.index.creation()[0], mem.CNEXT)
+    found |= {f"user {user}": store.owners.users.ids(user) for user, _, _ in store.owners.users.ends()}
+    found["pairs"] = sorted(f"{key}={sid}" for key, sid in store.owners.pairs.items())
+    return found
+
+
+async def test_sessions_last_active_at_one_instant_come_back_in_the_order_of_every_list(tmp_path: Path) -> None:
+    """Two users, anonymous sessions and clients, three timeouts, everything at one instant: the order of
+    each lane and of each user's list is only in the lists themselves (not in the times), and comes back."""
+    clock = FakeClock()
+    manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=clock)
+    ids = []
+    for i in range(12):
+        user = (None, "alice", "bob")[i % 3]
+        client = f"browser-{i:04d}" if i % 4 == 0 else None
+        created = await manager.create_session(user, {"i": i}, client_id=client, timeout_minutes=(30, 60, 5)[i % 4 % 3])
+        ids.append((created.session_id, user))
+    for sid, user in [ids[i] for i in (4, 1, 7, 0, 10, 4, 2, 11)]:  # touches at the same instant
+        assert await manager.touch_session(sid, user_id=user) is not None
+    clock.advance(1)
+    await manager.touch_session(ids[5][0], user_id=ids[5][1])
+    before = lists(manager.store)  # type: ignore[arg-type]
+    assert len(before) == 7  # three lanes, the creation list, two users, the pairs
+
+    again = await restarted(manager, tmp_path / "snap", clock)
+    after = lists(again.store)  # type: ignore[arg-type]
+    assert_store_consistent(again.store)  # type: ignore[arg-type]
+    # Sessions created at one instant share their absolute deadline, so their order in the creation list
+    # decides nothing: it is not kept. Every other list is, in its order.
+    assert sorted(after.pop("created")) == sorted(before.pop("created"))
+    assert after == before
+
+
+def _nodes(*lanes: list[str]) -> dict[str, mem.Node]:
+    """Nodes of sessions in lanes (no creation links, no fields: what the writer's ordering reads)."""
+    nodes: dict[str, mem.Node] = {}
+    for lane in lanes:
+        for prev, sid, nxt in zip([None, *lane[:-1]], lane, [*lane[1:], None], strict=True):
+            nodes[sid] = (prev, nxt, None, None, 0.0, 0, ())  # type: ignore[assignment]
+    return nodes
+
+
+def test_the_writer_keeps_each_users_order_across_lanes() -> None:
+    # Lanes [a1, a2] and [b1, b2]; one user's list, least recent first: b1, a1, b2, a2.
+    user = {"b1": (None, "a1"), "a1": ("b1", "b2"), "b2": ("a1", "a2"), "a2": ("b2", None)}
+    nodes = _nodes(["a1", "a2"], ["b1", "b2"])
+    written = [sid for sid, _ in snapshot._list_order(nodes, ["a1", "b1"], user.get)]
+    assert written == ["b1", "a1", "b2", "a2"]
+    assert nodes == {}  # the copy is emptied as the sessions are written
+
+
+def test_user_links_that_changed_while_read_cannot_hold_the_writer() -> None:
+    """A user's links read while the store changes can form a cycle: every session is still written once."""
+    cycle = {"a": ("c", None), "b": ("a", None), "c": ("b", None)}
+    nodes = _nodes(["a", "x"], ["b"], ["c"])
+    written = [sid for sid, _ in snapshot._list_order(nodes, ["a", "b", "c"], cycle.get)]
+    assert sorted(written) == ["a", "b", "c", "x"]
+    assert written.index("a") < written.index("x")  # a lane's order holds whatever the user links say
+
+
+async def test_a_snapshot_larger_than_a_chunk_is_written_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "CHUNK", 3)
+    manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=FakeClock())
+    for i in range(10):
+        await manager.create_session("u" if i % 2 else None, {"i": i})
+    assert await write_snapshot(manager.store, tmp_path / "snap") == 10  # type: ignore[arg-type]
+    file = io.BytesIO((tmp_path / "snap").read_bytes())
+    header, chunks = pickle.load(file), []
+    while (chunk := pickle.load(file)) is not None:
+        chunks.append(len(chunk))
+    assert header["count"] == 10 and chunks == [3, 3, 3, 1]
+    again = MemoryStore()
+    assert await load_snapshot(again, tmp_path / "snap") == 10
+    assert lists(again) == lists(manager.store)  # type: ignore[arg-type]
+
+
+async def test_loading_holds_off_full_collections_and_puts_the_thresholds_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load runs the youngest generation's collections only; the thresholds are back afterwards, also
+    after a file that cannot be read."""
+    manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=FakeClock())
+    await manager.create_session("u")
+    await write_snapshot(manager.store, tmp_path / "snap")  # type: ignore[arg-type]
+    thresholds = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
+    load = MemoryStore.load
+    monkeypatch.setattr(MemoryStore, "load", lambda self, *a: (during.append(gc.get_threshold()), load(self, *a)))
+    assert await load_snapshot(MemoryStore(), tmp_path / "snap") == 1
+    assert during == [(thresholds[0], 1 << 30, 1 << 30)]
+    assert gc.get_threshold() == thresholds
+    (tmp_path / "snap").write_bytes(b"garbage")
+    assert await load_snapshot(MemoryStore(), tmp_path / "snap") == 0
+    assert gc.get_threshold() == thresholds
+
+
+STATIC = ("u", None, "troubleshooting", 1.0, 60.0, 100.0, b"{}", b"{}", 10, 1)
+WRONG = [5, b"x", None, 1, "60", None, "{}", None, 1.5, "1"]  # a wrong type for each field, in order
+
+
+def _file(*chunks: Any, count: int | None = None) -> bytes:
+    sessions = sum(len(chunk) for chunk in chunks if isinstance(chunk, list))
+    return _header(count=sessions if count is None else count) + b"".join(map(pickle.dumps, [*chunks, None]))
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        *([("id", 1.0, (*STATIC[:i], wrong, *STATIC[i + 1 :]))] for i, wrong in enumerate(WRONG)),
+        [(5, 1.0, STATIC)],  # the id
+        [("id", "1.0", STATIC)],  # the last activity
+        [("id", 1.0, list(STATIC))],  # the fields
+        [("id", 1.0, STATIC[:9])],
+        [("id", 1.0)],
+        [("id", 1.0, STATIC), ["id2", 1.0, STATIC]],
+        (("id", 1.0, STATIC),),  # a chunk that is no list
+    ],
+)
+async def test_a_record_of_another_shape_makes_the_file_unreadable(tmp_path: Path, chunk: Any) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(_file(chunk, count=len(chunk)))
+    store = MemoryStore()
+    assert await load_snapshot(store, path) == 0
+    assert len(store) == 0 and list(tmp_path.glob("snap.unreadable-*"))
+
+
+async def test_a_file_is_read_chunk_by_chunk_an_empty_one_too(tmp_path: Path) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(_file([("a", 5.0, STATIC)], [], [("b", 6.0, (None, "tab", *STATIC[2:]))]))
+    store = MemoryStore()
+    assert await load_snapshot(store, path) == 2
+    assert [store.record(sid).last_activity for sid in "ab"] == [5.0, 6.0]  # type: ignore[union-attr]
+    assert store.owners.users.ids("u") == ["a"] and store.owners.pairs.get(None, "tab") == "b"
+    assert_store_consistent(store)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (_file([("a", 5.0, STATIC)], count=2), "count does not match"),
+        (_file([("a", 5.0, STATIC)], [("a", 6.0, STATIC)]), "appears twice"),
+    ],
+)
+async def test_a_file_whose_sessions_do_not_add_up_is_moved_aside(
+    tmp_path: Path, content: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(content)
+    store = MemoryStore()
+    with caplog.at_level(logging.ERROR, logger="faultmaven.sessions"):
+        assert await load_snapshot(store, path) == 0
+    assert len(store) == 0 and store.index.creation() == (None, None, None) and not list(store.index.lanes())
+    (record,) = caplog.records
+    assert why in record.reason  # type: ignore[attr-defined]
+    path.write_bytes(_file([("a", 5.0, STATIC)]))
+    assert await load_snapshot(store, path) == 1  # the store was left empty, and loads
+
+
+async def test_loading_into_a_store_that_holds_sessions_is_a_mistake_not_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(_file([("a", 5.0, STATIC)]))
+    store = MemoryStore()
+    assert await load_snapshot(store, path) == 1
+    with pytest.raises(ValueError, match="fills an empty index"):
+        await load_snapshot(store, path)
+    assert path.exists() and len(store) == 1
+
+
+def test_a_store_loads_sessions_by_position() -> None:
+    store = MemoryStore()
+    statics = [(*STATIC[:3], float(i), *STATIC[4:]) for i in range(3)]  # created 0, 1, 2
+    store.load(["a", "b", "c"], [EPOCH + 2, EPOCH, EPOCH + 1], statics)  # type: ignore[arg-type]
+    assert lists(store) == {
+        "lane 60.0": ["b", "c", "a"], "created": ["a", "b", "c"], "user u": ["a", "c", "b"], "pairs": []
+    }  # fmt: skip
+    assert store.index.bytes == 30
