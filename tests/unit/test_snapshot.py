@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,17 @@ def _header(version: object = 1, fmt: str = "faultmaven-sessions-snapshot", coun
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (b"", "cut short"),
-        (b"\x80\x05garbage", "corrupt"),
-        (_header(version=2) + pickle.dumps(None), "format version 2"),
-        (_header(fmt="something-else") + pickle.dumps(None), "not a FaultMaven"),
-        (_header(), "cut short"),  # no end marker: truncated
-        (_header() + pickle.dumps([("id", "not-a-float", ())]) + pickle.dumps(None), "wrong shape"),
-        (_header() + pickle.dumps(os.system) + pickle.dumps(None), "corrupt"),  # a class reference: refused
+        (b"", "cut short or corrupt (EOFError)"),
+        (b"\x80\x05garbage", "cut short or corrupt (UnpicklingError)"),
+        (_header(version=2) + pickle.dumps(None), "format version 2, this build reads 1"),
+        (_header(fmt="something-else") + pickle.dumps(None), "not a FaultMaven sessions snapshot"),
+        (_header(), "cut short or corrupt (EOFError)"),  # no end marker: truncated
+        (
+            _header() + pickle.dumps([("id", "not-a-float", ())]) + pickle.dumps(None),
+            "a session record has the wrong shape",
+        ),
+        # A class reference: refused.
+        (_header() + pickle.dumps(os.system) + pickle.dumps(None), "cut short or corrupt (UnpicklingError)"),
     ],
 )
 async def test_a_file_that_cannot_be_read_is_moved_aside(
@@ -123,8 +128,9 @@ async def test_a_file_that_cannot_be_read_is_moved_aside(
     assert len(store) == 0 and not path.exists()
     (aside,) = tmp_path.glob("snap.unreadable-*")
     assert aside.read_bytes() == content  # kept, never overwritten
-    (record,) = caplog.records
-    assert why in record.reason  # type: ignore[attr-defined]
+    (record,) = caplog.records  # one line: what happened, why, and where the file went
+    assert record.getMessage() == "Session snapshot unreadable: moved aside, starting empty"
+    assert (record.reason, record.moved_to) == (why, str(aside))  # type: ignore[attr-defined]
 
 
 async def test_no_file_no_sessions(tmp_path: Path) -> None:
@@ -194,6 +200,14 @@ def test_the_writer_keeps_each_users_order_across_lanes() -> None:
     assert nodes == {}  # the copy is emptied as the sessions are written
 
 
+def test_the_writer_waits_for_each_session_before_it_in_its_users_list() -> None:
+    # Three lanes of one session each, heads in the order a, b, c; the user's list, least recent first:
+    # c, b, a. Each waits for the one before it, which comes out only after the lanes' heads were read.
+    user = {"c": (None, "b"), "b": ("c", "a"), "a": ("b", None)}
+    written = [sid for sid, _ in snapshot._list_order(_nodes(["a"], ["b"], ["c"]), ["a", "b", "c"], user.get)]
+    assert written == ["c", "b", "a"]
+
+
 def test_user_links_that_changed_while_read_cannot_hold_the_writer() -> None:
     """A user's links read while the store changes can form a cycle: every session is still written once."""
     cycle = {"a": ("c", None), "b": ("a", None), "c": ("b", None)}
@@ -210,12 +224,16 @@ async def test_a_snapshot_larger_than_a_chunk_is_written_in_chunks(
     manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=FakeClock())
     for i in range(10):
         await manager.create_session("u" if i % 2 else None, {"i": i})
+    started = time.time()
     assert await write_snapshot(manager.store, tmp_path / "snap") == 10  # type: ignore[arg-type]
     file = io.BytesIO((tmp_path / "snap").read_bytes())
     header, chunks = pickle.load(file), []
     while (chunk := pickle.load(file)) is not None:
         chunks.append(len(chunk))
-    assert header["count"] == 10 and chunks == [3, 3, 3, 1]
+    assert chunks == [3, 3, 3, 1]
+    written_at = header.pop("written_at")  # the wall clock when it was written, for whoever reads the file
+    assert header == {"format": "faultmaven-sessions-snapshot", "version": 1, "count": 10}
+    assert started <= written_at <= time.time()
     again = MemoryStore()
     assert await load_snapshot(again, tmp_path / "snap") == 10
     assert lists(again) == lists(manager.store)  # type: ignore[arg-type]
@@ -263,12 +281,17 @@ def _file(*chunks: Any, count: int | None = None) -> bytes:
         (("id", 1.0, STATIC),),  # a chunk that is no list
     ],
 )
-async def test_a_record_of_another_shape_makes_the_file_unreadable(tmp_path: Path, chunk: Any) -> None:
+async def test_a_record_of_another_shape_makes_the_file_unreadable(
+    tmp_path: Path, chunk: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "snap"
     path.write_bytes(_file(chunk, count=len(chunk)))
     store = MemoryStore()
-    assert await load_snapshot(store, path) == 0
+    with caplog.at_level(logging.ERROR, logger="faultmaven.sessions"):
+        assert await load_snapshot(store, path) == 0
     assert len(store) == 0 and list(tmp_path.glob("snap.unreadable-*"))
+    (record,) = caplog.records
+    assert record.reason == "a session record has the wrong shape"  # type: ignore[attr-defined]
 
 
 async def test_a_file_is_read_chunk_by_chunk_an_empty_one_too(tmp_path: Path) -> None:
@@ -284,8 +307,8 @@ async def test_a_file_is_read_chunk_by_chunk_an_empty_one_too(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (_file([("a", 5.0, STATIC)], count=2), "count does not match"),
-        (_file([("a", 5.0, STATIC)], [("a", 6.0, STATIC)]), "appears twice"),
+        (_file([("a", 5.0, STATIC)], count=2), "the session count does not match the header"),
+        (_file([("a", 5.0, STATIC)], [("a", 6.0, STATIC)]), "a session id appears twice"),
     ],
 )
 async def test_a_file_whose_sessions_do_not_add_up_is_moved_aside(
@@ -298,7 +321,7 @@ async def test_a_file_whose_sessions_do_not_add_up_is_moved_aside(
         assert await load_snapshot(store, path) == 0
     assert len(store) == 0 and store.index.creation() == (None, None, None) and not list(store.index.lanes())
     (record,) = caplog.records
-    assert why in record.reason  # type: ignore[attr-defined]
+    assert record.reason == why  # type: ignore[attr-defined]
     path.write_bytes(_file([("a", 5.0, STATIC)]))
     assert await load_snapshot(store, path) == 1  # the store was left empty, and loads
 
@@ -321,3 +344,20 @@ def test_a_store_loads_sessions_by_position() -> None:
         "lane 60.0": ["b", "c", "a"], "created": ["a", "b", "c"], "user u": ["a", "c", "b"], "pairs": []
     }  # fmt: skip
     assert store.index.bytes == 30
+
+
+async def test_a_write_that_fails_leaves_the_last_snapshot_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=FakeClock())
+    await manager.create_session("u")
+    path = tmp_path / "snap"
+    path.write_bytes(b"the last snapshot")
+
+    def full_disk(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "_dump", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        await write_snapshot(manager.store, path)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"] and path.read_bytes() == b"the last snapshot"

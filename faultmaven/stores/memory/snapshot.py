@@ -41,7 +41,6 @@ log = logging.getLogger("faultmaven.sessions")
 MAGIC = "faultmaven-sessions-snapshot"
 VERSION = 1
 CHUNK = 10_000  # sessions per pickled chunk: the writer thread lets go of the interpreter between chunks
-_STATIC_TYPES = (str | None, str | None, str, float, float, float, bytes, bytes, int, int)
 
 Sessions = tuple[list[str], list[float], list[Static]]  # ids, last activities, fields: by position
 UserLinks = Callable[[str], "tuple[str | None, str | None] | None"]  # a session's (prev, next) in its user's list
@@ -132,12 +131,14 @@ async def write_snapshot(store: MemoryStore, path: str | Path) -> int:
     return await asyncio.to_thread(_write, Path(path), store.index.frozen(), heads, store.owners.users.links)
 
 
-def _types(allowed: Any) -> frozenset[type]:
-    return frozenset(getattr(allowed, "__args__", (allowed,)))
-
-
-_RECORD_TYPES = (frozenset({str}), frozenset({float}), frozenset({tuple}))
-_FIELD_TYPES = tuple(map(_types, _STATIC_TYPES))
+_RECORD_TYPES = (frozenset({str}), frozenset({float}), frozenset({tuple}))  # id, last activity, fields
+_NONE = type(None)
+# The fields' types in the order of layout.Static: user id, client id, type, created, timeout, absolute
+# deadline, data, metadata, cost, version.
+_FIELD_TYPES = (
+    *[frozenset({str, _NONE})] * 2, frozenset({str}), *[frozenset({float})] * 3, *[frozenset({bytes})] * 2,
+    *[frozenset({int})] * 2,
+)  # fmt: skip
 
 
 def _columns(chunk: Any) -> tuple[tuple[str, ...], tuple[float, ...], tuple[Static, ...]]:
