@@ -21,7 +21,7 @@ from faultmaven.stores import MemoryStore
 from faultmaven.stores.memory import layout as mem
 from faultmaven.stores.memory import snapshot
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
-from tests.support import EPOCH, FakeClock, assert_store_consistent
+from tests.support import EPOCH, FakeClock, assert_store_consistent, exactly
 
 SETTINGS = Settings(cleanup_enabled=False, max_per_user=0)
 
@@ -156,12 +156,14 @@ def lists(store: MemoryStore) -> dict[str, list[str]]:
 
 
 async def test_sessions_last_active_at_one_instant_come_back_in_the_order_of_every_list(tmp_path: Path) -> None:
-    """Two users, anonymous sessions and clients, three timeouts, everything at one instant: the order of
-    each lane and of each user's list is only in the lists themselves (not in the times), and comes back."""
+    """Two users, anonymous sessions and clients, three timeouts, half created at one instant and the rest
+    created and touched at the next: the order of each lane and of each user's list among sessions last
+    active at one instant is only in the lists themselves (not in the times), and comes back."""
     clock = FakeClock()
     manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=clock)
     ids = []
     for i in range(12):
+        clock.advance(1 if i == 6 else 0)
         user = (None, "alice", "bob")[i % 3]
         client = f"browser-{i:04d}" if i % 4 == 0 else None
         created = await manager.create_session(user, {"i": i}, client_id=client, timeout_minutes=(30, 60, 5)[i % 4 % 3])
@@ -178,7 +180,10 @@ async def test_sessions_last_active_at_one_instant_come_back_in_the_order_of_eve
     assert_store_consistent(again.store)  # type: ignore[arg-type]
     # Sessions created at one instant share their absolute deadline, so their order in the creation list
     # decides nothing: it is not kept. Every other list is, in its order.
-    assert sorted(after.pop("created")) == sorted(before.pop("created"))
+    created = after.pop("created")
+    assert sorted(created) == sorted(before.pop("created"))
+    times = [again.store.record(sid).created_at for sid in created]  # type: ignore[attr-defined]
+    assert times == sorted(times) and len(set(times)) == 2
     assert after == before
 
 
@@ -331,17 +336,17 @@ async def test_loading_into_a_store_that_holds_sessions_is_a_mistake_not_a_bad_f
     path.write_bytes(_file([("a", 5.0, STATIC)]))
     store = MemoryStore()
     assert await load_snapshot(store, path) == 1
-    with pytest.raises(ValueError, match="fills an empty index"):
+    with pytest.raises(ValueError, match=exactly("load() fills an empty index")):
         await load_snapshot(store, path)
     assert path.exists() and len(store) == 1
 
 
 def test_a_store_loads_sessions_by_position() -> None:
     store = MemoryStore()
-    statics = [(*STATIC[:3], float(i), *STATIC[4:]) for i in range(3)]  # created 0, 1, 2
+    statics = [(*STATIC[:3], created, *STATIC[4:]) for created in (1.0, 2.0, 0.0)]
     store.load(["a", "b", "c"], [EPOCH + 2, EPOCH, EPOCH + 1], statics)  # type: ignore[arg-type]
     assert lists(store) == {
-        "lane 60.0": ["b", "c", "a"], "created": ["a", "b", "c"], "user u": ["a", "c", "b"], "pairs": []
+        "lane 60.0": ["b", "c", "a"], "created": ["c", "a", "b"], "user u": ["a", "c", "b"], "pairs": []
     }  # fmt: skip
     assert store.index.bytes == 30
 
