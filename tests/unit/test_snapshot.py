@@ -264,6 +264,25 @@ async def test_loading_holds_off_full_collections_and_puts_the_thresholds_back(
     assert gc.get_threshold() == thresholds
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_writing_pauses_the_collector_and_leaves_it_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    """The copy a snapshot encodes is as large as the store: no collection walks it while it is written."""
+    manager = SessionManager(MemoryStore(), settings=SETTINGS, clock=FakeClock())
+    await manager.create_session("u")
+    during: list[bool] = []
+    write = snapshot._write
+    monkeypatch.setattr(snapshot, "_write", lambda *args: (during.append(gc.isenabled()), write(*args))[1])
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        assert await write_snapshot(manager.store, tmp_path / "snap") == 1  # type: ignore[arg-type]
+        assert during == [False] and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
 STATIC = ("u", None, "troubleshooting", 1.0, 60.0, 100.0, b"{}", b"{}", 10, 1)
 WRONG = [5, b"x", None, 1, "60", None, "{}", None, 1.5, "1"]  # a wrong type for each field, in order
 

@@ -92,8 +92,7 @@ class ExpiryLists:
 
     def frozen(self) -> dict[str, Node]:
         """Every session's node at this instant: one C-level copy of the dict (the nodes are immutable, so a
-        snapshot encodes the copy off the loop; it holds only untracked values, so no garbage collection
-        walks it)."""
+        snapshot encodes the copy off the loop)."""
         return self._nodes.copy()
 
     def record(self, sid: str) -> SessionRecord | None:
