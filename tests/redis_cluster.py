@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.redis_server import _receive
 from tests.redis_server import command as _command
 from tests.support import require_tool
 
@@ -60,22 +59,8 @@ class ClusterTLS:
         return context
 
     def command(self, port: int, *args: str, timeout: float = 2.0) -> str:
-        """tests.redis_server.command over TLS: one RESP inline command, the reply as text."""
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
-            self.context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
-        ):
-            conn.sendall((" ".join(args) + "\r\n").encode())
-            data = b""
-            while b"\r\n" not in data:
-                data += _receive(conn)
-            header, _, body = data.partition(b"\r\n")
-            if not header.startswith(b"$") or header == b"$-1":
-                return header.decode()
-            size = int(header[1:])
-            while len(body) < size + 2:
-                body += _receive(conn)
-            return body[:size].decode(errors="replace")
+        """tests.redis_server.command over TLS."""
+        return _command(port, *args, timeout=timeout, tls=self.context)
 
 
 def info(port: int, section: str = "replication", *, command: Command = _command) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -21,10 +22,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(port: int, *args: str, timeout: float = 2.0) -> str:
-    """One command over a raw socket (RESP inline), the reply as text: no client library involved. A
-    status or error reply comes back as its line ("+PONG", "-LOADING ..."), a bulk reply as its body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+def command(port: int, *args: str, timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> str:
+    """One command over a raw socket (RESP inline; over TLS with `tls`), the reply as text: no client
+    library involved. A status or error reply comes back as its line ("+PONG", "-LOADING ..."), a bulk
+    reply as its body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, _wrapped(raw, tls) as conn:
         conn.sendall((" ".join(args) + "\r\n").encode())
         data = b""
         while b"\r\n" not in data:
@@ -36,6 +38,10 @@ def command(port: int, *args: str, timeout: float = 2.0) -> str:
         while len(body) < size + 2:
             body += _receive(conn)
         return body[:size].decode(errors="replace")
+
+
+def _wrapped(raw: socket.socket, tls: ssl.SSLContext | None) -> socket.socket:
+    return raw if tls is None else tls.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def _receive(conn: socket.socket) -> bytes:
