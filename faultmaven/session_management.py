@@ -106,7 +106,7 @@ class SessionManager:
         record = new_record(self.settings, self.store.new_id, self._now, *fields)
         with self._settling(user_id, write=True), self.counters.rejections(record.created_at):
             stored, resumed = await self.store.create(record, record.created_at, self.settings.max_per_user)
-        self.counters.count_create(resumed)
+        self.counters.count_create(resumed, record.created_at)
         log.debug("Session created", extra={"session": fingerprint(stored.session_id), "resumed": resumed})
         return stored.to_session(resumed=resumed)
 

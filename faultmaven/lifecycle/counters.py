@@ -13,6 +13,9 @@ from faultmaven.exceptions import SessionOverMemoryBudgetError, SessionStoreFull
 from faultmaven.stores.base import REASONS, Endings, StoreStats
 
 REFUSING_FOR_S = 60.0  # /health reports refused creates for this long after the last one
+# A create that succeeds this long after the last refusal ends the report sooner. Sooner than that, a
+# success only means a cleanup freed a few slots of a store that is still full: /health would flap.
+RECOVERED_AFTER_S = 5.0
 _MIB = 1024 * 1024
 
 
@@ -32,18 +35,20 @@ class SessionCounters:
         self.last_cleanup_duration_ms: float | None = None
         self.rejected_full = 0
         self.rejected_too_large = 0
-        self._refusing_since: float | None = None  # last store-full refusal, until a create succeeds
+        self._refusing_since: float | None = None  # last store-full refusal, until the store recovers
 
     def count_endings(self, endings: Endings) -> None:
         for reason, count in endings.counts.items():
             self.ended[reason] = self.ended.get(reason, 0) + count
         self.ended_lifetime_s += endings.lifetime_s
 
-    def count_create(self, resumed: bool) -> None:
+    def count_create(self, resumed: bool, now: float) -> None:
         if resumed:
             self.resumed += 1
-        else:
-            self.created += 1
+            return
+        self.created += 1
+        since = self._refusing_since
+        if since is not None and now - since >= RECOVERED_AFTER_S:
             self._refusing_since = None
 
     def run_finished(self, at: float, duration_ms: float) -> None:
@@ -69,7 +74,8 @@ class SessionCounters:
         return {"store_full": self.rejected_full, "too_large": self.rejected_too_large}
 
     def refusing(self, now: float) -> bool:
-        """From a store-full refusal until a create succeeds, or REFUSING_FOR_S after the last refusal."""
+        """From a store-full refusal until a create succeeds RECOVERED_AFTER_S or more after the last
+        refusal, or REFUSING_FOR_S after it."""
         since = self._refusing_since
         return since is not None and now - since < REFUSING_FOR_S
 

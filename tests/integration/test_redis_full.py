@@ -13,6 +13,7 @@ import redis
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionStoreFullError
+from faultmaven.lifecycle.counters import RECOVERED_AFTER_S
 from faultmaven.observability.health import health_report
 from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
@@ -124,6 +125,8 @@ async def test_a_full_redis_keeps_every_existing_session_working(small_redis: Re
         assert all([await manager.delete_session(s.session_id, user_id=s.user_id) for s in fifth])
         created = await create_until_accepted(manager)
         assert await manager.get_session(created.session_id, user_id="after") is not None
+        clock.advance(RECOVERED_AFTER_S)  # a create this long after the last refusal ends the report
+        await manager.create_session("after", DATA)
         assert not manager.refusing_creates()
     finally:
         await manager.close()

@@ -9,7 +9,7 @@ import pytest
 
 from faultmaven.config import Settings
 from faultmaven.exceptions import SessionStoreException, SessionStoreFullError
-from faultmaven.lifecycle.counters import REFUSING_FOR_S
+from faultmaven.lifecycle.counters import RECOVERED_AFTER_S, REFUSING_FOR_S
 from faultmaven.observability.health import health_report
 from faultmaven.session import Session
 from faultmaven.session_management import SessionManager
@@ -113,7 +113,26 @@ async def test_at_the_budget_reads_heartbeats_updates_deletes_and_rotation_keep_
     rotated = await manager.rotate_session(ids[3])
     assert await manager.get_session(rotated.session_id) is not None
     assert await manager.delete_session(ids[0])
+    clock.advance(RECOVERED_AFTER_S)
     assert (await manager.create_session("u9", {"k": "v"})).user_id == "u9"  # the freed room is used
+    assert not manager.refusing_creates()
+
+
+async def test_a_create_that_fills_a_freed_slot_soon_after_a_refusal_keeps_the_store_full_report(
+    clock: FakeClock,
+) -> None:
+    """A cleanup that frees a few slots of a full store lets a create or two through between refusals:
+    /health goes on saying the store is full rather than flapping to healthy and back."""
+    manager, ids = await full_store(clock)
+    clock.advance(RECOVERED_AFTER_S - 0.5)
+    assert await manager.delete_session(ids[0])
+    await manager.create_session("u9", {"k": "v"})
+    assert manager.refusing_creates()
+    reasons = health_report(manager)["services"]["session_manager"]["reasons"]
+    assert "session store full: new sessions are refused (503, SESSION_MEMORY_POLICY=reject)" in reasons
+    clock.advance(0.5)  # a create RECOVERED_AFTER_S after the last refusal: the store has recovered
+    assert await manager.delete_session(ids[1])
+    await manager.create_session("u8", {"k": "v"})
     assert not manager.refusing_creates()
 
 
