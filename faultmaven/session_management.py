@@ -11,11 +11,11 @@ a store call.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from faultmaven.config.config import Settings
@@ -35,6 +35,7 @@ from faultmaven.session import (
     is_valid_id,
 )
 from faultmaven.stores import SessionStore, store_from_url
+from faultmaven.stores.base import Endings, Report
 from faultmaven.validation import MAX_PAGE, check_page, check_version, minutes, new_record
 
 __all__ = ["MAX_PAGE", "Session", "SessionEnd", "SessionManager"]
@@ -82,13 +83,9 @@ class SessionManager:
         self._last_now = now if (now := self._clock()) > self._last_now else self._last_now
         return self._last_now
 
-    @contextlib.contextmanager
-    def _settling(self, user_id: str | None = None, *, write: bool = False) -> Iterator[None]:
-        """Whatever the store call inside ends, returned or raised, goes the one path for endings."""
-        try:
-            yield
-        finally:
-            self._endings.settle(self.store.take_endings(), user_id=user_id, write=write)
+    def _report(self, user_id: str | None = None, *, write: bool = False) -> Report:
+        """Where a store call on behalf of `user_id` hands what it ended: the one path for endings."""
+        return functools.partial(self._endings.settle, user_id=user_id, write=write)
 
     async def create_session(
         self,
@@ -104,8 +101,11 @@ class SessionManager:
         activity recorded, data, metadata and timeout unchanged, `session_resumed` True."""
         fields = (user_id, client_id, timeout_minutes, session_type, data, metadata)
         record = new_record(self.settings, self.store.new_id, self._now, *fields)
-        with self._settling(user_id, write=True), self.counters.rejections(record.created_at):
-            stored, resumed = await self.store.create(record, record.created_at, self.settings.max_per_user)
+        report = self._report(user_id, write=True)
+        with self.counters.rejections(record.created_at):
+            stored, resumed = await self.store.create(
+                record, record.created_at, self.settings.max_per_user, report=report
+            )
         self.counters.count_create(resumed, record.created_at)
         log.debug("Session created", extra={"session": fingerprint(stored.session_id), "resumed": resumed})
         return stored.to_session(resumed=resumed)
@@ -127,8 +127,9 @@ class SessionManager:
         if not is_valid_id(session_id):
             raise SessionNotFoundError(_NOT_FOUND)
         new_id = self.store.new_id(None, None, like=session_id)
-        record = await self.store.rotate(session_id, new_id, self._now(), user_id)
-        self._endings.settle(self.store.take_endings(), user_id=record.user_id if record else user_id)
+        ended = Endings()  # settled once the session's user is known
+        record = await self.store.rotate(session_id, new_id, self._now(), user_id, report=ended.absorb)
+        self._endings.settle(ended, user_id=record.user_id if record else user_id)
         if record is None:
             raise SessionNotFoundError(_NOT_FOUND)
         return record.to_session()
@@ -148,8 +149,7 @@ class SessionManager:
     async def revoke_user_sessions(self, user_id: str) -> int:
         """End every session of the user (ASVS 7.4.2, 7.4.5); returns how many were live."""
         check_user_id(user_id)
-        with self._settling(user_id):
-            return await self.store.revoke_user(user_id, self._now())
+        return await self.store.revoke_user(user_id, self._now(), report=self._report(user_id))
 
     def add_session_end_listener(self, callback: SessionEndListener) -> None:
         """Call `callback` once per removed session, after the removal, with a SessionEnd. Sync or async;
@@ -175,9 +175,10 @@ class SessionManager:
         check_version(if_version)
         limit, now = self.settings.max_data_bytes, self._now()
         blob = encode_data(data, limit, "merge patch" if merge else "session data")
-        with self._settling(user_id, write=True), self.counters.rejections(now):
+        report = self._report(user_id, write=True)
+        with self.counters.rejections(now):
             record = await self.store.replace_data(
-                session_id, blob, now, user_id, limit=limit, merge=bool(merge), if_version=if_version
+                session_id, blob, now, user_id, report=report, limit=limit, merge=bool(merge), if_version=if_version
             )
         if record is None:
             raise SessionNotFoundError(_NOT_FOUND)
@@ -187,8 +188,7 @@ class SessionManager:
         """Remove the session; True only if it was live (an expired one is removed but returns False)."""
         if not is_valid_id(session_id):
             return False
-        with self._settling(user_id):
-            was_live = await self.store.delete(session_id, self._now(), user_id)
+        was_live = await self.store.delete(session_id, self._now(), user_id, report=self._report(user_id))
         log.debug("Session deleted", extra={"session": fingerprint(session_id), "was_live": bool(was_live)})
         return bool(was_live)
 

@@ -195,9 +195,9 @@ class HookedStore(MemoryStore):
         self.batches = 0
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
-        result = await super().remove_idle(now, max_idle_s, limit, exclude, part)
+        result = await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
         self.batches += 1
         if self.after_batch is not None:
             await self.after_batch(result)
@@ -213,10 +213,10 @@ class PoisonStore(MemoryStore):
         self.poison = set(poison)
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         skip = set(exclude) | self.poison
-        result = await super().remove_idle(now, max_idle_s, limit, skip, part)
+        result = await super().remove_idle(now, max_idle_s, limit, skip, part, **kw)
         stored = [r for r in map(self.record, self.poison - set(exclude)) if r is not None]
         due = set(due_ids(self, now, max_idle_s))
         result.failed = [r.session_id for r in stored if r.session_id in due]
@@ -235,10 +235,10 @@ class DownStore(MemoryStore):
             raise SessionStoreException("store unreachable (injected)")
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         self._check()
-        return await super().remove_idle(now, max_idle_s, limit, exclude, part)
+        return await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
 
     def stats(self, now: float) -> Any:
         self._check()

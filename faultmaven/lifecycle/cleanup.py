@@ -23,7 +23,7 @@ from faultmaven.lifecycle.counters import SessionCounters
 from faultmaven.lifecycle.endings import EndingsHandler
 from faultmaven.observability.audit import RunRecord, log_run
 from faultmaven.observability.histogram import DurationHistogram
-from faultmaven.stores.base import CleanupOperations, StoreMetrics
+from faultmaven.stores.base import CleanupOperations, Endings, StoreMetrics
 
 
 class CleanupStore(CleanupOperations, StoreMetrics, Protocol):
@@ -88,17 +88,16 @@ class CleanupRunner:
             try:
                 await self._parts(max_idle_s, leased, should_stop, progress)
                 if leased and not progress.held:
-                    self.counters.cleanup_skipped += 1
+                    self.counters.run_skipped()
                     log.info("Session cleanup skipped: other replicas hold every cleanup lease")
                     return 0
                 await self.store.refresh_stats(self.clock())
             except Exception as exc:
-                self.counters.cleanup_errors += 1
+                self.counters.run_failed()
                 record = self._record(run_id, trigger, started_at, t0, progress, f"failed: {reason}", errors=1)
                 log_run(record, logging.ERROR, error_type=type(exc).__name__, error=str(exc))
                 raise SessionCleanupException(f"cleanup run {run_id} failed: {type(exc).__name__}: {exc}") from exc
             finally:
-                self.endings.settle(self.store.take_endings(), wake=False)
                 self.endings.flush()  # the run is over: listeners get its endings now
             record = self._record(run_id, trigger, started_at, t0, progress, reason)
             self.durations.observe(record.duration_ms / 1000.0)
@@ -139,16 +138,17 @@ class CleanupRunner:
         self, part: int, max_idle_s: float | None, lease: str | None, should_stop: StopCheck, progress: _Progress
     ) -> None:
         """Batches over one part until it has nothing due, the lease is lost or the run should stop."""
+
+        def report(ended: Endings) -> None:
+            self.endings.settle(ended, wake=False)  # listeners run once the run is done, never during it
+            progress.freed += ended.freed_bytes
+
         while True:
-            batch = await self.store.remove_idle(self.clock(), max_idle_s, self.batch_size, progress.failed, part)
-            endings = self.store.take_endings()
-            self.endings.settle(endings, wake=False)  # listeners run once the run is done, never during it
+            now = self.clock()
+            batch = await self.store.remove_idle(now, max_idle_s, self.batch_size, progress.failed, part, report=report)
             progress.removed += batch.removed
-            progress.freed += endings.freed_bytes
-            self.counters.sessions_cleaned += batch.removed
-            if batch.failed:
-                self.counters.cleanup_errors += len(batch.failed)
-                progress.failed.update(batch.failed)
+            self.counters.batch_cleaned(batch.removed, len(batch.failed))
+            progress.failed.update(batch.failed)
             if batch.exhausted or not (batch.removed or batch.failed) or should_stop():
                 return
             if lease is not None and not await self.store.renew_lease(lease, LEASE_TTL_S):

@@ -51,6 +51,17 @@ class SessionCounters:
         if since is not None and now - since >= RECOVERED_AFTER_S:
             self._refusing_since = None
 
+    def batch_cleaned(self, removed: int, failed: int) -> None:
+        """One cleanup batch removed `removed` sessions and failed to remove `failed`."""
+        self.sessions_cleaned += removed
+        self.cleanup_errors += failed
+
+    def run_failed(self) -> None:
+        self.cleanup_errors += 1
+
+    def run_skipped(self) -> None:  # other replicas held every lease
+        self.cleanup_skipped += 1
+
     def run_finished(self, at: float, duration_ms: float) -> None:
         self.cleanup_runs += 1
         self.last_cleanup_time = at

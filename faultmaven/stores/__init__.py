@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from faultmaven.exceptions import ConfigError
-from faultmaven.stores.base import BatchResult, Endings, SessionStore, StoreStats
+from faultmaven.stores.base import BatchResult, Endings, Report, SessionStore, StoreStats
 from faultmaven.stores.memory.store import MemoryStore
 
-__all__ = ["BatchResult", "Endings", "MemoryStore", "SessionStore", "StoreStats", "store_from_url"]
+__all__ = ["BatchResult", "Endings", "MemoryStore", "Report", "SessionStore", "StoreStats", "store_from_url"]
 
 
 def store_from_url(

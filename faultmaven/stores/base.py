@@ -7,7 +7,7 @@ no read shows an expired session and no activity revives one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Protocol, TypedDict, Unpack
@@ -17,7 +17,7 @@ from faultmaven.session import SessionRecord
 
 @dataclass(slots=True)
 class BatchResult:
-    """How far one cleanup batch got (what it ended goes to the store's Endings, like every removal)."""
+    """How far one cleanup batch got (what it ended goes to the caller's `report`, like every removal)."""
 
     removed: int = 0
     failed: list[str] = field(default_factory=list)  # ids whose removal failed; the run skips them
@@ -54,7 +54,7 @@ REASONS = ("expired", "idle", "deleted", "revoked", "user_limit", "evicted", "ro
 
 
 class Endings:
-    """What a store's calls ended since they were last taken: the one way every removal is reported.
+    """What a store call ended: the one way every removal is reported (to the `report` the caller gave).
 
     Always kept: how many sessions ended for each reason, their summed lifetime (last activity minus
     creation) and the bytes freed, so every counter and the average lifetime see every ending. Kept only
@@ -90,11 +90,31 @@ class Endings:
         else:
             self._details.append(details)
 
+    def absorb(self, other: Endings) -> None:
+        """Add what `other` holds: its counts, and its details (read lazily, from `other`) if it has any."""
+        for reason, count in other.counts.items():
+            self.tally(reason, count)
+        self.lifetime_s += other.lifetime_s
+        self.freed_bytes += other.freed_bytes
+        if other.has_details():
+            self.attach(other)
+
+    def has_details(self) -> bool:
+        return self._details is not None
+
     def __len__(self) -> int:
         return sum(self.counts.values())
 
     def __iter__(self) -> Iterator[Ending]:
         return chain.from_iterable(self._details or ())
+
+
+Report = Callable[[Endings], None]
+"""Where a store call hands what it ended (see SessionOperations)."""
+
+
+def drop(endings: Endings) -> None:
+    """The report of a caller that does not want what a call ended."""
 
 
 class SessionOperations(Protocol):
@@ -104,15 +124,17 @@ class SessionOperations(Protocol):
     `min(last_activity + timeout, absolute deadline)` on) atomically with what it does, so no read shows
     an expired session and no activity revives one. Where a call takes `user_id`, a session owned by
     another user is treated as absent (sessions without a user are visible to anyone).
+
+    Every call that can end sessions takes `report`: what the call ended is handed to it, as one Endings
+    (each ending once), before the call returns or raises, and only there; it is not called when nothing
+    ended; the default, `drop`, discards them.
     """
 
     detailed_endings: bool  # while True (someone listens), each ending is kept whole, not only counted
 
-    def take_endings(self) -> Endings:
-        """What this process's calls ended since the last call (each ending once): every call that removes
-        sessions reports them here, and only here, whether it returned or raised."""
-
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
+    async def create(
+        self, record: SessionRecord, now: float, max_per_user: int = 0, *, report: Report = drop
+    ) -> tuple[SessionRecord, bool]:
         """Store `record`, or, if its (user, client) pair has a live session, record activity on that one
         and return it with True (resumed). One atomic step: concurrent creates of a pair make one session.
         With `max_per_user`, first end the user's least recently active live sessions (reason user_limit)
@@ -121,11 +143,11 @@ class SessionOperations(Protocol):
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
         """A page of the user's live sessions, most recently active first, and how many there are."""
 
-    async def revoke_user(self, user_id: str, now: float) -> int:
+    async def revoke_user(self, user_id: str, now: float, *, report: Report = drop) -> int:
         """Remove every session of the user (reason revoked; expired ones: expired); how many were live."""
 
     async def rotate(
-        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None, *, report: Report = drop
     ) -> SessionRecord | None:
         """Atomically give a live session `new_id`, everything else kept (its last activity too); the old
         id ends (reason rotated). None if not live or not the user's."""
@@ -134,7 +156,14 @@ class SessionOperations(Protocol):
         """Record activity at `now` and return the session, or None if unknown, expired or not the user's."""
 
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        *,
+        report: Report = drop,
+        **write: Unpack[DataWrite],
     ) -> SessionRecord | None:
         """Replace the data (with `merge`: apply `blob` to it as an RFC 7396 merge patch) and record activity,
         or return None if unknown, expired or not the user's. The data's version goes up by one if its
@@ -143,7 +172,9 @@ class SessionOperations(Protocol):
         SessionDataTooLargeError if the new data and the stored metadata together exceed `limit`.
         The options are those of DataWrite, all optional."""
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
+    async def delete(
+        self, session_id: str, now: float, user_id: str | None = None, *, report: Report = drop
+    ) -> bool | None:
         """Remove the session whatever its state (reason deleted): whether it was still live; None if it was
         not stored (or not the user's)."""
 
@@ -153,17 +184,22 @@ class SessionOperations(Protocol):
 
 
 class CleanupOperations(Protocol):
-    """What a cleanup run needs of a store: its parts, a batch of removals, the leases, the endings."""
-
-    def take_endings(self) -> Endings:
-        """What this process's calls ended since the last call (see SessionOperations.take_endings)."""
+    """What a cleanup run needs of a store: its parts, a batch of removals (its endings handed to
+    `report`, as SessionOperations' calls do) and the leases."""
 
     def cleanup_parts(self) -> Sequence[int]:
         """The parts a cleanup run visits one after the other, each under its own lease (a sharded store:
         its shards, in an order that spreads replicas over them)."""
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self,
+        now: float,
+        max_idle_s: float | None,
+        limit: int,
+        exclude: Set[str],
+        part: int = 0,
+        *,
+        report: Report = drop,
     ) -> BatchResult:
         """Remove up to `limit` sessions of `part` that are expired or, with `max_idle_s`, idle at least
         that long.

@@ -28,11 +28,11 @@ class FlakyStore(MemoryStore):
         self.rng = random.Random(seed)
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         candidates = [sid for sid in due_ids(self, now, max_idle_s) if sid not in exclude][:limit]
         failing = {sid for sid in candidates if self.rng.random() < self.fraction}
-        result = await super().remove_idle(now, max_idle_s, limit, set(exclude) | failing, part)
+        result = await super().remove_idle(now, max_idle_s, limit, set(exclude) | failing, part, **kw)
         result.failed = sorted(failing)
         return result
 
@@ -108,12 +108,12 @@ class _CancelInBatch(RedisStore):
     batches = 0
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         self.batches += 1
         if self.batches == 6:
             self.sent.set()
-        return await super().remove_idle(now, max_idle_s, limit, exclude, part)
+        return await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
 
 
 async def _sum_shards(store: RedisStore, command: str, index: int, *args: str) -> int:

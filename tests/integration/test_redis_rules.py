@@ -13,6 +13,7 @@ import pytest
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException
 from faultmaven.session import SessionRecord
+from faultmaven.stores.base import Endings, Report, drop
 from faultmaven.stores.redis.shards import shard_of_id
 from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
@@ -39,13 +40,14 @@ async def put(
     timeout_s: float = 1800.0,
     absolute_at: float = T0 + 10**6,
     max_per_user: int = 0,
+    report: Report = drop,
 ) -> SessionRecord:
     """A new session created at `at` (not a resumed one)."""
     record = session_record(
         sid=store.new_id(user, client), user=user, client=client, created=at, timeout_s=timeout_s,
         absolute_at=absolute_at,
     )  # fmt: skip
-    stored, resumed = await store.create(record, at, max_per_user)
+    stored, resumed = await store.create(record, at, max_per_user, report=report)
     assert not resumed
     return stored
 
@@ -84,8 +86,14 @@ async def traces(store: RedisStore, record: SessionRecord) -> list[str]:
     return found
 
 
-def reasons(store: RedisStore) -> list[str]:
-    return [reason for *_, reason in store.take_endings()]
+@pytest.fixture
+def ended() -> Endings:
+    """What the calls a test passes it to ended."""
+    return Endings()
+
+
+def reasons(ended: Endings) -> list[str]:
+    return [reason for *_, reason in ended]
 
 
 # -- expiry: the exact deadline --------------------------------------------------------------------------
@@ -97,35 +105,36 @@ async def test_redis_a_session_expires_exactly_at_its_idle_deadline(store: Redis
     assert await store.touch(s.session_id, T0 + 599.5 + 600.0) is None  # idle exactly its timeout
 
 
-async def test_redis_the_absolute_deadline_caps_activity(store: RedisStore) -> None:
+async def test_redis_the_absolute_deadline_caps_activity(store: RedisStore, ended: Endings) -> None:
     """Touched often, the session still ends at its absolute deadline: to the touch and to a cleanup."""
     s = await put(store, timeout_s=600.0, absolute_at=T0 + 1000.0)
     for at in (T0 + 400.0, T0 + 800.0, T0 + 999.5):
         assert await store.touch(s.session_id, at) is not None
     assert await store.touch(s.session_id, T0 + 1000.0) is None
-    batch = await store.remove_idle(T0 + 1000.0, None, 10, set(), part(s.session_id))
-    assert (batch.removed, reasons(store)) == (1, ["expired"])
+    batch = await store.remove_idle(T0 + 1000.0, None, 10, set(), part(s.session_id), report=ended.absorb)
+    assert (batch.removed, reasons(ended)) == (1, ["expired"])
 
 
 # -- cleanup ------------------------------------------------------------------------------------------------
 
 
-async def test_redis_idle_exactly_the_max_age_is_removed(store: RedisStore) -> None:
+async def test_redis_idle_exactly_the_max_age_is_removed(store: RedisStore, ended: Endings) -> None:
     s = await put(store, "ola")
     kept = await put(store, "ola", at=T0 + 0.5)  # the same user: the same shard
-    batch = await store.remove_idle(T0 + 600.0, 600.0, 10, set(), part(s.session_id))
-    assert (batch.removed, reasons(store)) == (1, ["idle"])
+    batch = await store.remove_idle(T0 + 600.0, 600.0, 10, set(), part(s.session_id), report=ended.absorb)
+    assert (batch.removed, reasons(ended)) == (1, ["idle"])
     assert await store.touch(s.session_id, T0 + 600.0) is None
     assert await store.touch(kept.session_id, T0 + 600.0) is not None  # idle 599.5 s
 
 
-async def test_redis_expired_and_idle_in_one_run_count_once_with_their_reasons(store: RedisStore) -> None:
+async def test_redis_expired_and_idle_in_one_run_count_once_with_their_reasons(
+    store: RedisStore, ended: Endings
+) -> None:
     """One user's shard: two sessions expired, one only idle, one fresh; a max-age run takes three, once."""
     expired = [await put(store, "ann", timeout_s=60.0) for _ in range(2)]
     idle = await put(store, "ann")
     fresh = await put(store, "ann", at=T0 + 290.0)
-    batch = await store.remove_idle(T0 + 300.0, 120.0, 10, set(), part(idle.session_id))
-    ended = store.take_endings()
+    batch = await store.remove_idle(T0 + 300.0, 120.0, 10, set(), part(idle.session_id), report=ended.absorb)
     assert (batch.removed, ended.counts) == (3, {"expired": 2, "idle": 1})
     assert sorted(reason for *_, reason in ended) == ["expired", "expired", "idle"]
     assert ended.lifetime_s == 0.0 and not batch.failed and batch.exhausted
@@ -133,14 +142,16 @@ async def test_redis_expired_and_idle_in_one_run_count_once_with_their_reasons(s
     assert await store.touch(fresh.session_id, T0 + 300.0) is not None
 
 
-async def test_redis_a_max_age_run_reads_past_kept_sessions_up_to_the_longest_timeout(store: RedisStore) -> None:
+async def test_redis_a_max_age_run_reads_past_kept_sessions_up_to_the_longest_timeout(
+    store: RedisStore, ended: Endings
+) -> None:
     """Mixed timeouts, one user's shard: the deadline order is not the activity order. A short-timeout
     session used just now (deadline soonest, kept) comes before a long-timeout one idle past the max age."""
     long_idle = await put(store, "ned", timeout_s=3600.0)
     short_used = await put(store, "ned", timeout_s=300.0, at=T0 + 650.0)
     long_used = await put(store, "ned", timeout_s=3600.0, at=T0 + 650.0)
-    batch = await store.remove_idle(T0 + 660.0, 600.0, 10, set(), part(long_idle.session_id))
-    assert (batch.removed, reasons(store), batch.exhausted) == (1, ["idle"], True)
+    batch = await store.remove_idle(T0 + 660.0, 600.0, 10, set(), part(long_idle.session_id), report=ended.absorb)
+    assert (batch.removed, reasons(ended), batch.exhausted) == (1, ["idle"], True)
     assert await traces(store, long_idle) == []
     assert [await store.touch(s.session_id, T0 + 660.0) is not None for s in (short_used, long_used)] == [True, True]
 
@@ -171,26 +182,27 @@ async def test_redis_a_batch_removes_at_most_its_limit(store: RedisStore, max_id
 
 
 @pytest.mark.parametrize("how", ["delete", "expired", "idle", "revoke", "user_limit", "rotate"])
-async def test_redis_a_removed_session_leaves_no_key_naming_it(store: RedisStore, how: str) -> None:
+async def test_redis_a_removed_session_leaves_no_key_naming_it(store: RedisStore, how: str, ended: Endings) -> None:
     s = await put(store, "cat", CLIENT, timeout_s=600.0)
     assert await traces(store, s) == ["hash", "exp", "user index", "pair"]
     now = T0 + 10.0
     if how == "delete":
-        assert await store.delete(s.session_id, now, "cat") is not None
+        assert await store.delete(s.session_id, now, "cat", report=ended.absorb) is not None
     elif how in ("expired", "idle"):
         now = T0 + 600.0 if how == "expired" else T0 + 300.0
-        batch = await store.remove_idle(now, None if how == "expired" else 60.0, 10, set(), part(s.session_id))
+        max_idle = None if how == "expired" else 60.0
+        batch = await store.remove_idle(now, max_idle, 10, set(), part(s.session_id), report=ended.absorb)
         assert batch.removed == 1
     elif how == "revoke":
-        assert await store.revoke_user("cat", now) == 1
+        assert await store.revoke_user("cat", now, report=ended.absorb) == 1
     elif how == "user_limit":
-        await put(store, "cat", "browser-0002", at=now, max_per_user=1)
+        await put(store, "cat", "browser-0002", at=now, max_per_user=1, report=ended.absorb)
     else:
-        new = await store.rotate(s.session_id, store.new_id("cat", CLIENT, like=s.session_id), now, "cat")
-        assert new is not None
+        new_id = store.new_id("cat", CLIENT, like=s.session_id)
+        assert await store.rotate(s.session_id, new_id, now, "cat", report=ended.absorb) is not None
     assert await traces(store, s) == []
     reason = {"delete": "deleted", "revoke": "revoked", "rotate": "rotated"}.get(how, how)
-    assert reasons(store)[-1:] == [reason]
+    assert reasons(ended) == [reason]
 
 
 async def test_redis_removing_an_old_session_keeps_the_clients_pair_to_its_new_one(store: RedisStore) -> None:
@@ -227,12 +239,14 @@ async def test_redis_an_id_already_stored_is_not_overwritten(store: RedisStore) 
     assert got is not None and got.user_id == "eve" and got.blob == s.blob
 
 
-async def test_redis_a_create_retried_after_a_lost_reply_answers_its_own_session(store: RedisStore) -> None:
+async def test_redis_a_create_retried_after_a_lost_reply_answers_its_own_session(
+    store: RedisStore, ended: Endings
+) -> None:
     """redis-py's cluster client retries a command after a timeout: the script may have run already."""
     s = await put(store, "eve")
     again = session_record(sid=s.session_id, user="eve", created=s.created_at, blob=s.blob)
-    stored, resumed = await store.create(again, T0 + 0.5)
-    assert (stored.session_id, resumed, len(store.take_endings())) == (s.session_id, False, 0)
+    stored, resumed = await store.create(again, T0 + 0.5, report=ended.absorb)
+    assert (stored.session_id, resumed, len(ended)) == (s.session_id, False, 0)
     assert [r.session_id for r in (await store.list_user("eve", T0 + 1.0, 10, 0))[0]] == [s.session_id]
     await store.refresh_stats(T0 + 1.0)
     assert store.stats(T0 + 1.0).stored == 1  # stored once, counted once
@@ -251,20 +265,24 @@ async def test_redis_the_users_index_lives_as_long_as_its_sessions(store: RedisS
     assert user_ttl >= await client.pttl(shard.key(long.session_id)) > 0
 
 
-async def test_redis_the_per_user_limit_ends_exactly_the_least_recently_active(store: RedisStore) -> None:
+async def test_redis_the_per_user_limit_ends_exactly_the_least_recently_active(
+    store: RedisStore, ended: Endings
+) -> None:
     a = await put(store, "hal", at=T0)
     b = await put(store, "hal", at=T0 + 1.0)
     assert await store.touch(a.session_id, T0 + 2.0, "hal") is not None  # b is now the least recent
-    c = await put(store, "hal", at=T0 + 3.0, max_per_user=3)
-    assert reasons(store) == []  # three live: at the limit, none ended
-    d = await put(store, "hal", at=T0 + 4.0, max_per_user=3)
-    assert reasons(store) == ["user_limit"]
+    c = await put(store, "hal", at=T0 + 3.0, max_per_user=3, report=ended.absorb)
+    assert reasons(ended) == []  # three live: at the limit, none ended
+    d = await put(store, "hal", at=T0 + 4.0, max_per_user=3, report=ended.absorb)
+    assert reasons(ended) == ["user_limit"]
     page, total = await store.list_user("hal", T0 + 5.0, 10, 0)
     assert total == 3 and [r.session_id for r in page] == [d.session_id, c.session_id, a.session_id]
     assert await traces(store, b) == []
 
 
-async def test_redis_sessions_active_at_the_same_instant_are_in_the_order_they_were_used(store: RedisStore) -> None:
+async def test_redis_sessions_active_at_the_same_instant_are_in_the_order_they_were_used(
+    store: RedisStore, ended: Endings
+) -> None:
     """Ties of last activity: the later touch is the more recent, whatever the creation order."""
     a = await put(store, "ida")
     b = await put(store, "ida")
@@ -276,8 +294,8 @@ async def test_redis_sessions_active_at_the_same_instant_are_in_the_order_they_w
         assert await store.touch(s.session_id, T0 + 7.0, "ida") is not None
     page, _ = await store.list_user("ida", T0 + 8.0, 10, 0)
     assert [r.session_id for r in page] == [b.session_id, a.session_id]
-    await put(store, "ida", at=T0 + 9.0, max_per_user=2)
-    assert [ending[0] for ending in store.take_endings()] == [a.session_id]
+    await put(store, "ida", at=T0 + 9.0, max_per_user=2, report=ended.absorb)
+    assert [ending[0] for ending in ended] == [a.session_id]
 
 
 async def test_redis_a_touch_writes_the_session_and_its_deadline_only(store: RedisStore) -> None:
@@ -317,12 +335,11 @@ async def test_redis_list_user_pages_most_recent_first(store: RedisStore) -> Non
     assert [[r.session_id for r in page] for page, _ in pages] == [order[0:2], order[2:4], order[4:], []]
 
 
-async def test_redis_revoke_tells_revoked_from_expired_at_the_deadline(store: RedisStore) -> None:
+async def test_redis_revoke_tells_revoked_from_expired_at_the_deadline(store: RedisStore, ended: Endings) -> None:
     live = await put(store, "jo", timeout_s=600.0, at=T0 + 0.5)
     due = await put(store, "jo", timeout_s=600.0)
-    assert await store.revoke_user("jo", T0 + 600.0) == 1  # `due` is expired from its deadline on
-    ended = {sid: reason for sid, *_, reason in store.take_endings()}
-    assert ended == {live.session_id: "revoked", due.session_id: "expired"}
+    assert await store.revoke_user("jo", T0 + 600.0, report=ended.absorb) == 1  # `due` is expired from its deadline on
+    assert {sid: reason for sid, *_, reason in ended} == {live.session_id: "revoked", due.session_id: "expired"}
 
 
 # -- rotation -----------------------------------------------------------------------------------------
@@ -364,7 +381,7 @@ async def test_redis_only_the_owner_or_anyone_on_a_session_of_no_user_acts(store
 # -- data and bytes ---------------------------------------------------------------------------------
 
 
-async def test_redis_the_byte_count_follows_every_change(store: RedisStore) -> None:
+async def test_redis_the_byte_count_follows_every_change(store: RedisStore, ended: Endings) -> None:
     a = await put(store, "ned", timeout_s=60.0)
     b = await put(store, "ned")
     assert await stored_bytes(store, T0) == cost(a) + cost(b)
@@ -374,8 +391,8 @@ async def test_redis_the_byte_count_follows_every_change(store: RedisStore) -> N
     smaller = b'"s"'
     assert await store.replace_data(b.session_id, smaller, T0 + 2.0) is not None
     assert await stored_bytes(store, T0 + 2.0) == cost(a) + cost(b, smaller)
-    batch = await store.remove_idle(T0 + 60.0, None, 10, set(), part(a.session_id))
-    assert (batch.removed, store.take_endings().freed_bytes) == (1, cost(a))
+    batch = await store.remove_idle(T0 + 60.0, None, 10, set(), part(a.session_id), report=ended.absorb)
+    assert (batch.removed, ended.freed_bytes) == (1, cost(a))
     assert await stored_bytes(store, T0 + 60.0) == cost(b, smaller)
     assert await store.delete(b.session_id, T0 + 61.0) is not None
     assert await stored_bytes(store, T0 + 61.0) == 0

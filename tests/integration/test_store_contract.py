@@ -34,9 +34,9 @@ class Hooked:
         return getattr(self._inner, name)
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
-        result: BatchResult = await self._inner.remove_idle(now, max_idle_s, limit, exclude, part)
+        result: BatchResult = await self._inner.remove_idle(now, max_idle_s, limit, exclude, part, **kw)
         self.batches += 1
         await self.after_batch(result)
         return result
@@ -175,12 +175,12 @@ class _FailsSecondBatch(RedisStore):
     first_removed = 0
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         self.batches += 1
         if self.batches == 2:
             raise SessionStoreException("injected failure in the second batch")
-        result = await super().remove_idle(now, max_idle_s, limit, exclude, part)
+        result = await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
         if self.batches == 1:
             self.first_removed = result.removed
         return result

@@ -38,6 +38,7 @@ from faultmaven.merge_patch import merge_patch
 from faultmaven.session import encode_data
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
+from faultmaven.stores.base import Report
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
 from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
@@ -92,9 +93,10 @@ class PeekableStore(MemoryStore):
             sid = links[0] if links is not None else None
         return ids
 
-    def end_listed(self, session_id: str) -> None:
+    def end_listed(self, session_id: str, report: Report) -> None:
         """End one session as expired, outside a cleanup (the power check's listing cleanups)."""
         self._end(session_id, "expired")
+        self.log.hand_to(report)
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
         record = self.record(session_id)

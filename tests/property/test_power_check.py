@@ -15,7 +15,9 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from faultmaven.session import SessionRecord
 from faultmaven.stores import BatchResult, Endings
+from faultmaven.stores.base import Report, drop
 from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory.endings import EndingsLog
 from faultmaven.stores.memory.index import ExpiryIndex
 from faultmaven.stores.memory.owners import SessionOwners
 from tests.property.machine import PeekableStore, T, build_machine
@@ -28,10 +30,10 @@ class RemovesWithoutRecheck(PeekableStore):
     prefetched: list[str] | None = None
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         batch = self.prefetched if self.prefetched is not None else due_ids(self, now, max_idle_s)[:limit]
-        result = _remove_listed(self, batch)
+        result = _remove_listed(self, batch, kw.get("report", drop))
         self.prefetched = due_ids(self, now, max_idle_s)[:limit]
         result.exhausted = not self.prefetched
         if result.exhausted:
@@ -45,12 +47,12 @@ class RemovesTheStartingList(PeekableStore):
     listed: list[str] | None = None
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         if self.listed is None:
             self.listed = due_ids(self, now, max_idle_s)
         batch, self.listed = self.listed[:limit], self.listed[limit:]
-        result = _remove_listed(self, batch)
+        result = _remove_listed(self, batch, kw.get("report", drop))
         result.exhausted = not self.listed
         if result.exhausted:
             self.listed = None
@@ -61,21 +63,21 @@ class CleanupUsesTheDefaultTimeout(PeekableStore):
     """Cleanup judges every session by the default timeout instead of its own."""
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         limits = [T] if max_idle_s is None else [T, max_idle_s]
         due = [sid for sid, node in self.index.items() if now - node[mem.ACTIVE] >= min(limits)]
         due += [sid for sid, node in self.index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
-        result = _remove_listed(self, due[:limit])
+        result = _remove_listed(self, due[:limit], kw.get("report", drop))
         result.exhausted = len(due) <= limit
         return result
 
 
-def _remove_listed(store: PeekableStore, ids: list[str]) -> BatchResult:
+def _remove_listed(store: PeekableStore, ids: list[str], report: Report) -> BatchResult:
     result = BatchResult()
     for sid in ids:
         if sid in store.index:
-            store.end_listed(sid)
+            store.end_listed(sid, report)
             result.removed += 1
     return result
 
@@ -144,7 +146,9 @@ class ExpiredCounterNotUpdated(PeekableStore):
 class ResumeReturnsAnExpiredSession(PeekableStore):
     """A create with a client id resumes the pair's stored session even when it has expired."""
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
+    async def create(
+        self, record: SessionRecord, now: float, max_per_user: int = 0, *, report: Report = drop
+    ) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
             existing = self.owners.pairs.get(record.user_id, record.client_id)
             node = None if existing is None else self.index.get(existing)
@@ -153,7 +157,7 @@ class ResumeReturnsAnExpiredSession(PeekableStore):
                 stored = self.record(existing)
                 assert stored is not None
                 return stored, True
-        return await super().create(record, now, max_per_user)
+        return await super().create(record, now, max_per_user, report=report)
 
 
 class _OwnersForgetfulInCleanup(SessionOwners):
@@ -174,34 +178,44 @@ class ForgetsTheUserIndexOnCleanup(PeekableStore):
     owners: _OwnersForgetfulInCleanup
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         self.owners.cleaning = True
         try:
-            return await super().remove_idle(now, max_idle_s, limit, exclude, part)
+            return await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
         finally:
             self.owners.cleaning = False
+
+
+class _LogReportingTwice(EndingsLog):
+    def hand_to(self, report: Report) -> None:
+        def twice(endings: Endings) -> None:
+            endings.attach(list(endings)[:1])
+            report(endings)
+
+        super().hand_to(twice)
 
 
 class FiresAnEventTwice(PeekableStore):
     """Reports the first ending of every call twice."""
 
-    def take_endings(self) -> Endings:
-        endings = super().take_endings()
-        endings.attach(list(endings)[:1])
-        return endings
+    def __init__(self) -> None:
+        super().__init__()
+        self.log = _LogReportingTwice()
 
 
 class RotatesByCopyAndDelete(PeekableStore):
     """Rotation as two steps: store a copy under the new id, then delete the old one."""
 
-    async def rotate(self, session_id: str, new_id: str, now: float, user_id: str | None = None) -> Any:
+    async def rotate(
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None, *, report: Report = drop
+    ) -> Any:
         record = await self.touch(session_id, now, user_id)
         if record is None:
             return None
         copy = dataclasses.replace(record, session_id=new_id, client_id=None)
-        await self.create(copy, now, max_per_user=3)
-        await self.delete(session_id, now)
+        await self.create(copy, now, max_per_user=3, report=report)
+        await self.delete(session_id, now, report=report)
         return copy
 
 

@@ -14,7 +14,7 @@ import pytest
 from faultmaven.config import Settings
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import MemoryStore
+from faultmaven.stores import Endings, MemoryStore
 from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, FakeClock, StoreLines
 from tests.support import session_record as record
@@ -107,15 +107,16 @@ async def idle_and_expired(idle: int, expired: int) -> tuple[MemoryStore, float]
 async def test_a_max_age_batch_respects_its_limit_across_both_passes_and_sums_both() -> None:
     store, now = await idle_and_expired(idle=25, expired=10)
     unit = store.stats(now).memory_bytes // 35  # type: ignore[operator]
-    first = await store.remove_idle(now, 600.0, 12, set())
-    ended = store.take_endings()
+    ended = Endings()
+    first = await store.remove_idle(now, 600.0, 12, set(), report=ended.absorb)
     assert (first.removed, ended.counts, first.exhausted) == (12, {"expired": 10, "idle": 2}, False)
     assert ended.freed_bytes == 12 * unit
     assert ended.lifetime_s == 0.0
     batches = []
     for _ in range(3):
-        batch = await store.remove_idle(now, 600.0, 12, set())
-        batches.append((batch.removed, store.take_endings().counts.get("idle", 0), batch.exhausted))
+        ended = Endings()
+        batch = await store.remove_idle(now, 600.0, 12, set(), report=ended.absorb)
+        batches.append((batch.removed, ended.counts.get("idle", 0), batch.exhausted))
     assert batches == [(12, 12, False), (11, 11, True), (0, 0, True)]
     assert store.stats(now).stored == 0
 
@@ -127,8 +128,10 @@ async def test_one_batch_adds_up_bytes_and_lifetimes_over_its_passes() -> None:
     old = record(created=EPOCH, active=EPOCH + 50, timeout_s=3600, absolute_at=EPOCH + 100)
     for r in (expired, idle, old):
         await store.create(r, r.last_activity)
-    result = await store.remove_idle(EPOCH + 101, 90.0, 10, set())  # one per pass: expired, idle, absolute
-    ended = store.take_endings()
+    ended = Endings()
+    result = await store.remove_idle(
+        EPOCH + 101, 90.0, 10, set(), report=ended.absorb
+    )  # one per pass: expired, idle, absolute
     assert (result.removed, ended.counts) == (3, {"expired": 2, "idle": 1})
     assert ended.freed_bytes == sum(session_bytes(r.session_id, None, r.blob) for r in (expired, idle, old))
     assert ended.lifetime_s == 5 + 7 + 50
@@ -262,8 +265,9 @@ async def test_idle_removals_are_counted_in_both_lane_passes() -> None:
     other = record(created=EPOCH + 10, timeout_s=3600)  # idle 90 s
     for r in (expired, other, behind):
         await store.create(r, r.created_at)
-    result = await store.remove_idle(EPOCH + 100, 40.0, 10, set())
-    assert (result.removed, store.take_endings().counts) == (3, {"expired": 1, "idle": 2})
+    ended = Endings()
+    result = await store.remove_idle(EPOCH + 100, 40.0, 10, set(), report=ended.absorb)
+    assert (result.removed, ended.counts) == (3, {"expired": 1, "idle": 2})
 
 
 @pytest.mark.parametrize("kind", ["idle", "absolute"])

@@ -18,7 +18,7 @@ from faultmaven.exceptions import (
 )
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
-from faultmaven.stores import MemoryStore
+from faultmaven.stores import Endings, MemoryStore
 from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, FakeClock, exactly
 from tests.support import session_record as record
@@ -33,9 +33,9 @@ def cost(r: SessionRecord) -> int:
 
 async def test_a_session_of_exactly_the_budget_fits_and_one_byte_less_refuses_it() -> None:
     r = record(user="alice", client="tab-1", meta=META)
-    store = MemoryStore(max_bytes=cost(r))
-    assert (await store.create(r, EPOCH))[1:] == (False,)
-    assert store.take_endings().counts == {}
+    store, ended = MemoryStore(max_bytes=cost(r)), Endings()
+    assert (await store.create(r, EPOCH, report=ended.absorb))[1:] == (False,)
+    assert ended.counts == {}
     assert store.stats(EPOCH).memory_bytes == cost(r)  # every part of the estimate: id, user, data, meta, client
 
     small = MemoryStore(max_bytes=cost(r) - 1)
@@ -47,10 +47,10 @@ async def test_a_session_of_exactly_the_budget_fits_and_one_byte_less_refuses_it
 
 async def test_filling_the_budget_exactly_evicts_nothing() -> None:
     a, b = record(user="alice"), record(user="bob")
-    store = MemoryStore(max_bytes=cost(a) + cost(b))
-    await store.create(a, EPOCH)
-    await store.create(b, EPOCH)
-    assert len(store.take_endings()) == 0 and store.stats(EPOCH).stored == 2
+    store, ended = MemoryStore(max_bytes=cost(a) + cost(b)), Endings()
+    await store.create(a, EPOCH, report=ended.absorb)
+    await store.create(b, EPOCH, report=ended.absorb)
+    assert len(ended) == 0 and store.stats(EPOCH).stored == 2
 
 
 async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> None:
@@ -59,12 +59,11 @@ async def test_an_eviction_reports_every_victim_its_bytes_and_lifetimes() -> Non
     olds = [record(created=EPOCH, active=EPOCH + 10 + i) for i in range(3)]
     big = record(created=now, blob=BLOB * 2 + b" " * 200)
     assert cost(olds[0]) < cost(big) <= 2 * cost(olds[0])
-    store = MemoryStore(max_bytes=sum(map(cost, olds)), policy="evict")
+    store, filling, ended = MemoryStore(max_bytes=sum(map(cost, olds)), policy="evict"), Endings(), Endings()
     for r in olds:
-        await store.create(r, r.last_activity)
-    assert len(store.take_endings()) == 0
-    await store.create(big, now)
-    ended = store.take_endings()
+        await store.create(r, r.last_activity, report=filling.absorb)
+    assert len(filling) == 0
+    await store.create(big, now, report=ended.absorb)
     assert ended.counts == {"evicted": 2}
     assert ended.freed_bytes == cost(olds[0]) + cost(olds[1])
     assert ended.lifetime_s == pytest.approx(10 + 11)
@@ -93,14 +92,13 @@ async def test_making_room_removes_expired_sessions_a_batch_at_a_time_and_report
     expired = [record(created=EPOCH, active=EPOCH + 10, timeout_s=60) for _ in range(100)]
     unit = cost(expired[0])
     big = record(created=EPOCH + 120, blob=b"y" * (unit * 70 - cost(record(blob=b""))))
-    store = MemoryStore(max_bytes=unit * 105)
+    store, filling, ended = MemoryStore(max_bytes=unit * 105), Endings(), Endings()
     for r in expired:
-        await store.create(r, EPOCH + 10)
+        await store.create(r, EPOCH + 10, report=filling.absorb)
     for r in live:
-        await store.create(r, EPOCH + 90)
-    assert len(store.take_endings()) == 0
-    await store.create(big, EPOCH + 120)
-    ended = store.take_endings()
+        await store.create(r, EPOCH + 90, report=filling.absorb)
+    assert len(filling) == 0
+    await store.create(big, EPOCH + 120, report=ended.absorb)
     assert ended.counts == {"expired": 100} and ended.freed_bytes == unit * 100
     assert ended.lifetime_s == pytest.approx(100 * 10)
     assert store.stats(EPOCH + 120).stored == 6
@@ -126,14 +124,14 @@ async def test_a_growing_write_never_evicts_the_session_it_grows() -> None:
     eviction must still pass over it (it heads the first lane) and take another."""
     grown = record(created=EPOCH, timeout_s=3600)
     others = [record(created=EPOCH) for _ in range(2)]
-    store = MemoryStore(max_bytes=cost(grown) * 3, policy="evict")
+    store, filling, ended = MemoryStore(max_bytes=cost(grown) * 3, policy="evict"), Endings(), Endings()
     for r in (grown, *others):
-        await store.create(r, EPOCH)
-    assert len(store.take_endings()) == 0
+        await store.create(r, EPOCH, report=filling.absorb)
+    assert len(filling) == 0
     bigger = BLOB + b" " * 100
-    updated = await store.replace_data(grown.session_id, bigger, EPOCH)
+    updated = await store.replace_data(grown.session_id, bigger, EPOCH, report=ended.absorb)
     assert updated is not None and updated.session_id == grown.session_id and updated.blob == bigger
-    assert store.take_endings().counts == {"evicted": 1}
+    assert ended.counts == {"evicted": 1}
     kept = await store.touch(grown.session_id, EPOCH)
     assert kept is not None and kept.blob == bigger
     assert store.stats(EPOCH).memory_bytes == cost(updated) + cost(others[1])
@@ -155,15 +153,15 @@ async def test_replace_data_limit_counts_data_and_metadata_and_its_boundary_fits
 
 
 async def test_create_reports_no_limit_evictions_on_resume_or_without_a_limit() -> None:
-    store = MemoryStore()
+    store, ended = MemoryStore(), Endings()
     first = record(user="alice", client="tab-1")
-    assert (await store.create(first, EPOCH, max_per_user=1))[1:] == (False,)
+    assert (await store.create(first, EPOCH, max_per_user=1, report=ended.absorb))[1:] == (False,)
     again = record(user="alice", client="tab-1")
-    resumed, was_resumed = await store.create(again, EPOCH + 1, max_per_user=1)
+    resumed, was_resumed = await store.create(again, EPOCH + 1, max_per_user=1, report=ended.absorb)
     assert (resumed.session_id, was_resumed) == (first.session_id, True)
     for _ in range(2):  # no max_per_user: no limit
-        assert (await store.create(record(user="alice"), EPOCH + 2))[1:] == (False,)
-    assert len(store.take_endings()) == 0
+        assert (await store.create(record(user="alice"), EPOCH + 2, report=ended.absorb))[1:] == (False,)
+    assert len(ended) == 0
     assert (await store.list_user("alice", EPOCH + 2, 10, 0))[1] == 3
 
 
@@ -205,19 +203,22 @@ async def test_a_scheduled_run_on_the_memory_store_cleans_every_batch(clock: Fak
     await manager.close()
 
 
-async def test_endings_of_several_calls_are_all_handed_over_at_once() -> None:
-    """A store keeps every ending (a deletion, a rotation, a removal) until they are taken."""
+async def test_each_call_hands_its_endings_to_the_endings_it_was_given() -> None:
+    """Every ending goes to the Endings of the call that ended it, in order; a call given none drops its
+    endings, and they never reach a later call's."""
     store = MemoryStore()
     store.detailed_endings = True
-    a, b = record(user="alice"), record(user="alice")
-    for r in (a, b):
+    a, b, c = record(user="alice"), record(user="alice"), record(user="alice")
+    for r in (a, b, c):
         await store.create(r, EPOCH)
-    await store.delete(a.session_id, EPOCH)
-    await store.rotate(b.session_id, "n" * 43, EPOCH)
-    await store.delete("n" * 43, EPOCH)
-    taken = [(sid, reason) for sid, *_, reason in store.take_endings()]
-    assert taken == [(a.session_id, "deleted"), (b.session_id, "rotated"), ("n" * 43, "deleted")]
-    assert len(store.take_endings()) == 0
+    ended, later = Endings(), Endings()
+    await store.delete(a.session_id, EPOCH, report=ended.absorb)
+    await store.rotate(b.session_id, "n" * 43, EPOCH, report=ended.absorb)
+    await store.delete("n" * 43, EPOCH)  # given none: dropped
+    await store.delete(c.session_id, EPOCH, report=later.absorb)
+    assert [(sid, reason) for sid, *_, reason in ended] == [(a.session_id, "deleted"), (b.session_id, "rotated")]
+    assert [(sid, reason) for sid, *_, reason in later] == [(c.session_id, "deleted")]
+    assert (ended.counts, later.counts) == ({"deleted": 1, "rotated": 1}, {"deleted": 1})
 
 
 def _tracked() -> int:
@@ -280,10 +281,9 @@ async def test_the_budget_errors_say_which_setting_refused() -> None:
 async def test_endings_are_counted_but_kept_whole_only_while_detailed() -> None:
     """A store nobody listens to keeps no ending whole; a rotation counts the session's lifetime so far."""
     store = MemoryStore()
-    r = record(created=EPOCH, active=EPOCH + 40)
+    r, ended = record(created=EPOCH, active=EPOCH + 40), Endings()
     await store.create(r, EPOCH + 40)
-    await store.rotate(r.session_id, "n" * 43, EPOCH + 50)
-    ended = store.take_endings()
+    await store.rotate(r.session_id, "n" * 43, EPOCH + 50, report=ended.absorb)
     assert ended.counts == {"rotated": 1} and ended.lifetime_s == 40.0
     assert list(ended) == []
 

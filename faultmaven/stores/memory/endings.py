@@ -1,16 +1,18 @@
-"""What the in-memory store ended since the endings were last taken: counted always, detailed on demand."""
+"""What the in-memory store's current call ended, until the call hands it to the caller's report."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-from faultmaven.stores.base import Ending, Endings
+from faultmaven.stores.base import Ending, Endings, Report
 from faultmaven.stores.memory.layout import ACTIVE, CLIENT, COST, CREATED, STATIC, USER, Node
 
 
 class EndingsLog:
-    """The store's Endings so far, and while `detailed` the removed nodes to build each Ending from.
+    """What the current store call ended so far, and while `detailed` the removed nodes to build each
+    Ending from. Each call hands it over (hand_to) before it returns or raises: the store never awaits, so
+    no other call's endings can mix in.
 
     `ended` (flat: id, node, reason per removal) and `swept` (flat: id, node per expired session a cleanup
     removed) are appended to by the expiry index's cleanup directly: two appends per removed session are
@@ -43,14 +45,18 @@ class EndingsLog:
         self.endings.tally("idle", idle)
         self.endings.tally("expired", count - idle, lifetime_s, freed_bytes)
 
-    def take(self) -> Endings:
-        """What ended since the last call; the details are read from the nodes only when iterated."""
-        endings, self.endings = self.endings, NodeEndings()
+    def hand_to(self, report: Report) -> None:
+        """Hand what was logged to `report` (not called if nothing ended). The details are read from the
+        nodes only when iterated."""
+        endings = self.endings
+        if not endings.counts:
+            return
+        self.endings = NodeEndings()
         if self.ended:
             endings.flat, self.ended = self.ended, []
         if self.swept:
             endings.swept, self.swept = self.swept, []
-        return endings
+        report(endings)
 
 
 class NodeEndings(Endings):
@@ -68,6 +74,9 @@ class NodeEndings(Endings):
         super().__init__()
         self.flat: list[Any] | tuple[()] = ()  # id, node, reason per removal
         self.swept: list[Any] | tuple[()] = ()  # id, node per expired session a cleanup removed
+
+    def has_details(self) -> bool:
+        return bool(self.flat or self.swept) or super().has_details()
 
     def __iter__(self) -> Iterator[Ending]:
         yield from super().__iter__()

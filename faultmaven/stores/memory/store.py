@@ -5,20 +5,20 @@ The store composes what it keeps, each part owning its own state:
   lanes, the expired count and the byte total; no per-session object the garbage collector tracks;
 - SessionOwners (memory_owners.py): each user's sessions and the resume pairs (user, client) -> session;
 - MemoryBudget (memory_budget.py): SESSION_MAX_MEMORY_MB and its policy;
-- EndingsLog (memory_endings.py): what ended since the endings were last taken.
+- EndingsLog (endings.py): what the current call ended, handed to the caller's report as it returns.
 Nothing here awaits, so each call is atomic on the event loop: the expiry re-check and the removal of a
 session can never be split by a concurrent touch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Set
 from typing import ClassVar, Unpack
 
 from faultmaven.exceptions import SessionDataTooLargeError, SessionStoreException, SessionVersionConflict
 from faultmaven.merge_patch import merge_blobs
 from faultmaven.session import SessionRecord, new_session_id
-from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
+from faultmaven.stores.base import BatchResult, DataWrite, Report, StoreStats, drop
 from faultmaven.stores.memory.budget import MemoryBudget
 from faultmaven.stores.memory.endings import EndingsLog
 from faultmaven.stores.memory.index import ExpiryIndex
@@ -35,6 +35,7 @@ from faultmaven.stores.memory.layout import (
     Static,
     to_record,
 )
+from faultmaven.stores.memory.local import OneProcess
 from faultmaven.stores.memory.owners import SessionOwners
 from faultmaven.stores.sizing import session_bytes
 
@@ -43,7 +44,7 @@ __all__ = ["MemoryStore", "session_bytes"]
 _EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 
 
-class MemoryStore:
+class MemoryStore(OneProcess):
     """In-process session store.
 
     With `max_bytes`, a write that would take the estimate over the budget first removes expired sessions;
@@ -69,9 +70,6 @@ class MemoryStore:
     @detailed_endings.setter
     def detailed_endings(self, value: bool) -> None:
         self.log.detailed = value
-
-    def take_endings(self) -> Endings:
-        return self.log.take()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -135,7 +133,15 @@ class MemoryStore:
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
+    async def create(
+        self, record: SessionRecord, now: float, max_per_user: int = 0, *, report: Report = drop
+    ) -> tuple[SessionRecord, bool]:
+        try:
+            return self._create(record, now, max_per_user)
+        finally:
+            self.log.hand_to(report)
+
+    def _create(self, record: SessionRecord, now: float, max_per_user: int) -> tuple[SessionRecord, bool]:
         if record.client_id is not None:
             resumed = self._resume(record.user_id, record.client_id, now)
             if resumed is not None:
@@ -182,7 +188,22 @@ class MemoryStore:
         return to_record(session_id, now, static)
 
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        *,
+        report: Report = drop,
+        **write: Unpack[DataWrite],
+    ) -> SessionRecord | None:
+        try:
+            return self._replace_data(session_id, blob, now, user_id, write)
+        finally:
+            self.log.hand_to(report)
+
+    def _replace_data(
+        self, session_id: str, blob: bytes, now: float, user_id: str | None, write: DataWrite
     ) -> SessionRecord | None:
         node = self.index.live(session_id, now, user_id)
         if node is None:
@@ -205,7 +226,9 @@ class MemoryStore:
         self._make_room(0, now, keep=session_id)
         return to_record(session_id, now, static)
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
+    async def delete(
+        self, session_id: str, now: float, user_id: str | None = None, *, report: Report = drop
+    ) -> bool | None:
         node = self.index.get(session_id)
         if node is None:
             return None
@@ -214,6 +237,7 @@ class MemoryStore:
             return None
         was_live = self.index.live(session_id, now, None) is not None
         self._end(session_id, "deleted")
+        self.log.hand_to(report)
         return was_live
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
@@ -224,16 +248,19 @@ class MemoryStore:
                 live.append(to_record(sid, node[ACTIVE], node[STATIC]))
         return live[offset : offset + limit], len(live)
 
-    async def revoke_user(self, user_id: str, now: float) -> int:
+    async def revoke_user(self, user_id: str, now: float, *, report: Report = drop) -> int:
         revoked = 0
-        for sid in self.owners.users.ids(user_id):
-            live = self.index.live(sid, now, None) is not None
-            self._end(sid, "revoked" if live else "expired")
-            revoked += live
+        try:
+            for sid in self.owners.users.ids(user_id):
+                live = self.index.live(sid, now, None) is not None
+                self._end(sid, "revoked" if live else "expired")
+                revoked += live
+        finally:
+            self.log.hand_to(report)
         return revoked
 
     async def rotate(
-        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None, *, report: Report = drop
     ) -> SessionRecord | None:
         node = self.index.live(session_id, now, user_id)
         if node is None:
@@ -243,43 +270,27 @@ class MemoryStore:
         node = self.index.rename(session_id, new_id)  # same place in every list: last activity is kept too
         self.owners.rename(session_id, new_id, node[STATIC])
         self.log.rotated(session_id, node)
+        self.log.hand_to(report)
         return to_record(new_id, node[ACTIVE], node[STATIC])
 
     def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
         return new_session_id()
 
-    def cleanup_parts(self) -> Sequence[int]:
-        return (0,)  # one process, one part
-
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self,
+        now: float,
+        max_idle_s: float | None,
+        limit: int,
+        exclude: Set[str],
+        part: int = 0,
+        *,
+        report: Report = drop,
     ) -> BatchResult:
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""
-        return self._remove_due(now, max_idle_s, limit, exclude)
+        try:
+            return self._remove_due(now, max_idle_s, limit, exclude)
+        finally:
+            self.log.hand_to(report)
 
     def stats(self, now: float) -> StoreStats:
         return StoreStats(len(self.index), self.index.count_expired(now), self.index.bytes)
-
-    async def refresh_stats(self, now: float) -> None:
-        """Nothing to do: stats() counts in-process."""
-
-    @property
-    def budget_from_settings(self) -> bool:
-        """SESSION_MAX_MEMORY_MB is this store's budget."""
-        return True
-
-    def memory_reasons(self) -> list[str]:
-        """None of its own: the manager reports the budget from the store's stats."""
-        return []
-
-    async def acquire_lease(self, ttl_s: float, part: int = 0) -> str | None:
-        return "local"  # one process: nobody else to share the work with
-
-    async def renew_lease(self, token: str, ttl_s: float) -> bool:
-        return True
-
-    async def release_lease(self, token: str) -> None:
-        """Nothing held."""
-
-    async def close(self) -> None:
-        """Nothing to release: the sessions live as long as the process."""

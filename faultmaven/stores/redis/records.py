@@ -1,11 +1,13 @@
-"""How the Redis scripts' replies read as sessions and endings, and how a user travels to them."""
+"""How the Redis scripts' replies read as sessions, endings and cleanup batches, and how a user travels
+to them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import Ending
+from faultmaven.stores.base import BatchResult, Ending, Endings, Report
 
 
 def decode_user(raw: bytes) -> str | None:
@@ -39,3 +41,29 @@ def endings_of(raw: Iterable[list[bytes]]) -> Iterable[Ending]:
     """The endings a script returned: {id, user, client, created, active, reason} each."""
     for sid, user, client, created, active, reason in raw:
         yield (sid.decode(), decode_user(user), client.decode() or None, float(created), float(active), reason.decode())
+
+
+def hand_over(endings: Iterable[Ending], report: Report, *, detailed: bool, freed_bytes: int = 0) -> None:
+    """`endings` counted (and kept whole while `detailed`) in one Endings handed to `report`; nothing
+    is handed when there are none."""
+    ended = Endings()
+    for ending in endings:
+        ended.add(ending, detailed=detailed)
+    if ended.counts:
+        ended.freed_bytes += freed_bytes
+        report(ended)
+
+
+def batch_of(reply: list[Any], limit: int, report: Report, *, detailed: bool) -> BatchResult:
+    """A cleanup batch's reply (lua/remove_idle.lua): how far it got; what it ended handed to `report`,
+    one by one when the script sent each ending (`detailed`), else as counts."""
+    removed, freed, lifetime, failed, details, idle = reply
+    removed = int(removed)
+    if details:
+        hand_over(endings_of(details), report, detailed=detailed, freed_bytes=int(freed))
+    elif removed:
+        ended = Endings()
+        ended.tally("idle", int(idle))
+        ended.tally("expired", removed - int(idle), float(lifetime), int(freed))
+        report(ended)
+    return BatchResult(removed, [f.decode() for f in failed], removed + len(failed) < limit)

@@ -44,12 +44,12 @@ from faultmaven.exceptions import (
     SessionVersionConflict,
 )
 from faultmaven.session import SessionRecord
-from faultmaven.stores.base import BatchResult, DataWrite, Endings, StoreStats
+from faultmaven.stores.base import BatchResult, DataWrite, Report, StoreStats, drop
 from faultmaven.stores.redis.keys import CLUSTER_MAX_CONNECTIONS, POOL_SIZE, Shard, connect, shards_under
 from faultmaven.stores.redis.leases import Leases
 from faultmaven.stores.redis.limits import MemoryLimits
 from faultmaven.stores.redis.lua_texts import SCRIPTS
-from faultmaven.stores.redis.records import endings_of, record_of, user_arg
+from faultmaven.stores.redis.records import batch_of, endings_of, hand_over, record_of, user_arg
 from faultmaven.stores.redis.scripts import ScriptRunner
 from faultmaven.stores.redis.shards import SHARDS, new_sharded_id, shard_of_id, shard_of_owner
 from faultmaven.stores.redis.stats import StatsSnapshot
@@ -106,7 +106,6 @@ class RedisStore:
         )
         self.leases = Leases(self.client, shards, self.scripts)
         self.detailed_endings = False
-        self._endings = Endings()
 
     def shard_for(self, session_id: str) -> Shard | None:
         """The shard an id names; None for an id of no shard (never stored here)."""
@@ -127,16 +126,9 @@ class RedisStore:
 
     # -- SessionStore ------------------------------------------------------------------------------
 
-    def take_endings(self) -> Endings:
-        endings, self._endings = self._endings, Endings()
-        return endings
-
-    def _report(self, raw: list[list[bytes]]) -> None:
-        """Count (and keep, while detailed) the endings a script returned."""
-        for ending in endings_of(raw):
-            self._endings.add(ending, detailed=self.detailed_endings)
-
-    async def create(self, record: SessionRecord, now: float, max_per_user: int = 0) -> tuple[SessionRecord, bool]:
+    async def create(
+        self, record: SessionRecord, now: float, max_per_user: int = 0, *, report: Report = drop
+    ) -> tuple[SessionRecord, bool]:
         sid = record.session_id
         shard = self.shard_for(sid)
         if shard is None:
@@ -147,7 +139,7 @@ class RedisStore:
             return resumed, True
         stored = True  # unless the reply says otherwise: a failed call may have stored it
         try:
-            created = await self._create(shard, record, cost, now, max_per_user)
+            created = await self._create(shard, record, cost, now, max_per_user, report)
             stored = created is not None and not created[1]
         finally:
             self.memory.settle(hold, stored)
@@ -156,7 +148,7 @@ class RedisStore:
         return created
 
     async def _create(
-        self, shard: Shard, record: SessionRecord, cost: int, now: float, max_per_user: int
+        self, shard: Shard, record: SessionRecord, cost: int, now: float, max_per_user: int, report: Report
     ) -> tuple[SessionRecord, bool] | None:
         """The script's verdict: the new record, or the pair's live session (True); None if the id was taken."""
         sid = record.session_id
@@ -167,8 +159,8 @@ class RedisStore:
         found = await self.scripts.run("create", [shard.key(sid), *shard.indexes], args)
         if not found:
             return None
-        stored, ended = found
-        self._report(ended)
+        stored, removed = found
+        hand_over(endings_of(removed), report, detailed=self.detailed_endings)
         if len(stored) == 1:
             return record, False
         return record_of(stored[0].decode(), stored[1]), True
@@ -182,7 +174,14 @@ class RedisStore:
         return record_of(session_id, found) if found else None
 
     async def replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None = None, **write: Unpack[DataWrite]
+        self,
+        session_id: str,
+        blob: bytes,
+        now: float,
+        user_id: str | None = None,
+        *,
+        report: Report = drop,
+        **write: Unpack[DataWrite],
     ) -> SessionRecord | None:
         """One script (lua/update.lua) checks the version, merges on the stored text, checks the size and
         writes, so concurrent writers never lose each other's keys. While the shard's master is in its
@@ -209,7 +208,9 @@ class RedisStore:
             raise SessionDataTooLargeError(value, limit if limit is not None else NO_LIMIT)
         return record_of(session_id, found)
 
-    async def delete(self, session_id: str, now: float, user_id: str | None = None) -> bool | None:
+    async def delete(
+        self, session_id: str, now: float, user_id: str | None = None, *, report: Report = drop
+    ) -> bool | None:
         shard = self.shard_for(session_id)
         if shard is None:
             return None
@@ -219,11 +220,11 @@ class RedisStore:
             return None
         record = record_of(session_id, found)
         ending = (session_id, record.user_id, record.client_id, record.created_at, record.last_activity, "deleted")
-        self._endings.add(ending, detailed=self.detailed_endings)
+        hand_over([ending], report, detailed=self.detailed_endings)
         return now < record.expires_at
 
     async def rotate(
-        self, session_id: str, new_id: str, now: float, user_id: str | None = None
+        self, session_id: str, new_id: str, now: float, user_id: str | None = None, *, report: Report = drop
     ) -> SessionRecord | None:
         shard = self.shard_for(session_id)
         if shard is None:
@@ -238,7 +239,7 @@ class RedisStore:
         if not found:
             return None
         fields, ending = found
-        self._report([ending])
+        hand_over(endings_of([ending]), report, detailed=self.detailed_endings)
         return record_of(new_id, fields)
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
@@ -247,27 +248,28 @@ class RedisStore:
         total, page = await self.scripts.run("list_user", shard.indexes, args)
         return [record_of(sid.decode(), fields) for sid, fields in page], int(total)
 
-    async def revoke_user(self, user_id: str, now: float) -> int:
+    async def revoke_user(self, user_id: str, now: float, *, report: Report = drop) -> int:
         shard = self.owner_shard(user_id)
-        ended = await self.scripts.run("revoke_user", shard.indexes, [shard.prefix, repr(now), user_arg(user_id)])
-        self._report(ended)
-        return sum(reason == b"revoked" for *_, reason in ended)
+        removed = await self.scripts.run("revoke_user", shard.indexes, [shard.prefix, repr(now), user_arg(user_id)])
+        hand_over(endings_of(removed), report, detailed=self.detailed_endings)
+        return sum(reason == b"revoked" for *_, reason in removed)
 
     async def remove_idle(
-        self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0
+        self,
+        now: float,
+        max_idle_s: float | None,
+        limit: int,
+        exclude: Set[str],
+        part: int = 0,
+        *,
+        report: Report = drop,
     ) -> BatchResult:
         shard = self.shards[part]
         max_idle = "" if max_idle_s is None else repr(max_idle_s)
         skip = [sid for sid in exclude if shard_of_id(sid) == part]
         args = [shard.prefix, repr(now), max_idle, limit, int(self.detailed_endings), *skip]
-        removed, freed, lifetime, failed, ended, idle = await self.scripts.run("remove_idle", shard.indexes, args)
-        if ended:  # details: counted here, one by one
-            self._report(ended)
-            self._endings.freed_bytes += int(freed)
-        else:
-            self._endings.tally("idle", int(idle))
-            self._endings.tally("expired", int(removed) - int(idle), float(lifetime), int(freed))
-        return BatchResult(int(removed), [f.decode() for f in failed], int(removed) + len(failed) < limit)
+        reply = await self.scripts.run("remove_idle", shard.indexes, args)
+        return batch_of(reply, limit, report, detailed=self.detailed_endings)
 
     # -- memory limits, stats and leases: delegated --------------------------------------------------
 
