@@ -96,7 +96,7 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRecord:
     """What a store keeps for one session: epoch-second floats and the encoded data and metadata.
 

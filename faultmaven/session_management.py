@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionNotFoundError
 from faultmaven.lifecycle.cleanup import CleanupRunner, StopCheck, yield_to_loop
+from faultmaven.lifecycle.clock import NonDecreasing
 from faultmaven.lifecycle.counters import SessionCounters
 from faultmaven.lifecycle.endings import EndingsHandler
 from faultmaven.lifecycle.events import SessionEndDispatcher, SessionEndListener
@@ -70,18 +70,12 @@ class SessionManager:
         """`scheduler` runs the background cleanup; `cleanup_pause` runs between its batches."""
         self.settings = settings if settings is not None else Settings.from_env()
         self.store: SessionStore = store if store is not None else _store_for(self.settings)
-        self._clock = clock if clock is not None else time.time
-        self._last_now = -math.inf
+        self._now = NonDecreasing(clock if clock is not None else time.time)
         self._scheduler = scheduler if scheduler is not None else CleanupScheduler()
         self.counters, self._events = SessionCounters(), SessionEndDispatcher(self._now)
         self._endings = EndingsHandler(self.counters, self._events, self._now)
         batch = self.settings.cleanup_batch_size
         self._cleanup = CleanupRunner(self.store, batch, self._now, self._endings, self.counters, cleanup_pause)
-
-    def _now(self) -> float:
-        """The injected clock, never moving backwards (the stores keep sessions in activity order)."""
-        self._last_now = now if (now := self._clock()) > self._last_now else self._last_now
-        return self._last_now
 
     def _report(self, user_id: str | None = None, *, write: bool = False) -> Report:
         """Where a store call on behalf of `user_id` hands what it ended: the one path for endings."""
@@ -99,8 +93,17 @@ class SessionManager:
     ) -> Session:
         """A new session, or with `client_id` the live session of that (user, client) pair, resumed:
         activity recorded, data, metadata and timeout unchanged, `session_resumed` True."""
-        fields = (user_id, client_id, timeout_minutes, session_type, data, metadata)
-        record = new_record(self.settings, self.store.new_id, self._now, *fields)
+        record = new_record(
+            self.settings,
+            self.store.new_id,
+            self._now,
+            user_id=user_id,
+            client_id=client_id,
+            timeout_minutes=timeout_minutes,
+            session_type=session_type,
+            data=data,
+            metadata=metadata,
+        )
         report = self._report(user_id, write=True)
         with self.counters.rejections(record.created_at):
             stored, resumed = await self.store.create(
@@ -136,8 +139,7 @@ class SessionManager:
 
     async def list_user_sessions(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Session]:
         """A page of the user's live sessions, most recently active first (no activity recorded)."""
-        sessions, _ = await self.user_session_page(user_id, limit=limit, offset=offset)
-        return sessions
+        return (await self.user_session_page(user_id, limit=limit, offset=offset))[0]
 
     async def user_session_page(self, user_id: str, *, limit: int = 50, offset: int = 0) -> tuple[list[Session], int]:
         """The page and how many live sessions the user has in all."""

@@ -58,6 +58,7 @@ def new_record(
     settings: Settings,
     new_id: Callable[[str | None, str | None], str],
     clock: Callable[[], float],
+    *,
     user_id: str | None,
     client_id: str | None,
     timeout_minutes: float | None,
@@ -79,5 +80,14 @@ def new_record(
     now = clock()
     absolute_at = now + settings.absolute_timeout_seconds
     return SessionRecord(
-        new_id(user_id, client_id), user_id, client_id, session_type, now, now, timeout_s, absolute_at, blob, meta
+        session_id=new_id(user_id, client_id),
+        user_id=user_id,
+        client_id=client_id,
+        session_type=session_type,
+        created_at=now,
+        last_activity=now,
+        timeout_s=timeout_s,
+        absolute_at=absolute_at,
+        blob=blob,
+        meta=meta,
     )

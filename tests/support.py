@@ -100,7 +100,16 @@ def session_record(
     """A record as the manager would hand it to a store, for store-level tests."""
     active = created if active is None else active
     return SessionRecord(
-        sid or new_session_id(), user, client, "troubleshooting", created, active, timeout_s, absolute_at, blob, meta
+        session_id=sid or new_session_id(),
+        user_id=user,
+        client_id=client,
+        session_type="troubleshooting",
+        created_at=created,
+        last_activity=active,
+        timeout_s=timeout_s,
+        absolute_at=absolute_at,
+        blob=blob,
+        meta=meta,
     )
 
 

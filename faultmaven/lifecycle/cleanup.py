@@ -111,7 +111,15 @@ class CleanupRunner:
         duration_ms = (time.perf_counter() - t0) * 1000.0
         errors += len(progress.failed)
         return RunRecord(
-            run_id, trigger, started_at, self.clock(), progress.removed, duration_ms, progress.freed, errors, reason
+            run_id=run_id,
+            trigger=trigger,
+            started_at=started_at,
+            finished_at=self.clock(),
+            removed=progress.removed,
+            duration_ms=duration_ms,
+            freed_bytes=progress.freed,
+            errors=errors,
+            reason=reason,
         )
 
     async def _parts(self, max_idle_s: float | None, leased: bool, should_stop: StopCheck, progress: _Progress) -> None:

@@ -51,7 +51,15 @@ class EndingsHandler:
         made_room = sum(endings.counts.get(reason, 0) for reason in _MADE_ROOM) if write else 0
         if made_room:
             run = RunRecord(
-                secrets.token_hex(6), "eviction", now, now, made_room, 0.0, endings.freed_bytes, 0, _EVICTION
+                run_id=secrets.token_hex(6),
+                trigger="eviction",
+                started_at=now,
+                finished_at=now,
+                removed=made_room,
+                duration_ms=0.0,
+                freed_bytes=endings.freed_bytes,
+                errors=0,
+                reason=_EVICTION,
             )
             log_run(run)
 

@@ -45,7 +45,17 @@ def session_ids(n: int) -> list[str]:
 
 def record(sid: str, now: float, timeout_s: float = TIMEOUT_S) -> SessionRecord:
     """A session created at `now` with this idle timeout and a day of absolute lifetime."""
-    return SessionRecord(sid, None, None, "troubleshooting", now, now, timeout_s, now + 86_400.0, b"{}")
+    return SessionRecord(
+        session_id=sid,
+        user_id=None,
+        client_id=None,
+        session_type="troubleshooting",
+        created_at=now,
+        last_activity=now,
+        timeout_s=timeout_s,
+        absolute_at=now + 86_400.0,
+        blob=b"{}",
+    )
 
 
 def populated_manager(

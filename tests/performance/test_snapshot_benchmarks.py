@@ -29,7 +29,7 @@ from faultmaven.session import SessionRecord, new_session_id
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
-from tests.performance.conftest import session_ids
+from tests.performance.conftest import record, session_ids
 from tests.support import EPOCH, FakeClock
 
 N = 1_000_000
@@ -57,7 +57,17 @@ def _record(i: int, sid: str) -> SessionRecord:
     user = f"user-{i % USERS:05d}" if i % 3 == 0 else None
     client = f"tab-{i:07d}" if i % 5 == 0 else None
     blob = DATA[i % len(DATA)] if i % 2 == 0 else b"{}"
-    return SessionRecord(sid, user, client, "troubleshooting", at, at, TIMEOUTS[i % 4], at + 86_400.0, blob)
+    return SessionRecord(
+        session_id=sid,
+        user_id=user,
+        client_id=client,
+        session_type="troubleshooting",
+        created_at=at,
+        last_activity=at,
+        timeout_s=TIMEOUTS[i % 4],
+        absolute_at=at + 86_400.0,
+        blob=blob,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +132,7 @@ def test_snapshot_write_stall_1m(benchmark: Any, loop: asyncio.AbstractEventLoop
         # A session created and ended leaves the store as it was, its dict tracked by the collector, as a
         # serving store's is whenever a node was replaced since the last full collection.
         sid, now = new_session_id(), EPOCH + N * SPACING
-        await built.store.create(SessionRecord(sid, None, None, "t", now, now, 60.0, now + 60.0, b"{}"), now)
+        await built.store.create(record(sid, now, timeout_s=60.0), now)
         assert await built.store.delete(sid, now) and gc.is_tracked(built.store.index._nodes)
         monitor = LoopMonitor(interval_s=0.001, warmup_s=0.0)
         monitor.start()

@@ -155,7 +155,18 @@ async def test_a_refused_create_counts_as_refusing_for_less_than_refusing_for_s(
 
 
 def test_a_run_s_duration_is_logged_in_milliseconds_to_three_decimals(json_log: io.StringIO) -> None:
-    log_run(RunRecord("0123456789ab", "manual", 0.0, 0.0, 0, 1.23456, 0, 0, "expired"))
+    run = RunRecord(
+        run_id="0123456789ab",
+        trigger="manual",
+        started_at=0.0,
+        finished_at=0.0,
+        removed=0,
+        duration_ms=1.23456,
+        freed_bytes=0,
+        errors=0,
+        reason="expired",
+    )
+    log_run(run)
     [summary] = _records(json_log, "faultmaven.sessions", "Session cleanup completed")
     [audit] = _records(json_log, "faultmaven.audit", "cleanup run")
     assert summary["duration_ms"] == audit["duration_ms"] == 1.235

@@ -54,5 +54,15 @@ def with_cprev(n: Node, v: str | None) -> Node:
 def to_record(sid: str, active: float, s: Static) -> SessionRecord:
     """The session as the store protocol returns it."""
     return SessionRecord(
-        sid, s[USER], s[CLIENT], s[TYPE], s[CREATED], active, s[TIMEOUT], s[ABSOLUTE], s[BLOB], s[META], s[VERSION]
+        session_id=sid,
+        user_id=s[USER],
+        client_id=s[CLIENT],
+        session_type=s[TYPE],
+        created_at=s[CREATED],
+        last_activity=active,
+        timeout_s=s[TIMEOUT],
+        absolute_at=s[ABSOLUTE],
+        blob=s[BLOB],
+        meta=s[META],
+        version=s[VERSION],
     )

@@ -23,17 +23,17 @@ def record_of(session_id: str, f: list[bytes]) -> SessionRecord:
     """A session from the hash fields in the scripts' FIELDS order (lua/common.lua)."""
     user, client, kind, created, active, timeout, absolute, data, meta, _cost, version, _order = f
     return SessionRecord(
-        session_id,
-        decode_user(user),
-        client.decode() or None,
-        kind.decode(),
-        float(created),
-        float(active),
-        float(timeout),
-        float(absolute),
-        bytes(data),
-        bytes(meta),
-        int(version) if version else 1,  # a hash stored before sessions had versions: version 1
+        session_id=session_id,
+        user_id=decode_user(user),
+        client_id=client.decode() or None,
+        session_type=kind.decode(),
+        created_at=float(created),
+        last_activity=float(active),
+        timeout_s=float(timeout),
+        absolute_at=float(absolute),
+        blob=bytes(data),
+        meta=bytes(meta),
+        version=int(version) if version else 1,  # a hash stored before sessions had versions: version 1
     )
 
 
