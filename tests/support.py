@@ -22,11 +22,10 @@ from faultmaven.stores.memory import budget as memory_budget
 from faultmaven.stores.memory import endings as memory_endings
 from faultmaven.stores.memory import index as expiry
 from faultmaven.stores.memory import index_lanes as expiry_lanes
-from faultmaven.stores.memory import index_lists as expiry_lists
 from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory import local as memory_local
 from faultmaven.stores.memory import owners as memory_owners
 from faultmaven.stores.memory import store as memory
-from faultmaven.stores.sizing import pair_key
 
 EPOCH = 1_700_000_000.0
 
@@ -43,7 +42,7 @@ class StoreLines:
 
     def __init__(self) -> None:
         self.count = 0
-        modules = (expiry, expiry_lanes, expiry_lists, memory, memory_budget, memory_endings, memory_owners, mem)
+        modules = (expiry, expiry_lanes, memory, memory_local, memory_budget, memory_endings, memory_owners, mem)
         self._files = {module.__file__ for module in modules}
         self._package = os.path.dirname(faultmaven.__file__) + os.sep
         self._previous: Any = None
@@ -129,70 +128,18 @@ class FakeClock:
 def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> list[str]:
     """Every stored session a cleanup would remove now, by a full scan (the store itself never scans)."""
     due = []
-    for sid, _ in store.index.items():
-        record = store.record(sid)
+    for sid in store.index.frozen():
+        record = store.index.record(sid)
         assert record is not None
         if now >= record.expires_at or (max_idle_s is not None and now - record.last_activity >= max_idle_s):
             due.append((record.expires_at, sid))
     return [sid for _, sid in sorted(due)]
 
 
-def _walk(store: MemoryStore, first: str | None, prev_pos: int, next_pos: int) -> list[str]:
-    ids, prev, sid = [], None, first
-    while sid is not None:
-        node = store.index.get(sid)
-        assert node is not None, "a list links to a session that is not stored"
-        assert node[prev_pos] == prev, "a back link disagrees with the forward link"
-        ids.append(sid)
-        prev, sid = sid, node[next_pos]
-    return ids
-
-
-def _assert_users_consistent(store: MemoryStore) -> None:
-    users, nodes = store.owners.users, dict(store.index.items())
-    in_users: list[str] = []
-    for user, first, last in users.ends():
-        ids, prev, sid = [], None, first
-        while sid is not None:
-            links = users.links(sid)
-            assert links is not None and links[0] == prev, "a user's list links are wrong"
-            ids.append(sid)
-            prev, sid = sid, links[1]
-        assert ids and ids[-1] == last, "a user's list is wrong"
-        assert all(sid in nodes for sid in ids), "a user's list holds a session that is gone"
-        assert all(nodes[sid][mem.STATIC][mem.USER] == user for sid in ids)
-        in_users += ids
-    with_user = [sid for sid, node in nodes.items() if node[mem.STATIC][mem.USER] is not None]
-    assert sorted(in_users) == sorted(with_user), "a user's session is missing from their list, or listed twice"
-    assert sorted(users.linked()) == sorted(with_user), "user links kept for a session that is gone"
-    for key, sid in store.owners.pairs.items():
-        static = nodes[sid][mem.STATIC]
-        assert static[mem.CLIENT] is not None and pair_key(static[mem.USER], static[mem.CLIENT]) == key
-
-
 def assert_store_consistent(store: MemoryStore) -> None:
     """The lanes, the creation list, the index, the user lists, the resume pairs, the byte and expired
-    counts agree."""
-    index, nodes = store.index, dict(store.index.items())
-    first, last, cfrontier = index.creation()
-    created = _walk(store, first, mem.CPREV, mem.CNEXT)
-    assert created[-1:] == ([last] if last else [])
-    assert sorted(created) == sorted(nodes), "the creation list and the index disagree"
-    assert cfrontier is None or cfrontier in created
-    in_lanes: list[str] = []
-    for timeout, lfirst, llast, frontier in index.lanes():
-        ids = _walk(store, lfirst, mem.LPREV, mem.LNEXT)
-        assert ids and ids[-1] == llast, "an empty lane was kept, or its tail is wrong"
-        actives = [nodes[sid][mem.ACTIVE] for sid in ids]
-        assert actives == sorted(actives), "a lane is out of activity order"
-        assert all(nodes[sid][mem.STATIC][mem.TIMEOUT] == timeout for sid in ids)
-        assert frontier is None or frontier in ids
-        in_lanes += ids
-    assert sorted(in_lanes) == sorted(nodes), "a session is in no lane or in two"
-    _assert_users_consistent(store)
-    expired, mark = index.counted()
-    assert index.bytes == sum(node[mem.STATIC][mem.COST] for node in nodes.values())
-    assert expired == sum(node[mem.MARK] == mark for node in nodes.values())
+    counts agree (the store's own check)."""
+    store.check()
 
 
 class HookedStore(MemoryStore):
@@ -226,7 +173,7 @@ class PoisonStore(MemoryStore):
     ) -> BatchResult:
         skip = set(exclude) | self.poison
         result = await super().remove_idle(now, max_idle_s, limit, skip, part, **kw)
-        stored = [r for r in map(self.record, self.poison - set(exclude)) if r is not None]
+        stored = [r for r in map(self.index.record, self.poison - set(exclude)) if r is not None]
         due = set(due_ids(self, now, max_idle_s))
         result.failed = [r.session_id for r in stored if r.session_id in due]
         return result

@@ -23,7 +23,7 @@ def busy(loop: asyncio.AbstractEventLoop) -> Any:
 def test_operation_cost(benchmark: Any, loop: asyncio.AbstractEventLoop, busy: Any, operation: str) -> None:
     benchmark.group = f"operations ({STORED:,} stored, per {OPS} ops)"
     benchmark.extra_info.update(kind=f"op-{operation}", ops=OPS, n=STORED, live=STORED)
-    ids = [sid for sid, _ in busy.store.index.items()][:OPS]
+    ids = list(busy.store.index.frozen())[:OPS]
     data = {"case": "DB timeout", "step": 3}
 
     async def creates() -> None:

@@ -66,8 +66,10 @@ class CleanupUsesTheDefaultTimeout(PeekableStore):
         self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
         limits = [T] if max_idle_s is None else [T, max_idle_s]
-        due = [sid for sid, node in self.index.items() if now - node[mem.ACTIVE] >= min(limits)]
-        due += [sid for sid, node in self.index.items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due]
+        due = [sid for sid, node in self.index.frozen().items() if now - node[mem.ACTIVE] >= min(limits)]
+        due += [
+            sid for sid, node in self.index.frozen().items() if now >= node[mem.STATIC][mem.ABSOLUTE] and sid not in due
+        ]
         result = _remove_listed(self, due[:limit], kw.get("report", drop))
         result.exhausted = len(due) <= limit
         return result
@@ -154,7 +156,7 @@ class ResumeReturnsAnExpiredSession(PeekableStore):
             node = None if existing is None else self.index.get(existing)
             if existing is not None and node is not None:
                 self._activity(existing, node, now, node[mem.STATIC])
-                stored = self.record(existing)
+                stored = self.index.record(existing)
                 assert stored is not None
                 return stored, True
         return await super().create(record, now, max_per_user, report=report)

@@ -49,4 +49,5 @@ def test_classes_over_250_lines_fail_and_session_manager_from_200() -> None:
     assert check_source(_class(199, "SessionManager"), manager) == []
     assert check_source(_class(200, "SessionManager"), manager) == [Violation(manager, 1, "SessionManager", 200)]
     assert check_source(_class(200, "SessionManager"), "faultmaven/other.py") == []
-    assert check_source("# shape: big\n" + _class(251, "Store"), "m.py") != []
+    assert check_source("# shape: one structure\n" + _class(251, "Store"), "m.py") == []
+    assert check_source("# shape: one structure\n" + _class(200, "SessionManager"), manager) != []

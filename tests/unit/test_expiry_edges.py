@@ -169,7 +169,7 @@ async def test_a_batch_that_empties_the_store_exactly_leaves_it_ready_for_new_se
 
 async def test_a_max_age_cleanup_leaves_excluded_idle_sessions() -> None:
     store, now = await idle_and_expired(idle=4, expired=0)
-    keep = next(sid for sid, _ in store.index.items())
+    keep = next(iter(store.index.frozen()))
     result = await store.remove_idle(now, 600.0, 10, {keep})
     assert (result.removed, result.exhausted) == (3, False)  # an excluded session may still be due
     assert await store.touch(keep, now) is not None

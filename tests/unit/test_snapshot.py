@@ -27,7 +27,7 @@ SETTINGS = Settings(cleanup_enabled=False, max_per_user=0)
 
 
 def fields(manager: SessionManager, sid: str) -> tuple[object, ...]:
-    record = manager.store.record(sid)  # type: ignore[attr-defined]
+    record = manager.store.index.record(sid)  # type: ignore[attr-defined]
     assert record is not None
     return (
         record.user_id, record.client_id, record.session_type, record.created_at, record.last_activity,
@@ -140,18 +140,9 @@ async def test_no_file_no_sessions(tmp_path: Path) -> None:
 
 def lists(store: MemoryStore) -> dict[str, list[str]]:
     """Every list of the store, walked in order: each lane, the creation list, each user's list, the pairs."""
-
-    def walk(first: str | None, nxt: int) -> list[str]:
-        ids = []
-        while first is not None:
-            ids.append(first)
-            first = store.index.get(first)[nxt]  # type: ignore[index]
-        return ids
-
-    found = {f"lane {timeout}": walk(first, mem.LNEXT) for timeout, first, _, _ in store.index.lanes()}
-    found["created"] = walk(store.index.creation()[0], mem.CNEXT)
-    found |= {f"user {user}": store.owners.users.ids(user) for user, _, _ in store.owners.users.ends()}
-    found["pairs"] = sorted(f"{key}={sid}" for key, sid in store.owners.pairs.items())
+    found = store.index.lists()
+    found |= {f"user {user}": ids[::-1] for user, ids in store.owners.users.lists().items()}  # most recent first
+    found["pairs"] = store.owners.pairs.lists()
     return found
 
 
@@ -182,7 +173,7 @@ async def test_sessions_last_active_at_one_instant_come_back_in_the_order_of_eve
     # decides nothing: it is not kept. Every other list is, in its order.
     created = after.pop("created")
     assert sorted(created) == sorted(before.pop("created"))
-    times = [again.store.record(sid).created_at for sid in created]  # type: ignore[attr-defined]
+    times = [again.store.index.record(sid).created_at for sid in created]  # type: ignore[attr-defined]
     assert times == sorted(times) and len(set(times)) == 2
     assert after == before
 
@@ -323,7 +314,7 @@ async def test_a_file_is_read_chunk_by_chunk_an_empty_one_too(tmp_path: Path) ->
     path.write_bytes(_file([("a", 5.0, STATIC)], [], [("b", 6.0, (None, "tab", *STATIC[2:]))]))
     store = MemoryStore()
     assert await load_snapshot(store, path) == 2
-    assert [store.record(sid).last_activity for sid in "ab"] == [5.0, 6.0]  # type: ignore[union-attr]
+    assert [store.index.record(sid).last_activity for sid in "ab"] == [5.0, 6.0]  # type: ignore[union-attr]
     assert store.owners.users.ids("u") == ["a"] and store.owners.pairs.get(None, "tab") == "b"
     assert_store_consistent(store)
 
@@ -343,7 +334,8 @@ async def test_a_file_whose_sessions_do_not_add_up_is_moved_aside(
     store = MemoryStore()
     with caplog.at_level(logging.ERROR, logger="faultmaven.sessions"):
         assert await load_snapshot(store, path) == 0
-    assert len(store) == 0 and store.index.creation() == (None, None, None) and not list(store.index.lanes())
+    assert len(store) == 0 and store.index.lists() == {"created": []}
+    store.check()
     (record,) = caplog.records
     assert record.reason == why  # type: ignore[attr-defined]
     path.write_bytes(_file([("a", 5.0, STATIC)]))

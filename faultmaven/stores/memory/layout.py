@@ -4,7 +4,7 @@ A session is one entry of the expiry index's dict, id -> Node. The Node links th
 neighbours (by id) in its lane and in the creation list and holds what changes on activity; its fields
 that change only on update sit in an inner Static tuple shared between versions. Tuples of strings,
 numbers and bytes are untracked by Python's cyclic garbage collector, and so is a dict holding only them.
-Positions are named here once; the cleanup's hot loop uses the literal numbers (see expiry.py).
+Positions are named here once; the cleanup's hot loop uses the literal numbers (see index.py).
 """
 
 from __future__ import annotations
@@ -66,3 +66,10 @@ def to_record(sid: str, active: float, s: Static) -> SessionRecord:
         meta=s[META],
         version=s[VERSION],
     )
+
+
+def require(ok: bool, broken: str) -> None:
+    """For the structures' check(): AssertionError naming the broken invariant (raised, not asserted, so
+    that it holds under python -O)."""
+    if not ok:
+        raise AssertionError(broken)

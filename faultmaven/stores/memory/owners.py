@@ -7,12 +7,12 @@ collector tracks per session.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 from itertools import compress, repeat
 from operator import is_not, itemgetter
 from typing import TypeAlias
 
-from faultmaven.stores.memory.layout import CLIENT, USER, Static
+from faultmaven.stores.memory.layout import CLIENT, STATIC, USER, Node, Static, require
 from faultmaven.stores.sizing import pair_key
 
 UserLinks: TypeAlias = tuple[str | None, str | None]  # (user prev, user next) of one session
@@ -101,17 +101,38 @@ class UserLists:
             sid = self._links[sid][0]
         return ids
 
-    def ends(self) -> Iterator[tuple[str, str | None, str | None]]:
-        """(user, first, last) of every user's list (what consistency checks walk from)."""
-        return ((user, users.first, users.last) for user, users in self._lists.items())
-
     def links(self, sid: str) -> UserLinks | None:
         """(prev, next) of `sid` in its user's list; None if it is in none."""
         return self._links.get(sid)
 
-    def linked(self) -> list[str]:
-        """Every session that has user links."""
-        return list(self._links)
+    def lists(self) -> dict[str, list[str]]:
+        """Each user's sessions, least recently active first, walked from the head with each back link
+        checked (AssertionError if a link is broken)."""
+        found = {}
+        for user, users in self._lists.items():
+            ids, prev, sid = list[str](), None, users.first
+            while sid is not None:
+                links = self._links.get(sid)
+                require(links is not None and links[0] == prev, "a user's list links are wrong")
+                require(len(ids) < len(self._links), "a user's list runs in a circle")
+                ids.append(sid)
+                prev, sid = sid, links[1]  # type: ignore[index]
+            require(bool(ids) and users.last == prev, "a user's list is empty, or its tail is wrong")
+            found[user] = ids
+        return found
+
+    def check(self, nodes: Mapping[str, Node]) -> None:
+        """AssertionError naming the first broken invariant: each list linked both ways, holding only
+        stored sessions of its user; every stored session with a user in its user's list once; no links
+        kept for a session that is gone."""
+        in_lists: list[str] = []
+        for user, ids in self.lists().items():
+            require(all(sid in nodes for sid in ids), "a user's list holds a session that is gone")
+            require(all(nodes[sid][STATIC][USER] == user for sid in ids), "a session is in another user's list")
+            in_lists += ids
+        with_user = sorted(sid for sid, node in nodes.items() if node[STATIC][USER] is not None)
+        require(sorted(in_lists) == with_user, "a user's session is missing from their list, or listed twice")
+        require(sorted(self._links) == with_user, "user links kept for a session that is gone")
 
 
 class ResumePairs:
@@ -144,9 +165,17 @@ class ResumePairs:
         if self._pairs.get(key) == sid:
             self._pairs[key] = new_id
 
-    def items(self) -> list[tuple[str, str]]:
-        """(resume key, session id) of every pair."""
-        return list(self._pairs.items())
+    def lists(self) -> list[str]:
+        """Every pair as "<resume key>=<session id>", sorted."""
+        return sorted(f"{key}={sid}" for key, sid in self._pairs.items())
+
+    def check(self, nodes: Mapping[str, Node]) -> None:
+        """AssertionError unless every pair names a stored session of that user and client."""
+        for key, sid in self._pairs.items():
+            node = nodes.get(sid)
+            require(node is not None, "a resume pair names a session that is gone")
+            static = node[STATIC]  # type: ignore[index]
+            require(static[CLIENT] is not None and pair_key(static[USER], static[CLIENT]) == key, "a pair is wrong")
 
 
 class SessionOwners:
@@ -181,3 +210,8 @@ class SessionOwners:
             self.users.rename(sid, new_id, static[USER])
         if static[CLIENT] is not None:
             self.pairs.rename(sid, new_id, static)
+
+    def check(self, nodes: Mapping[str, Node]) -> None:
+        """AssertionError naming the first broken invariant of the user lists or the pairs (see theirs)."""
+        self.users.check(nodes)
+        self.pairs.check(nodes)

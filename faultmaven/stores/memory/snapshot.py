@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from faultmaven.exceptions import FaultMavenError
 from faultmaven.stores.memory.layout import ACTIVE, LNEXT, STATIC, Node, Static
@@ -142,7 +142,7 @@ def _collector_paused() -> Iterator[None]:
 async def write_snapshot(store: MemoryStore, path: str | Path) -> int:
     """Write every session of `store` to `path`; how many."""
     with _collector_paused():
-        heads = cast(list[str], [first for _, first, _, _ in store.index.lanes()])  # a lane is never empty
+        heads = store.index.lane_heads()
         # The consistent copy, in the same step as the lanes' heads: the thread empties it as it goes.
         return await asyncio.to_thread(_write, Path(path), store.index.frozen(), heads, store.owners.users.links)
 

@@ -1,11 +1,12 @@
 """The embedded in-memory store: one process, every operation O(1), cleanup O(expired + timeouts in use).
 
 The store composes what it keeps, each part owning its own state:
-- ExpiryIndex (expiry.py): the sessions, their lanes per timeout, the creation list, the heaps over the
+- ExpiryIndex (index.py): the sessions, their lanes per timeout, the creation list, the heaps over the
   lanes, the expired count and the byte total; no per-session object the garbage collector tracks;
-- SessionOwners (memory_owners.py): each user's sessions and the resume pairs (user, client) -> session;
-- MemoryBudget (memory_budget.py): SESSION_MAX_MEMORY_MB and its policy;
+- SessionOwners (owners.py): each user's sessions and the resume pairs (user, client) -> session;
+- MemoryBudget (budget.py): SESSION_MAX_MEMORY_MB and its policy;
 - EndingsLog (endings.py): what the current call ended, handed to the caller's report as it returns.
+- OneProcess (local.py): the cleanup and metrics members a store nobody shares answers trivially.
 Nothing here awaits, so each call is atomic on the event loop: the expiry re-check and the removal of a
 session can never be split by a concurrent touch.
 """
@@ -45,13 +46,11 @@ _EVICT_BATCH = 64  # expired sessions removed per step while a write makes room
 
 
 class MemoryStore(OneProcess):
-    """In-process session store.
-
-    With `max_bytes`, a write that would take the estimate over the budget first removes expired sessions;
-    if it still does not fit, `policy` decides: "reject" refuses it (SessionStoreFullError, nothing else
-    changed), so a flood of new sessions can never end live ones; "evict" ends the least recently active
-    live sessions until it fits. A single session larger than the whole budget is refused either way.
-    """
+    """In-process session store. With `max_bytes`, a write that would take the estimate over the budget
+    first removes expired sessions; if it still does not fit, `policy` decides: "reject" refuses it
+    (SessionStoreFullError, nothing else changed), so a flood of new sessions can never end live ones;
+    "evict" ends the least recently active live sessions until it fits. A single session larger than the
+    whole budget is refused either way."""
 
     index_type: ClassVar[type[ExpiryIndex]] = ExpiryIndex  # the parts' classes: fault-injecting tests
     owners_type: ClassVar[type[SessionOwners]] = SessionOwners  # subclass them
@@ -81,9 +80,10 @@ class MemoryStore(OneProcess):
         order = self.index.load(ids, actives, statics)
         self.owners.load(ids, statics, order)
 
-    def record(self, session_id: str) -> SessionRecord | None:
-        """The stored session, expired or not, without recording activity (what tests peek with)."""
-        return self.index.record(session_id)
+    def check(self) -> None:
+        """AssertionError naming the first broken invariant of the index, the user lists or the pairs."""
+        self.index.check()
+        self.owners.check(self.index.frozen())
 
     # -- parts working together ---------------------------------------------------------------------
 

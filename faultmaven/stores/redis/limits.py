@@ -1,9 +1,9 @@
 """The Redis store's memory limits under policy "reject": which creates it refuses, from what it last read.
 
 A create is refused (SessionStoreFullError) while the master that would hold it is within the reserve of
-its maxmemory (redis_memory.py says why), or while the stored session bytes reach SESSION_MAX_MEMORY_MB
+its maxmemory (info.py says why), or while the stored session bytes reach SESSION_MAX_MEMORY_MB
 when that is set. The verdict reads snapshots: each master's INFO memory and which master holds each
-shard, plus what this process's creates sent since may add (redis_reserve.py: in flight included, in
+shard, plus what this process's creates sent since may add (reserve.py: in flight included, in
 Redis' own bytes), so a create far from the limit costs no round trip and no burst can pass the reserve
 between two readings. A create the ledger would refuse waits for one fresh reading first, so a stale
 reading refuses nothing that fits. At the limit, a create that would resume its pair's live session
