@@ -36,7 +36,7 @@ from faultmaven.session import (
 )
 from faultmaven.stores import SessionStore, store_from_url
 from faultmaven.stores.base import Endings, Report
-from faultmaven.validation import MAX_PAGE, check_page, check_version, minutes, new_record
+from faultmaven.validation import MAX_PAGE, check_page, check_version, new_record, seconds
 
 __all__ = ["MAX_PAGE", "Session", "SessionEnd", "SessionManager"]
 
@@ -203,7 +203,7 @@ class SessionManager:
     ) -> int:
         """A cleanup run; `trigger` labels its audit record; `leased` cleans each part only under its lease,
         as the scheduler does, so replicas sharing a store never clean one part at the same time."""
-        max_idle_s = None if max_age_minutes is None else minutes("max_age_minutes", max_age_minutes, allow_zero=True)
+        max_idle_s = None if max_age_minutes is None else seconds("max_age_minutes", max_age_minutes, allow_zero=True)
         return await self._cleanup.run(max_idle_s, trigger=trigger, leased=leased)
 
     async def _scheduled_run(self, should_stop: StopCheck) -> int:
@@ -212,7 +212,7 @@ class SessionManager:
 
     async def start_cleanup_scheduler(self, interval_minutes: float = 15) -> None:
         """Start the background cleanup task; a second call while it runs does nothing."""
-        self._scheduler.start(self._scheduled_run, minutes("interval_minutes", interval_minutes, allow_zero=False))
+        self._scheduler.start(self._scheduled_run, seconds("interval_minutes", interval_minutes, allow_zero=False))
 
     async def stop_cleanup_scheduler(self) -> None:
         """Stop gracefully: the running batch finishes, then the task is awaited. Idempotent."""

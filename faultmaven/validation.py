@@ -16,8 +16,8 @@ MAX_PAGE = 1000  # sessions per list_user_sessions page
 _SESSION_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def minutes(name: str, value: float, *, allow_zero: bool) -> float:
-    """Validate a minutes argument and return it in seconds."""
+def seconds(name: str, value: float, *, allow_zero: bool) -> float:
+    """The seconds a minutes argument stands for, once it is checked (TypeError, ValueError)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of minutes, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -30,7 +30,7 @@ def timeout_seconds(settings: Settings, timeout_minutes: float | None) -> float:
     """A session's idle timeout: the default, or a requested one within the configured bounds."""
     if timeout_minutes is None:
         return settings.timeout_seconds
-    value = minutes("timeout_minutes", timeout_minutes, allow_zero=False) / 60.0
+    value = seconds("timeout_minutes", timeout_minutes, allow_zero=False) / 60.0
     lo, hi = settings.min_timeout_minutes, settings.max_timeout_minutes
     if not lo <= value <= hi:
         raise ValueError(f"timeout_minutes must be between {lo:g} and {hi:g}, got {value:g}")

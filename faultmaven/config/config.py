@@ -29,7 +29,7 @@ SECRET_FIELDS = ("admin_token", "jwt_secret")  # never echoed, not even in an er
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ORIGIN_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
-Minutes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # minutes, megabytes
 Count = Annotated[int, Field(ge=1, strict=False)]
 
 
@@ -73,9 +73,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", validate_default=True)
     reads_environment: ClassVar[bool] = False  # from_env() reads the environment and ./.env too
 
-    timeout_minutes: Minutes = 30.0
-    cleanup_interval_minutes: Minutes = 15.0
-    max_memory_mb: Minutes = 100.0  # same bounds as minutes: a finite number > 0
+    timeout_minutes: PositiveFinite = 30.0
+    cleanup_interval_minutes: PositiveFinite = 15.0
+    max_memory_mb: PositiveFinite = 100.0
     cleanup_batch_size: Count = 50
     cleanup_enabled: bool = True
     store_url: str = "memory://"
@@ -88,9 +88,9 @@ class Settings(BaseSettings):
     snapshot_path: str | None = None
     snapshot_interval_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
     audit_log_path: str | None = None  # also write the audit records to this JSON-lines file
-    min_timeout_minutes: Minutes = 1.0
-    max_timeout_minutes: Minutes = 1440.0
-    absolute_timeout_minutes: Minutes = 1440.0
+    min_timeout_minutes: PositiveFinite = 1.0
+    max_timeout_minutes: PositiveFinite = 1440.0
+    absolute_timeout_minutes: PositiveFinite = 1440.0
     max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
     user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
     # Identity from a bearer JWT (faultmaven.auth.tokens): a shared secret or a public key file, never both.

@@ -31,12 +31,13 @@ class SessionReads:
         self._route: BaseRoute | None = None  # the router's GET route of a session, for the access log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            manager = getattr(scope["app"].state, "session_manager", None)
-            if path.startswith(self.ids_from) and is_valid_id(path[len(self.ids_from) :]) and manager is not None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "GET" and path.startswith(self.ids_from):
+            session_id = path[len(self.ids_from) :]
+            manager = getattr(scope["app"].state, "session_manager", None)  # only for a path of the reads
+            if is_valid_id(session_id) and manager is not None:
                 scope["route"] = self._route or self._find_route(scope)
-                await self._read(manager, path[len(self.ids_from) :], scope, receive, send)
+                await self._read(manager, session_id, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -16,7 +16,7 @@ from faultmaven.stores import MemoryStore
 from faultmaven.stores.memory import store as memory
 from tests.support import StoreLines
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def mutmut_args() -> list[str]:

@@ -18,7 +18,7 @@ from faultmaven.observability.loop_monitor import LoopMonitor
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 

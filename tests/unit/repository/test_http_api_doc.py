@@ -13,7 +13,7 @@ from faultmaven.main import create_app
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "http-api.md"
 HEADING = re.compile(r"^### `([A-Z]+) ([^`?]+)[^`]*`", re.MULTILINE)
 FASTAPI_ADDS = {"422"}  # FastAPI's own 422 for any route with parameters: on the page as request validation
 
