@@ -3,13 +3,10 @@ a full batch's stop, and the lane heaps' rebuild."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from faultmaven.session import new_session_id
 from faultmaven.stores import MemoryStore
-from faultmaven.stores.memory.layout import with_lprev
 from tests.support import EPOCH, StoreLines, assert_store_consistent, due_ids, session_record
 
 FAR = EPOCH + 10**6
@@ -127,28 +124,3 @@ async def test_renaming_the_session_a_count_stopped_at_moves_both_frontiers() ->
     store.index.rename(ids[-1], new_id)
     assert_store_consistent(store)  # each frontier is in its list: it names the new id, not the old
     assert store.stats(now).expired == 3
-
-
-@pytest.mark.parametrize(
-    ("corrupt", "named"),
-    [
-        (lambda s, ids: s.index._nodes.__setitem__(ids[1], with_lprev(s.index.get(ids[1]), None)), "back link"),
-        (lambda s, ids: setattr(s.index._creation, "last", ids[1]), "tail"),
-        (lambda s, ids: setattr(s.index, "_bytes", s.index.bytes + 1), "byte total"),
-        (lambda s, ids: setattr(s.index, "_expired", 1), "expired count"),
-        (lambda s, ids: s.owners.users._links.__setitem__(ids[0], (None, None)), "user's list"),
-        (lambda s, ids: s.owners.pairs.set("u", "tab-1", ids[1]), "pair"),
-    ],
-)
-async def test_check_names_the_broken_invariant(corrupt: Any, named: str) -> None:
-    """The store's check() (what the consistency checks of every test call) passes on a sound store and
-    names what a fault left broken: links, counts, a user's list, a resume pair."""
-    store = MemoryStore()
-    ids = []
-    for client in ("tab-1", None, None):
-        record, _ = await store.create(session_record(user="u", client=client), EPOCH)
-        ids.append(record.session_id)
-    store.check()
-    corrupt(store, ids)
-    with pytest.raises(AssertionError, match=named):
-        store.check()
