@@ -119,9 +119,7 @@ class SessionManager:
 
     async def touch_session(self, session_id: str, *, user_id: str | None = None) -> Session | None:
         """Heartbeat: record activity only. Never revives an expired session."""
-        if not is_valid_id(session_id):
-            return None
-        record = await self.store.touch(session_id, self._now(), user_id)
+        record = await self.store.touch(session_id, self._now(), user_id) if is_valid_id(session_id) else None
         return record.to_session() if record else None
 
     async def rotate_session(self, session_id: str, *, user_id: str | None = None) -> Session:
@@ -130,9 +128,11 @@ class SessionManager:
         if not is_valid_id(session_id):
             raise SessionNotFoundError(_NOT_FOUND)
         new_id = self.store.new_id(None, None, like=session_id)
-        ended = Endings()  # settled once the session's user is known
-        record = await self.store.rotate(session_id, new_id, self._now(), user_id, report=ended.absorb)
-        self._endings.settle(ended, user_id=record.user_id if record else user_id)
+        ended, record = Endings(), None  # settled once the session's user is known, returned or raised
+        try:
+            record = await self.store.rotate(session_id, new_id, self._now(), user_id, report=ended.absorb)
+        finally:
+            self._endings.settle(ended, user_id=record.user_id if record else user_id)
         if record is None:
             raise SessionNotFoundError(_NOT_FOUND)
         return record.to_session()
@@ -168,10 +168,9 @@ class SessionManager:
         merge: bool = False,
         if_version: int | None = None,
     ) -> Session:
-        """Replace the data (with `merge`: apply an RFC 7396 merge patch) and record activity; the version
-        goes up by one when the data changes. One atomic step that changes nothing when it raises:
-        SessionVersionConflict if `if_version` is not the current version, SessionDataTooLargeError if the
-        result is over SESSION_MAX_DATA_BYTES with the metadata, SessionNotFoundError if not live."""
+        """Replace the data (`merge`: apply an RFC 7396 merge patch), record activity, version +1 if the data
+        changed. One atomic step, changing nothing when it raises: SessionVersionConflict (not `if_version`),
+        SessionDataTooLargeError (with the metadata over SESSION_MAX_DATA_BYTES), SessionNotFoundError."""
         if not is_valid_id(session_id):
             raise SessionNotFoundError(_NOT_FOUND)
         check_version(if_version)

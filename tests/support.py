@@ -125,11 +125,17 @@ class FakeClock:
         self.now += seconds + minutes * 60.0
 
 
+def stored_record(store: MemoryStore, sid: str) -> SessionRecord | None:
+    """The stored session, expired or not, without recording activity (what tests peek with)."""
+    node = store.index.get(sid)
+    return None if node is None else mem.to_record(sid, node[mem.ACTIVE], node[mem.STATIC])
+
+
 def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> list[str]:
     """Every stored session a cleanup would remove now, by a full scan (the store itself never scans)."""
     due = []
     for sid in store.index.frozen():
-        record = store.index.record(sid)
+        record = stored_record(store, sid)
         assert record is not None
         if now >= record.expires_at or (max_idle_s is not None and now - record.last_activity >= max_idle_s):
             due.append((record.expires_at, sid))
@@ -173,7 +179,7 @@ class PoisonStore(MemoryStore):
     ) -> BatchResult:
         skip = set(exclude) | self.poison
         result = await super().remove_idle(now, max_idle_s, limit, skip, part, **kw)
-        stored = [r for r in map(self.index.record, self.poison - set(exclude)) if r is not None]
+        stored = [r for r in (stored_record(self, sid) for sid in self.poison - set(exclude)) if r is not None]
         due = set(due_ids(self, now, max_idle_s))
         result.failed = [r.session_id for r in stored if r.session_id in due]
         return result
@@ -210,7 +216,7 @@ class UntouchableStore(MemoryStore):
     async def replace_data(self, *args: Any, **write: Any) -> Any:
         raise AssertionError("store.replace_data reached")
 
-    async def delete(self, *args: Any) -> Any:
+    async def delete(self, *args: Any, **kw: Any) -> Any:
         raise AssertionError("store.delete reached")
 
 

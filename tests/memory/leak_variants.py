@@ -16,7 +16,7 @@ from faultmaven.session_management import SessionManager
 from faultmaven.stores import BatchResult, MemoryStore
 from tests.memory import scenarios
 from tests.memory.test_memory import LEAK_LIMIT
-from tests.support import due_ids
+from tests.support import due_ids, stored_record
 
 
 class GraveyardStore(MemoryStore):
@@ -29,11 +29,11 @@ class GraveyardStore(MemoryStore):
     async def remove_idle(
         self, now: float, max_idle_s: float | None, limit: int, exclude: Set[str], part: int = 0, **kw: Any
     ) -> BatchResult:
-        self.graveyard.extend(self.index.record(sid) for sid in due_ids(self, now, max_idle_s)[:limit])
+        self.graveyard.extend(stored_record(self, sid) for sid in due_ids(self, now, max_idle_s)[:limit])
         return await super().remove_idle(now, max_idle_s, limit, exclude, part, **kw)
 
     async def delete(self, session_id: str, now: float, user_id: str | None = None, **kw: Any) -> Any:
-        self.graveyard.append(self.index.record(session_id))
+        self.graveyard.append(stored_record(self, session_id))
         return await super().delete(session_id, now, user_id, **kw)
 
 

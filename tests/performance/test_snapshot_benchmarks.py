@@ -30,7 +30,7 @@ from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
 from tests.performance.conftest import record, session_ids
-from tests.support import EPOCH, FakeClock
+from tests.support import EPOCH, FakeClock, stored_record
 
 N = 1_000_000
 SPACING = 0.001  # seconds between two creations: the million span 1,000 s
@@ -105,7 +105,7 @@ def _same_sessions(loaded: MemoryStore, built: MemoryStore) -> None:
     a sample of sessions, a sample of users' lists and the resume pairs."""
     assert (len(loaded), loaded.index.bytes) == (len(built), built.index.bytes)
     sample = list(built.index.frozen())[:: len(built) // 1000]
-    assert [loaded.index.record(sid) for sid in sample] == [built.index.record(sid) for sid in sample]
+    assert [stored_record(loaded, sid) for sid in sample] == [stored_record(built, sid) for sid in sample]
     for user in ("user-00000", "user-00007", f"user-{USERS - 1:05d}"):
         assert loaded.owners.users.ids(user) == built.owners.users.ids(user)
     assert loaded.owners.pairs.lists() == built.owners.pairs.lists()

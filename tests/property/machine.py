@@ -42,7 +42,7 @@ from faultmaven.stores.base import Report
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
 from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
-from tests.support import FakeClock, assert_store_consistent
+from tests.support import FakeClock, assert_store_consistent, stored_record
 
 TIMEOUT_MINUTES = 1.0
 T = TIMEOUT_MINUTES * 60.0
@@ -92,7 +92,7 @@ class PeekableStore(MemoryStore):
         self.log.hand_to(report)
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
-        record = self.index.record(session_id)
+        record = stored_record(self, session_id)
         return None if record is None else (record.last_activity, json.loads(record.blob), record.version)
 
 

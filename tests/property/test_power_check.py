@@ -21,7 +21,7 @@ from faultmaven.stores.memory.endings import EndingsLog
 from faultmaven.stores.memory.index import ExpiryIndex
 from faultmaven.stores.memory.owners import SessionOwners
 from tests.property.machine import PeekableStore, T, build_machine
-from tests.support import due_ids
+from tests.support import due_ids, stored_record
 
 
 class RemovesWithoutRecheck(PeekableStore):
@@ -156,7 +156,7 @@ class ResumeReturnsAnExpiredSession(PeekableStore):
             node = None if existing is None else self.index.get(existing)
             if existing is not None and node is not None:
                 self._activity(existing, node, now, node[mem.STATIC])
-                stored = self.index.record(existing)
+                stored = stored_record(self, existing)
                 assert stored is not None
                 return stored, True
         return await super().create(record, now, max_per_user, report=report)

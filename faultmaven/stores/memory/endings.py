@@ -49,7 +49,7 @@ class EndingsLog:
         """Hand what was logged to `report` (not called if nothing ended). The details are read from the
         nodes only when iterated."""
         endings = self.endings
-        if not endings.counts:
+        if not (endings.counts or self.ended or self.swept):  # details without counts: a pass that raised
             return
         self.endings = NodeEndings()
         if self.ended:

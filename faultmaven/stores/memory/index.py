@@ -25,7 +25,6 @@ from itertools import groupby, pairwise, repeat
 from operator import itemgetter
 from typing import Any, Protocol
 
-from faultmaven.session import SessionRecord
 from faultmaven.stores.base import BatchResult
 from faultmaven.stores.memory.endings import EndingsLog
 from faultmaven.stores.memory.index_lanes import Due, Ends, Lane, LaneHeap, idle_deadline, last_activity
@@ -45,7 +44,6 @@ from faultmaven.stores.memory.layout import (
     Node,
     Static,
     require,
-    to_record,
     with_cnext,
     with_cprev,
     with_lnext,
@@ -135,11 +133,6 @@ class ExpiryIndex:
         """Every session's node at this instant: one C-level copy of the dict (the nodes are immutable, so a
         snapshot encodes the copy off the loop)."""
         return self._nodes.copy()
-
-    def record(self, sid: str) -> SessionRecord | None:
-        """The stored session, expired or not, without recording activity."""
-        node = self._nodes.get(sid)
-        return None if node is None else to_record(sid, node[ACTIVE], node[STATIC])
 
     def live(self, sid: str, now: float, user_id: str | None) -> Node | None:
         """The session if it is stored, not expired and visible to `user_id` (None: to anyone)."""

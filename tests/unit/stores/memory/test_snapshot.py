@@ -21,13 +21,13 @@ from faultmaven.stores import MemoryStore
 from faultmaven.stores.memory import layout as mem
 from faultmaven.stores.memory import snapshot
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
-from tests.support import EPOCH, FakeClock, assert_store_consistent, exactly
+from tests.support import EPOCH, FakeClock, assert_store_consistent, exactly, stored_record
 
 SETTINGS = Settings(cleanup_enabled=False, max_per_user=0)
 
 
 def fields(manager: SessionManager, sid: str) -> tuple[object, ...]:
-    record = manager.store.index.record(sid)  # type: ignore[attr-defined]
+    record = stored_record(manager.store, sid)  # type: ignore[attr-defined]
     assert record is not None
     return (
         record.user_id, record.client_id, record.session_type, record.created_at, record.last_activity,
@@ -187,7 +187,7 @@ async def test_sessions_last_active_at_one_instant_come_back_in_the_order_of_eve
     # decides nothing: it is not kept. Every other list is, in its order.
     created = after.pop("created")
     assert sorted(created) == sorted(before.pop("created"))
-    times = [again.store.index.record(sid).created_at for sid in created]  # type: ignore[attr-defined]
+    times = [stored_record(again.store, sid).created_at for sid in created]  # type: ignore[attr-defined]
     assert times == sorted(times) and len(set(times)) == 2
     assert after == before
 
@@ -319,7 +319,7 @@ async def test_a_file_is_read_chunk_by_chunk_an_empty_one_too(tmp_path: Path) ->
     path.write_bytes(_file([("a", 5.0, STATIC)], [], [("b", 6.0, (None, "tab", *STATIC[2:]))]))
     store = MemoryStore()
     assert await load_snapshot(store, path) == 2
-    assert [store.index.record(sid).last_activity for sid in "ab"] == [5.0, 6.0]  # type: ignore[union-attr]
+    assert [stored_record(store, sid).last_activity for sid in "ab"] == [5.0, 6.0]  # type: ignore[union-attr]
     assert store.owners.users.ids("u") == ["a"] and store.owners.pairs.get(None, "tab") == "b"
     assert_store_consistent(store)
 
