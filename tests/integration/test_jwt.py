@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from faultmaven.auth import keys
 from faultmaven.auth import tokens as auth
+from faultmaven.auth import verifier as verifier_module
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
@@ -311,7 +313,7 @@ async def test_a_remembered_token_still_expires() -> None:
 
 
 def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "VERIFIED_CACHE_SIZE", 8)
+    monkeypatch.setattr(verifier_module, "VERIFIED_CACHE_SIZE", 8)
     verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET).token_policy())
     tokens = ["Bearer " + mint(SECRET, sub=f"user-{i}") for i in range(20)]
     assert [verifier.user_of(t) for t in tokens] == [f"user-{i}" for i in range(20)]
@@ -467,7 +469,7 @@ def test_the_key_file_is_looked_at_once_a_second_and_parsed_only_when_it_changed
         verifier.user_of(old)
     parsed: list[bytes] = []
     real_parse = auth.parse_key_file
-    monkeypatch.setattr(auth, "parse_key_file", lambda data, conf: parsed.append(data) or real_parse(data, conf))
+    monkeypatch.setattr(keys, "parse_key_file", lambda data, conf: parsed.append(data) or real_parse(data, conf))
     for _ in range(5):  # the file unchanged: looked at, never parsed again
         clock.now += 1.0
         assert verifier.user_of(new) == "alice"
@@ -481,17 +483,17 @@ def test_a_change_the_file_times_do_not_show_is_still_read(
     a file changed that recently is read again (and compared) at each look until it has settled."""
     path = tmp_path / "jwks.json"
     write_jwks(path, rsa_key.jwk("k1"))
-    frozen = auth._stamp(str(path))
-    monkeypatch.setattr(auth, "_stamp", lambda _: frozen)  # a file system whose stamps do not move
+    frozen = keys._stamp(str(path))
+    monkeypatch.setattr(keys, "_stamp", lambda _: frozen)  # a file system whose stamps do not move
     # "Recently" is an hour here, not 2 s: the file counts as just written however slowly the test runs.
-    monkeypatch.setattr(auth, "_RACY_SECONDS", 3600.0)
+    monkeypatch.setattr(keys, "_RACY_SECONDS", 3600.0)
     clock = ManualClock()
     verifier = _verifier(str(path), clock)
     write_jwks(path, rsa_key_2.jwk("k2"))
     clock.now += 1.0
     assert verifier.user_of("Bearer " + mint(rsa_key_2.private, "RS256", headers={"kid": "k2"})) == "alice"
     settled = frozen._replace(mtime_ns=frozen.mtime_ns - 2 * 3600 * 10**9)  # changed long ago: trusted
-    monkeypatch.setattr(auth, "_stamp", lambda _: settled)
+    monkeypatch.setattr(keys, "_stamp", lambda _: settled)
     clock.now += 1.0
     verifier.user_of("Bearer " + mint(rsa_key_2.private, "RS256", headers={"kid": "k2"}))
     write_jwks(path, rsa_key.jwk("k1"))  # not seen: the stamp says unchanged and the file is not racy
