@@ -86,6 +86,22 @@ async def test_a_failed_cleanup_run_is_audited_with_its_error_type(clock: FakeCl
     assert _fields(audit, expected) == expected
     [summary] = _records(json_log, "faultmaven.sessions", "Session cleanup failed")
     assert summary["error_type"] == "SessionStoreException" and summary["level"] == "ERROR"
+    assert summary["error"] == "store unreachable (injected)"  # the cause, in the one line
+    await manager.close()
+
+
+async def test_a_run_of_several_batches_logs_the_bytes_every_batch_freed(
+    clock: FakeClock, json_log: io.StringIO
+) -> None:
+    settings = Settings(cleanup_enabled=False, cleanup_batch_size=2)
+    manager = SessionManager(MemoryStore(), settings=settings, clock=clock)
+    for i in range(5):
+        await manager.create_session(f"user-{i}", {"i": i})
+    stored = manager.store.stats(clock.now).memory_bytes
+    clock.advance(minutes=31)
+    assert await manager.cleanup_inactive_sessions() == 5  # three batches
+    [summary] = _records(json_log, "faultmaven.sessions", "Session cleanup completed")
+    assert stored and summary["memory_freed_mb"] == round(stored / (1024 * 1024), 6)
     await manager.close()
 
 

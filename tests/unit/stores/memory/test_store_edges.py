@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,8 @@ from faultmaven.exceptions import (
 from faultmaven.session import SessionEnd, SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import Endings, MemoryStore
+from faultmaven.stores.memory import layout as mem
+from faultmaven.stores.memory.owners import SessionOwners
 from faultmaven.stores.sizing import session_bytes
 from tests.support import EPOCH, FakeClock, exactly
 from tests.support import session_record as record
@@ -227,6 +230,36 @@ def _tracked() -> int:
     gc.collect()
     gc.collect()
     return len(gc.get_objects())
+
+
+class _OwnersThatFailOnce(SessionOwners):
+    """Fails to forget the first signed-in session a cleanup removes, as a fault in the middle of a pass."""
+
+    failed = False
+
+    def forget(self, sid: str, static: Any) -> None:
+        if not self.failed and static[mem.USER] is not None:
+            self.failed = True
+            raise RuntimeError("injected")
+        super().forget(sid, static)
+
+
+async def test_a_cleanup_pass_that_raises_hands_what_it_logged_to_its_own_report() -> None:
+    """Endings a pass logged before it raised (details, not yet counted) go to the report of that call:
+    none is left in the store for a later call to report."""
+    store = MemoryStore()
+    store.owners = _OwnersThatFailOnce()
+    store.detailed_endings = True
+    first = record(created=EPOCH, timeout_s=60)  # no user: removed and logged before the fault
+    second = record(user="alice", created=EPOCH, timeout_s=60)
+    kept = record(user="bob", created=EPOCH, timeout_s=3600)
+    for r in (first, second, kept):
+        await store.create(r, EPOCH)
+    failed_call = Endings()
+    with pytest.raises(RuntimeError, match="injected"):
+        await store.remove_idle(EPOCH + 120, None, 10, set(), report=failed_call.absorb)
+    assert [sid for sid, *_ in failed_call] == [first.session_id, second.session_id]  # both out of the index
+    assert not (store.log.ended or store.log.swept or store.log.endings.counts)
 
 
 async def test_stored_sessions_add_no_object_the_garbage_collector_tracks() -> None:
