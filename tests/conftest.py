@@ -47,6 +47,27 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
 _BACKSTOP = pytest.StashKey[threading.Timer]()
 
 
+_WATCHED_LOGGERS = ("", "faultmaven", "faultmaven.access", "faultmaven.audit", "uvicorn", "uvicorn.access")
+
+
+def _logging_state() -> list[tuple[str, int, bool, int, bool, bool]]:
+    """What a test could leave behind in the process-wide logging: levels, propagation, handlers, and
+    what `isEnabledFor` answers (cached per logger; only `setLevel` clears the cache)."""
+    return [
+        (name, lg.level, lg.propagate, len(lg.handlers), lg.isEnabledFor(logging.INFO), lg.isEnabledFor(logging.DEBUG))
+        for name, lg in ((name, logging.getLogger(name)) for name in _WATCHED_LOGGERS)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """The suite runs in random order: a test that changes logging for the tests after it fails here."""
+    before = _logging_state()
+    yield
+    after = _logging_state()
+    assert after == before, f"logging left changed: {[(b, a) for b, a in zip(before, after, strict=True) if a != b]}"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

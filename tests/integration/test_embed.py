@@ -58,7 +58,7 @@ async def test_install_serves_sessions_beside_the_host_app() -> None:
     settings = Settings(cleanup_enabled=True, cleanup_interval_minutes=60)
     install(app, settings=settings, mount_path=MOUNT, health_path="/fm/health", metrics_path="/fm/metrics")
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None))
     serving = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(20):

@@ -7,12 +7,33 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 from pythonjsonlogger.json import JsonFormatter
 
 from faultmaven.observability.logging import _FORMAT, _RENAME, AccessFormatter, BackgroundStderrHandler
 from faultmaven.web.access_log import AccessLogMiddleware, access_log, log_request
+
+
+@contextmanager
+def _access_log_at(level: int) -> Iterator[io.StringIO]:
+    """The access log written to a string at `level`, set back with setLevel (which also clears the
+    logger's isEnabledFor cache; assigning `.level` would leave it answering for the old level)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(AccessFormatter())
+    old_level, old_propagate = access_log.level, access_log.propagate
+    access_log.addHandler(handler)
+    access_log.setLevel(level)
+    access_log.propagate = False
+    try:
+        yield stream
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(old_level)
+        access_log.propagate = old_propagate
 
 
 def _record(**fields: object) -> logging.LogRecord:
@@ -64,22 +85,12 @@ async def test_middleware_logs_the_route_template_and_no_id() -> None:
     async def item(item_id: str) -> dict[str, str]:
         return {"ok": "yes"}
 
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(AccessFormatter())
-    old = access_log.level, access_log.propagate
-    access_log.addHandler(handler)
-    access_log.setLevel(logging.INFO)
-    access_log.propagate = False
-    try:
+    with _access_log_at(logging.INFO) as stream:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             started = time.perf_counter()
             assert (await client.get("/items/secret-id-123")).status_code == 200
             elapsed_ms = (time.perf_counter() - started) * 1000.0
             assert (await client.get("/nowhere/secret-id-456")).status_code == 404
-    finally:
-        access_log.removeHandler(handler)
-        access_log.level, access_log.propagate = old
     text = stream.getvalue()
     assert "secret-id" not in text
     first, second = (json.loads(line) for line in text.splitlines())
@@ -89,15 +100,6 @@ async def test_middleware_logs_the_route_template_and_no_id() -> None:
 
 
 def test_log_request_writes_nothing_below_info() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    old = access_log.level, access_log.propagate
-    access_log.addHandler(handler)
-    access_log.setLevel(logging.WARNING)
-    access_log.propagate = False
-    try:
+    with _access_log_at(logging.WARNING) as stream:
         log_request("GET", "/r", 200, 1.0)
-    finally:
-        access_log.removeHandler(handler)
-        access_log.level, access_log.propagate = old
     assert stream.getvalue() == ""
