@@ -88,8 +88,8 @@ class PeekableStore(MemoryStore):
 
     def end_listed(self, session_id: str, report: Report) -> None:
         """End one session as expired, outside a cleanup (the power check's listing cleanups)."""
-        self._end(session_id, "expired")
-        self.log.hand_to(report)
+        with self.log.to(report):
+            self._end(session_id, "expired")
 
     async def peek(self, session_id: str) -> tuple[float, dict[str, Any], int] | None:
         record = stored_record(self, session_id)

@@ -5,24 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from faultmaven.stores.base import Ending, Endings, Report
+from faultmaven.stores.base import Ending, Endings, Report, drop
 from faultmaven.stores.memory.layout import ACTIVE, CLIENT, COST, CREATED, STATIC, USER, Node
 
 
 class EndingsLog:
     """What the current store call ended so far, and while `detailed` the removed nodes to build each
-    Ending from. Each call hands it over (hand_to) before it returns or raises: the store never awaits, so
-    no other call's endings can mix in.
+    Ending from. Each call runs `with log.to(report):`, which hands it over as the call returns or raises:
+    the store never awaits, so no other call's endings can mix in.
 
     `ended` (flat: id, node, reason per removal) and `swept` (flat: id, node per expired session a cleanup
     removed) are appended to by the expiry index's cleanup directly: two appends per removed session are
     the cheapest record it can keep (a tuple per ending cost it 10-20% more).
     """
 
-    __slots__ = ("detailed", "ended", "endings", "swept")
+    __slots__ = ("detailed", "ended", "endings", "report", "swept")
 
     def __init__(self) -> None:
         self.detailed = False  # keep each ending whole, for session-end events
+        self.report: Report = drop  # where the current call's endings go
         self.endings = NodeEndings()
         self.ended: list[Any] = []
         self.swept: list[Any] = []
@@ -44,6 +45,19 @@ class EndingsLog:
         """One cleanup pass removed `count` sessions, `idle` of them by the max age, not expired."""
         self.endings.tally("idle", idle)
         self.endings.tally("expired", count - idle, lifetime_s, freed_bytes)
+
+    def to(self, report: Report) -> EndingsLog:
+        """`with log.to(report):` hands what the block ended to `report` as the block ends (a class, not a
+        generator context manager: it wraps every create and write)."""
+        self.report = report
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        report, self.report = self.report, drop
+        self.hand_to(report)
 
     def hand_to(self, report: Report) -> None:
         """Hand what was logged to `report` (not called if nothing ended). The details are read from the

@@ -136,45 +136,40 @@ class MemoryStore(OneProcess):
     async def create(
         self, record: SessionRecord, now: float, max_per_user: int = 0, *, report: Report = drop
     ) -> tuple[SessionRecord, bool]:
-        try:
-            return self._create(record, now, max_per_user)
-        finally:
-            self.log.hand_to(report)
-
-    def _create(self, record: SessionRecord, now: float, max_per_user: int) -> tuple[SessionRecord, bool]:
-        if record.client_id is not None:
-            resumed = self._resume(record.user_id, record.client_id, now)
-            if resumed is not None:
-                return resumed, True
-        sid = record.session_id
-        if sid in self.index:
-            raise SessionStoreException("session id already stored")
-        cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
-        self.budget.check(cost)
-        over: list[str] = []
-        if record.user_id is not None and max_per_user:
-            over = self._over_user_limit(record.user_id, now, max_per_user)
-        if not self.budget.evicts:  # refused before anything changes: the user keeps every session
-            freed = sum(node[STATIC][COST] for node in map(self.index.get, over) if node is not None)
-            self._make_room(cost, now, freed_later=freed)
-        for old in reversed(over):
-            self._end(old, "user_limit")
-        self._make_room(cost, now)
-        static: Static = (
-            record.user_id,
-            record.client_id,
-            record.session_type,
-            record.created_at,
-            record.timeout_s,
-            record.absolute_at,
-            record.blob,
-            record.meta,
-            cost,
-            record.version,
-        )
-        self.index.append(sid, record.last_activity, static)
-        self.owners.add(sid, static)
-        return record, False
+        with self.log.to(report):
+            if record.client_id is not None:
+                resumed = self._resume(record.user_id, record.client_id, now)
+                if resumed is not None:
+                    return resumed, True
+            sid = record.session_id
+            if sid in self.index:
+                raise SessionStoreException("session id already stored")
+            cost = session_bytes(sid, record.user_id, record.blob, record.meta, record.client_id)
+            self.budget.check(cost)
+            over: list[str] = []
+            if record.user_id is not None and max_per_user:
+                over = self._over_user_limit(record.user_id, now, max_per_user)
+            if not self.budget.evicts:  # refused before anything changes: the user keeps every session
+                freed = sum(node[STATIC][COST] for node in map(self.index.get, over) if node is not None)
+                self._make_room(cost, now, freed_later=freed)
+            for old in reversed(over):
+                self._end(old, "user_limit")
+            self._make_room(cost, now)
+            static: Static = (
+                record.user_id,
+                record.client_id,
+                record.session_type,
+                record.created_at,
+                record.timeout_s,
+                record.absolute_at,
+                record.blob,
+                record.meta,
+                cost,
+                record.version,
+            )
+            self.index.append(sid, record.last_activity, static)
+            self.owners.add(sid, static)
+            return record, False
 
     async def touch(self, session_id: str, now: float, user_id: str | None = None) -> SessionRecord | None:
         index = self.index
@@ -197,34 +192,27 @@ class MemoryStore(OneProcess):
         report: Report = drop,
         **write: Unpack[DataWrite],
     ) -> SessionRecord | None:
-        try:
-            return self._replace_data(session_id, blob, now, user_id, write)
-        finally:
-            self.log.hand_to(report)
-
-    def _replace_data(
-        self, session_id: str, blob: bytes, now: float, user_id: str | None, write: DataWrite
-    ) -> SessionRecord | None:
-        node = self.index.live(session_id, now, user_id)
-        if node is None:
-            return None
-        old = node[STATIC]
-        if_version, limit = write.get("if_version"), write.get("limit")
-        if if_version is not None and if_version != old[VERSION]:
-            raise SessionVersionConflict(old[VERSION])
-        if write.get("merge"):
-            blob = merge_blobs(old[BLOB], blob)
-        if limit is not None and len(blob) + len(old[META]) > limit:
-            raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
-        cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
-        self.budget.check(cost)
-        if not self.budget.evicts:  # refused before the session changes (its own activity included)
-            self._make_room(cost - old[COST], now, keep=session_id)
-        version = old[VERSION] + 1 if blob != old[BLOB] else old[VERSION]
-        static: Static = (*old[:BLOB], blob, old[META], cost, version)
-        self._activity(session_id, node, now, static)  # the byte total now holds the new cost
-        self._make_room(0, now, keep=session_id)
-        return to_record(session_id, now, static)
+        with self.log.to(report):
+            node = self.index.live(session_id, now, user_id)
+            if node is None:
+                return None
+            old = node[STATIC]
+            if_version, limit = write.get("if_version"), write.get("limit")
+            if if_version is not None and if_version != old[VERSION]:
+                raise SessionVersionConflict(old[VERSION])
+            if write.get("merge"):
+                blob = merge_blobs(old[BLOB], blob)
+            if limit is not None and len(blob) + len(old[META]) > limit:
+                raise SessionDataTooLargeError(len(blob) + len(old[META]), limit)
+            cost = session_bytes(session_id, old[USER], blob, old[META], old[CLIENT])
+            self.budget.check(cost)
+            if not self.budget.evicts:  # refused before the session changes (its own activity included)
+                self._make_room(cost - old[COST], now, keep=session_id)
+            version = old[VERSION] + 1 if blob != old[BLOB] else old[VERSION]
+            static: Static = (*old[:BLOB], blob, old[META], cost, version)
+            self._activity(session_id, node, now, static)  # the byte total now holds the new cost
+            self._make_room(0, now, keep=session_id)
+            return to_record(session_id, now, static)
 
     async def delete(
         self, session_id: str, now: float, user_id: str | None = None, *, report: Report = drop
@@ -236,8 +224,8 @@ class MemoryStore(OneProcess):
         if user_id is not None and owner is not None and owner != user_id:
             return None
         was_live = self.index.live(session_id, now, None) is not None
-        self._end(session_id, "deleted")
-        self.log.hand_to(report)
+        with self.log.to(report):
+            self._end(session_id, "deleted")
         return was_live
 
     async def list_user(self, user_id: str, now: float, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
@@ -250,13 +238,11 @@ class MemoryStore(OneProcess):
 
     async def revoke_user(self, user_id: str, now: float, *, report: Report = drop) -> int:
         revoked = 0
-        try:
+        with self.log.to(report):
             for sid in self.owners.users.ids(user_id):
                 live = self.index.live(sid, now, None) is not None
                 self._end(sid, "revoked" if live else "expired")
                 revoked += live
-        finally:
-            self.log.hand_to(report)
         return revoked
 
     async def rotate(
@@ -269,8 +255,8 @@ class MemoryStore(OneProcess):
             raise SessionStoreException("session id already stored")
         node = self.index.rename(session_id, new_id)  # same place in every list: last activity is kept too
         self.owners.rename(session_id, new_id, node[STATIC])
-        self.log.rotated(session_id, node)
-        self.log.hand_to(report)
+        with self.log.to(report):
+            self.log.rotated(session_id, node)
         return to_record(new_id, node[ACTIVE], node[STATIC])
 
     def new_id(self, user_id: str | None, client_id: str | None, like: str | None = None) -> str:
@@ -287,10 +273,8 @@ class MemoryStore(OneProcess):
         report: Report = drop,
     ) -> BatchResult:
         """Remove up to `limit` expired sessions (and, with `max_idle_s`, those idle at least that long)."""
-        try:
+        with self.log.to(report):
             return self._remove_due(now, max_idle_s, limit, exclude)
-        finally:
-            self.log.hand_to(report)
 
     def stats(self, now: float) -> StoreStats:
         return StoreStats(len(self.index), self.index.count_expired(now), self.index.bytes)
