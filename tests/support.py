@@ -142,12 +142,6 @@ def due_ids(store: MemoryStore, now: float, max_idle_s: float | None = None) -> 
     return [sid for _, sid in sorted(due)]
 
 
-def assert_store_consistent(store: MemoryStore) -> None:
-    """The lanes, the creation list, the index, the user lists, the resume pairs, the byte and expired
-    counts agree (the store's own check)."""
-    store.check()
-
-
 class HookedStore(MemoryStore):
     """A real MemoryStore that calls `after_batch` once each cleanup batch is done (between batches)."""
 

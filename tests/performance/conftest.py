@@ -14,7 +14,7 @@ from faultmaven.config import Settings
 from faultmaven.session import SessionRecord
 from faultmaven.session_management import SessionManager
 from faultmaven.stores import MemoryStore
-from tests.support import EPOCH, FakeClock
+from tests.support import EPOCH, FakeClock, session_record
 
 TIMEOUT_S = 30 * 60.0
 
@@ -45,17 +45,7 @@ def session_ids(n: int) -> list[str]:
 
 def record(sid: str, now: float, timeout_s: float = TIMEOUT_S) -> SessionRecord:
     """A session created at `now` with this idle timeout and a day of absolute lifetime."""
-    return SessionRecord(
-        session_id=sid,
-        user_id=None,
-        client_id=None,
-        session_type="troubleshooting",
-        created_at=now,
-        last_activity=now,
-        timeout_s=timeout_s,
-        absolute_at=now + 86_400.0,
-        blob=b"{}",
-    )
+    return session_record(sid=sid, created=now, timeout_s=timeout_s, absolute_at=now + 86_400.0, blob=b"{}")
 
 
 def populated_manager(

@@ -42,7 +42,7 @@ from faultmaven.stores.base import Report
 from faultmaven.stores.memory.snapshot import load_snapshot, write_snapshot
 from faultmaven.stores.redis.store import RedisStore
 from faultmaven.stores.sizing import session_bytes
-from tests.support import FakeClock, assert_store_consistent, stored_record
+from tests.support import FakeClock, stored_record
 
 TIMEOUT_MINUTES = 1.0
 T = TIMEOUT_MINUTES * 60.0
@@ -620,7 +620,7 @@ class SessionMachine(RuleBasedStateMachine):
         if not self.model:
             assert metrics["memory_usage_mb"] == 0, "the memory estimate did not return to empty"
         if isinstance(self.store, MemoryStore):
-            assert_store_consistent(self.store)
+            self.store.check()
         if self.budget is not None:
             assert metrics["memory_usage_mb"] == self.stored_bytes() / (1024 * 1024)
             assert self.stored_bytes() <= self.budget, "the store went over its budget"

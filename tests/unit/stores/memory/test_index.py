@@ -7,7 +7,7 @@ import pytest
 
 from faultmaven.session import new_session_id
 from faultmaven.stores import MemoryStore
-from tests.support import EPOCH, StoreLines, assert_store_consistent, due_ids, session_record, stored_record
+from tests.support import EPOCH, StoreLines, due_ids, session_record, stored_record
 
 FAR = EPOCH + 10**6
 
@@ -47,7 +47,7 @@ async def test_the_count_after_a_removal_does_not_walk_the_kept_sessions_again(
     first, second = count_lines(store, now), count_lines(store, now)
     assert first == second
     assert first[0] == 40
-    assert_store_consistent(store)
+    store.check()
 
 
 async def test_the_count_after_a_lane_removes_the_creation_frontier_starts_at_its_predecessor() -> None:
@@ -63,7 +63,7 @@ async def test_the_count_after_a_lane_removes_the_creation_frontier_starts_at_it
     first, second = count_lines(store, now), count_lines(store, now)
     assert first == second
     assert first[0] == 40
-    assert_store_consistent(store)
+    store.check()
 
 
 async def lines_of_a_full_batch(lanes: int) -> int:
@@ -74,7 +74,7 @@ async def lines_of_a_full_batch(lanes: int) -> int:
     with StoreLines() as lines:
         result = await store.remove_idle(EPOCH + 1000, None, 1, frozenset())
     assert result.removed == 1
-    assert_store_consistent(store)
+    store.check()
     return lines.count
 
 
@@ -94,13 +94,13 @@ async def test_lanes_coming_and_going_rebuild_the_heaps_and_cleanup_still_finds_
         (sid,) = await stored(store, 1, 100.0 + i)
         assert await store.delete(sid, EPOCH) is True
     keep += await stored(store, 1, 7000.0) + await stored(store, 1, 300.0)
-    assert_store_consistent(store)
+    store.check()
     for now in (EPOCH + 400, EPOCH + 5500, EPOCH + 6500, EPOCH + 7500):
         due = due_ids(store, now)
         result = await store.remove_idle(now, None, 1000, frozenset())
         assert result.removed == len(due) == 1
         assert all(stored_record(store, sid) is None for sid in due)
-        assert_store_consistent(store)
+        store.check()
     assert len(store) == 0 and len(keep) == 4
 
 
@@ -123,5 +123,5 @@ async def test_renaming_the_session_a_count_stopped_at_moves_both_frontiers() ->
     unchanged = count_lines(store, now)  # a count with nothing new to count: each walk starts past its frontier
     new_id = new_session_id()
     store.index.rename(ids[-1], new_id)
-    assert_store_consistent(store)  # each frontier is in its list: it names the new id, not the old
+    store.check()  # each frontier is in its list: it names the new id, not the old
     assert count_lines(store, now) == unchanged  # and the count goes on from there: no session walked again
