@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # Import paths documented before the modules moved into their layer's folder: each still imports the
 # module itself, so user code written against them keeps working.
 MOVED = {
+    "faultmaven.auth.tokens": "faultmaven.auth",
     "faultmaven.cleanup": "faultmaven.lifecycle.cleanup",
     "faultmaven.docs_assets": "faultmaven.web.docs_assets",
     "faultmaven.events": "faultmaven.lifecycle.events",

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from faultmaven.auth.algorithms import KeyFileError, Keys, VerificationKey, key_family
 
-log = logging.getLogger("faultmaven.auth.tokens")
+log = logging.getLogger("faultmaven.auth.tokens")  # the name its log lines have always carried
 
 RECHECK_SECONDS = 1.0  # how often a key file is looked at
 _RACY_SECONDS = 2.0  # a file changed this recently may change again without its mtime or size moving

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from faultmaven.auth import tokens as auth
+import faultmaven.auth as auth
 from faultmaven.exceptions import ConfigError
 from faultmaven.stores.urls import STORE_SCHEMES, cluster_nodes, is_cluster, tls_options
 
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     absolute_timeout_minutes: PositiveFinite = 1440.0
     max_per_user: Annotated[int, Field(ge=0)] = 10  # 0: no limit
     user_header: str | None = None  # e.g. X-User-ID, set by a gateway that authenticated the user
-    # Identity from a bearer JWT (faultmaven.auth.tokens): a shared secret or a public key file, never both.
+    # Identity from a bearer JWT (faultmaven.auth): a shared secret or a public key file, never both.
     jwt_secret: SecretStr | None = None  # HS256/384/512
     jwt_public_key: str | None = None  # path: a PEM public key (or certificate) or a JWKS JSON file
     jwt_algorithms: str | None = None  # comma-separated; unset: those of the key's kind

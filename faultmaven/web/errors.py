@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from faultmaven.auth.tokens import InvalidToken, KeyFileError
+from faultmaven.auth import InvalidToken, KeyFileError
 from faultmaven.exceptions import (
     FaultMavenError,
     SessionCleanupException,

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from faultmaven.auth.tokens import InvalidToken, TokenVerifier
+from faultmaven.auth import InvalidToken, TokenVerifier
 from faultmaven.config.config import Settings
 from faultmaven.exceptions import SessionStoreException
 from faultmaven.observability.audit import audit_admin

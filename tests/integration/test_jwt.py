@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+import faultmaven.auth as auth
 from faultmaven.auth import keys
-from faultmaven.auth import tokens as auth
 from faultmaven.auth import verifier as verifier_module
 from faultmaven.config import Settings
 from faultmaven.session_management import SessionManager

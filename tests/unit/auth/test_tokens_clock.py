@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from faultmaven.auth.tokens import InvalidToken, TokenPolicy, TokenVerifier
+from faultmaven.auth import InvalidToken, TokenPolicy, TokenVerifier
 
 SECRET = b"a-jwt-secret-of-at-least-32-bytes-long"
 FUTURE = 2_000_000_000.0  # 2033
